@@ -1,0 +1,66 @@
+//! Start-up: connect, migrate, bind, then serve until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::Db;
+
+/// A bound, migrated pipepay ready to serve. Tests build one on port 0 and read the port back.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(&config.database_url, config.database_max_connections)
+            .await
+            .context("PIPEPAY_DATABASE_URL")?;
+        db.migrate().await.context("PIPEPAY_DATABASE_URL")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("PIPEPAY_LISTEN: cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr().context("PIPEPAY_LISTEN: no local address")?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{local_addr}/"))
+                .context("PIPEPAY_PUBLIC_URL: cannot derive from the listen address")?,
+        };
+        tracing::info!(
+            database = %config.database_url,
+            listen = %local_addr,
+            public_url = %public_url,
+            "pipepay ready"
+        );
+        let state = AppState { db, config: Arc::new(config), public_url: Arc::new(public_url) };
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has an address; UNSPECIFIED only if the OS forgot it.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight work finish within the configured
+    /// grace period, then closes the database.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state } = self;
+        let grace = state.config.shutdown_grace();
+        let db = state.db.clone();
+        http::serve(listener, http::router(state), shutdown, grace).await.context("serving HTTP")?;
+        db.close().await;
+        tracing::info!("pipepay stopped");
+        Ok(())
+    }
+}

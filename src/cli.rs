@@ -1,0 +1,130 @@
+//! The `pipepay` command line. Every failure before serving is reported as one line naming the
+//! setting at fault, with a non-zero exit, never a panic.
+
+use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::Config;
+use crate::store::Db;
+use crate::{shutdown, telemetry};
+
+/// pipepay turns Kommo deals into Flutterwave payment links and payments into won deals.
+///
+/// Every setting below can also be given as the environment variable shown with it.
+#[derive(Debug, Parser)]
+#[command(name = "pipepay", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Apply migrations, then serve HTTP until SIGINT or SIGTERM (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return report_usage_error(error),
+    };
+    if let Err(error) = telemetry::init_logging(cli.config.log_format, &cli.config.log_filter) {
+        eprintln!("pipepay: PIPEPAY_LOG: {error}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pipepay: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pipepay: {}", crate::error_chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            // Listen for signals before the slow part of start-up so none is missed.
+            let stop = shutdown::signal();
+            Application::build(cli.config).await?.run_until(stop).await
+        }
+        Command::Migrate => {
+            use anyhow::Context;
+            let db = Db::connect(&cli.config.database_url, 1).await.context("PIPEPAY_DATABASE_URL")?;
+            db.migrate().await.context("PIPEPAY_DATABASE_URL")?;
+            tracing::info!(database = %cli.config.database_url, "migrations applied");
+            db.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// Prints clap's verdict as one line that names both the flag and its environment variable.
+fn report_usage_error(error: clap::Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // Help and version go to stdout with a zero exit, as clap intends.
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("pipepay: {}", usage_error_line(&error));
+    ExitCode::from(2)
+}
+
+fn usage_error_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first_line =
+        rendered.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_owned();
+    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return first_line;
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+        return first_line;
+    };
+    let command = Cli::command();
+    let Some(arg) = command.get_arguments().find(|a| {
+        a.get_long().is_some_and(|long| {
+            flag.strip_prefix("--")
+                .and_then(|rest| rest.strip_prefix(long))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(' ') || rest.starts_with('='))
+        })
+    }) else {
+        return first_line;
+    };
+    let long = arg.get_long().unwrap_or_default();
+    let name = match arg.get_env() {
+        Some(env) => format!("{} (--{long})", env.to_string_lossy()),
+        None => format!("--{long}"),
+    };
+    // Settings that hide their values (the database URL can hold a password) are not quoted.
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if !arg.is_hide_env_values_set() => format!(" {v:?}"),
+        _ => String::new(),
+    };
+    let reason = match (std::error::Error::source(error), error.get(ContextKind::ValidValue)) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => format!("expected one of: {}", valid.join(", ")),
+        (None, _) => "invalid value".to_owned(),
+    };
+    format!("invalid {name}{value}: {reason}")
+}

@@ -1,0 +1,105 @@
+//! Typed settings, read from flags and `PIPEPAY_*` environment variables and validated at start.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use url::Url;
+
+use crate::store::DatabaseUrl;
+
+/// Every setting pipepay reads. Each one is a flag and an environment variable, so `--help`
+/// documents the whole configuration surface.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Database to use: `sqlite://path/to/file.db` (created with its folder if missing) or
+    /// `postgres://user:password@host:port/database` for several instances on one database.
+    #[arg(
+        long,
+        env = "PIPEPAY_DATABASE_URL",
+        default_value = "sqlite://data/pipepay.db",
+        value_parser = DatabaseUrl::from_str,
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+
+    /// Most connections pipepay keeps open to the database.
+    #[arg(long, env = "PIPEPAY_DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub database_max_connections: u32,
+
+    /// Address and port to listen on, e.g. `127.0.0.1:8080` or `0.0.0.0:80`.
+    #[arg(long, env = "PIPEPAY_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+
+    /// The URL agencies, Kommo and Flutterwave reach pipepay at (webhook URLs, the OAuth
+    /// redirect). Defaults to `http://` plus the listen address.
+    #[arg(long, env = "PIPEPAY_PUBLIC_URL", value_parser = parse_public_url, global = true)]
+    pub public_url: Option<Url>,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `pipepay=debug,sqlx=warn`.
+    #[arg(long = "log", env = "PIPEPAY_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
+    pub log_filter: String,
+
+    /// Log format: `human` for reading at a terminal, `json` for log collectors.
+    #[arg(long, env = "PIPEPAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+
+    /// Largest request body accepted, in bytes; bigger bodies get 413.
+    #[arg(long, env = "PIPEPAY_BODY_LIMIT", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024), global = true)]
+    pub body_limit: u64,
+
+    /// Seconds a request may take before pipepay answers 503 instead.
+    #[arg(long = "request-timeout", env = "PIPEPAY_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    pub request_timeout_secs: u64,
+
+    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM before pipepay exits.
+    #[arg(long = "shutdown-grace", env = "PIPEPAY_SHUTDOWN_GRACE", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Config {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Whether browsers reach pipepay over https (cookies get `Secure`, responses get HSTS).
+    pub fn is_https(&self) -> bool {
+        self.public_url.as_ref().is_some_and(|u| u.scheme() == "https")
+    }
+}
+
+fn parse_public_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    if url.host_str().is_none() {
+        return Err("must name a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not carry a query or fragment".into());
+    }
+    Ok(url)
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("not a log filter: {e}"))
+}

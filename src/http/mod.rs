@@ -1,0 +1,110 @@
+//! The HTTP edge: application state, the router every module plugs into, middleware, and
+//! serving with a graceful shutdown.
+
+mod health;
+pub mod middleware;
+pub mod problem;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use url::Url;
+
+use crate::config::Config;
+use crate::store::Db;
+
+pub use self::problem::Problem;
+
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    /// Where the outside world reaches us; resolved after binding when not configured.
+    pub public_url: Arc<Url>,
+}
+
+/// The whole HTTP surface with its middleware.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let routes =
+        Router::new().merge(health::router()).fallback(|| async { Problem::not_found() }).with_state(state);
+    with_middleware(routes, &config)
+}
+
+/// Wraps routes in the middleware every pipepay answer goes through.
+pub fn with_middleware(routes: Router, config: &Config) -> Router {
+    let body_limit = usize::try_from(config.body_limit).unwrap_or(usize::MAX);
+    routes.layer(
+        // Outermost first: ids exist before logging, logging sees the final answer, and
+        // every error produced further in is turned into problem+json on the way out.
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(middleware::REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(middleware::request_span)
+                    .on_request(())
+                    .on_response(middleware::log_response)
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
+            .layer(axum::middleware::from_fn_with_state(
+                middleware::Https(config.is_https()),
+                middleware::security_headers,
+            ))
+            .layer(axum::middleware::from_fn(middleware::problem_responses))
+            .layer(CatchPanicLayer::new())
+            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout()))
+            .layer(RequestBodyLimitLayer::new(body_limit))
+            .layer(DefaultBodyLimit::max(body_limit)),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish for up to `grace` before dropping them. Returns once the server has stopped.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> io::Result<()> {
+    let stop = CancellationToken::new();
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut server => return flatten(result),
+        () = shutdown => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections, finishing in-flight requests"
+    );
+    stop.cancel();
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => flatten(result),
+        Err(_) => {
+            tracing::warn!("shutdown grace period over: dropping the requests still in flight");
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+fn flatten(result: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result<()> {
+    result.map_err(io::Error::other)?
+}

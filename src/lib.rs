@@ -1,0 +1,32 @@
+//! pipepay: payments from the sales pipeline. See ARCHITECTURE.md for the map.
+
+/// Start-up: connect, migrate, bind and serve.
+pub mod app;
+/// The command line: `serve`, `migrate`, and the one-line error report.
+pub mod cli;
+/// Typed settings from flags and `PIPEPAY_*` variables.
+pub mod config;
+/// Router, middleware, problem+json, graceful serving.
+pub mod http;
+/// The stop signal.
+pub mod shutdown;
+/// SQLite and PostgreSQL pools, migrations, queries.
+pub mod store;
+/// Logging and, later, traces and metrics.
+pub mod telemetry;
+
+/// An error and its causes on one line, `outer: inner: root`, for logs and start-up failures.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their source in their own message; say it once.
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

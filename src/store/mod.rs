@@ -1,0 +1,203 @@
+//! Storage: connection pools for SQLite and PostgreSQL, migrations, and one contract over both.
+//!
+//! Every query is written once in SQL both engines accept (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`) and run through [`on_db!`], which monomorphises it for each driver. Where the
+//! engines must differ (claiming jobs, say), the match is written out by hand next to the
+//! reason. Timestamps are integer milliseconds since the epoch in both engines and money is
+//! decimal text, so no value changes shape between backends.
+
+mod url;
+
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use self::url::DatabaseUrl;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long start-up waits for the database before giving up with a clear error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite serialises writers; a writer waits this long for the lock instead of failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `$body` with `$pool` bound to whichever pool (or connection, or transaction) `$db`
+/// holds. The body is compiled once per backend, so a query written once serves both.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the folder for the SQLite database at {path}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot apply migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A connection pool to one of the two supported engines.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub backend: Backend,
+    /// Migrations this binary carries that the database has not applied.
+    pub pending_migrations: Vec<i64>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.pending_migrations.is_empty()
+    }
+}
+
+impl Db {
+    /// Opens a pool, creating the SQLite file and its folder when needed.
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Db, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(options) => {
+                if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                // FULL sync: a webhook is acknowledged only once it is on disk, even in WAL.
+                let options = options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                probe::<SqliteConnection>(&options, url).await?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
+                Ok(Db::Sqlite(pool))
+            }
+            DatabaseUrl::Postgres(options) => {
+                probe::<PgConnection>(options, url).await?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
+                Ok(Db::Postgres(pool))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies every pending migration. Safe to run from several instances at once: the
+    /// migrator takes a database-wide lock on PostgreSQL, and SQLite serialises writers.
+    #[tracing::instrument(skip(self), fields(backend = self.backend().name()))]
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        on_db!(self, pool => self.migrator().run(pool).await)?;
+        Ok(())
+    }
+
+    /// Checks the database answers and holds every migration this binary knows.
+    pub async fn readiness(&self) -> Result<Readiness, StoreError> {
+        let applied: Vec<i64> = on_db!(self, pool => {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(pool)
+                .await
+        })
+        .or_else(|e| match &e {
+            // A database nobody has migrated yet has no bookkeeping table: everything pends.
+            sqlx::Error::Database(db) if is_undefined_table(db.as_ref()) => Ok(Vec::new()),
+            _ => Err(e),
+        })?;
+        let pending_migrations = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect();
+        Ok(Readiness { backend: self.backend(), pending_migrations })
+    }
+
+    /// Closes every connection; waits for checked-out ones to come back.
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await)
+    }
+}
+
+/// Opens and closes one connection, because a pool that cannot connect only reports that it
+/// timed out, and the operator needs the reason (refused, unknown host, bad password).
+async fn probe<C: Connection>(options: &C::Options, url: &DatabaseUrl) -> Result<(), StoreError> {
+    let failed = |source| StoreError::Connect { url: url.redacted(), source };
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, C::connect_with(options))
+        .await
+        .map_err(|_| failed(sqlx::Error::PoolTimedOut))?
+        .map_err(failed)?;
+    connection.close().await.map_err(failed)
+}
+
+fn is_undefined_table(error: &dyn sqlx::error::DatabaseError) -> bool {
+    // PostgreSQL reports 42P01; SQLite has no code for it, only the message.
+    error.code().as_deref() == Some("42P01") || error.message().contains("no such table")
+}

@@ -1,0 +1,7 @@
+//! pipepay's stories, told over real HTTP against the real server on both databases.
+
+mod support;
+
+mod cli;
+mod foundation;
+mod storage;

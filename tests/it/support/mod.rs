@@ -1,0 +1,127 @@
+//! The test harness: a fresh database per test on either engine, and the real server on port 0.
+#![allow(dead_code)]
+
+pub mod db;
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use pipepay::app::Application;
+use pipepay::cli::Cli;
+use pipepay::store::{DatabaseUrl, Db};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use db::{Engine, TestDb};
+
+/// Generates one `#[tokio::test]` per engine for each named `async fn(Engine)`, so every story
+/// runs on SQLite always and on PostgreSQL whenever `PIPEPAY_TEST_DATABASE_URL` is set.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::support::Engine::postgres_enabled() {
+                        super::$name($crate::support::Engine::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Parses settings the way the binary does, from flags only.
+pub fn cli(args: &[&str]) -> Cli {
+    let mut argv = vec!["pipepay"];
+    argv.extend_from_slice(args);
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => panic!("test settings do not parse: {e}"),
+    }
+}
+
+/// A running pipepay on 127.0.0.1 with a port of its own.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    /// A second pool onto the same database, to check what the server stored.
+    pub db: Db,
+    pub test_db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(engine: Engine) -> TestApp {
+        Self::spawn_with(engine, &[]).await
+    }
+
+    pub async fn spawn_with(engine: Engine, extra: &[&str]) -> TestApp {
+        let test_db = TestDb::new(engine).await;
+        let mut args = vec!["--database-url", test_db.url.as_str(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let config = cli(&args).config;
+        let app = Application::build(config).await.expect("pipepay starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let url: DatabaseUrl = test_db.url.parse().expect("test url parses");
+        let db = Db::connect(&url, 2).await.expect("test pool connects");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        TestApp { addr, http, db, test_db, stop: Some(stop), server: Some(server) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request reaches pipepay")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+        self.db.close().await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Reads a problem+json answer, checking its content type and status on the way.
+pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(content_type, "application/problem+json", "content type");
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status, "status inside the problem: {body}");
+    assert!(body["title"].is_string(), "problem has a title: {body}");
+    body
+}
