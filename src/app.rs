@@ -8,9 +8,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use url::Url;
 
+use crate::auth::session::SessionKeys;
+use crate::auth::{AttemptLimiter, Auth};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::store::Db;
+use crate::vault::{self, Vault};
 
 /// A bound, migrated pipepay ready to serve. Tests build one on port 0 and read the port back.
 pub struct Application {
@@ -24,6 +27,10 @@ impl Application {
             .await
             .context("PIPEPAY_DATABASE_URL")?;
         db.migrate().await.context("PIPEPAY_DATABASE_URL")?;
+        // After the database, so a bad database URL leaves no development key behind.
+        let master_keys = vault::master::resolve(config.master_keys.clone(), config.environment)
+            .map_err(anyhow::Error::msg)?;
+        let session_keys = SessionKeys::derive(&master_keys, config.session_ttl())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("PIPEPAY_LISTEN: cannot listen on {}", config.listen))?;
@@ -39,7 +46,18 @@ impl Application {
             public_url = %public_url,
             "pipepay ready"
         );
-        let state = AppState { db, config: Arc::new(config), public_url: Arc::new(public_url) };
+        let auth = Auth {
+            keys: session_keys,
+            limiter: AttemptLimiter::new(),
+            secure_cookies: public_url.scheme() == "https",
+        };
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            public_url: Arc::new(public_url),
+            vault: Vault::new(master_keys),
+            auth: Arc::new(auth),
+        };
         Ok(Application { listener, state })
     }
 

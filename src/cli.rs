@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::app::Application;
 use crate::config::Config;
 use crate::store::Db;
+use crate::vault::{self, MasterKeys, Vault};
 use crate::{shutdown, telemetry};
 
 /// pipepay turns Kommo deals into Flutterwave payment links and payments into won deals.
@@ -30,6 +31,22 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage the vault's master keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Re-wrap every client account's data key under the first of PIPEPAY_MASTER_KEYS. Safe while
+    /// pipepay serves (run them with the same keys) and safe to re-run; prints counts.
+    Rotate,
+    /// Print a new random master key entry (`id:base64`) for PIPEPAY_MASTER_KEYS.
+    Generate {
+        /// The new key's id; defaults to today's date.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -70,6 +87,36 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             db.migrate().await.context("PIPEPAY_DATABASE_URL")?;
             tracing::info!(database = %cli.config.database_url, "migrations applied");
             db.close().await;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate { id }) => {
+            let id = id.unwrap_or_else(|| format!("k{}", chrono::Utc::now().format("%Y%m%d")));
+            // Validate the id by parsing the entry we are about to print.
+            let entry = MasterKeys::generate_entry(&id);
+            entry.parse::<MasterKeys>().map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+            println!("{entry}");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            use anyhow::Context;
+            let keys = vault::master::resolve(cli.config.master_keys.clone(), cli.config.environment)
+                .map_err(anyhow::Error::msg)?;
+            let db = Db::connect(&cli.config.database_url, 2).await.context("PIPEPAY_DATABASE_URL")?;
+            let active = keys.active().id.clone();
+            let report = vault::rotate(&db, &Vault::new(keys)).await.context("rotating data keys")?;
+            db.close().await;
+            println!(
+                "rewrapped {} data keys under master key {active}; {} were under it already; {} failed",
+                report.rewrapped, report.current, report.failed
+            );
+            if report.failed > 0 {
+                anyhow::bail!(
+                    "PIPEPAY_MASTER_KEYS: {} data keys are wrapped by master keys that are not configured ({}); \
+                     add them after the new key and run again",
+                    report.failed,
+                    report.missing_master_keys.join(", ")
+                );
+            }
             Ok(())
         }
     }

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use url::Url;
 
 use crate::store::DatabaseUrl;
+use crate::vault::MasterKeys;
 
 /// Every setting pipepay reads. Each one is a flag and an environment variable, so `--help`
 /// documents the whole configuration surface.
@@ -39,6 +40,23 @@ pub struct Config {
     #[arg(long, env = "PIPEPAY_PUBLIC_URL", value_parser = parse_public_url, global = true)]
     pub public_url: Option<Url>,
 
+    /// `development` or `production`. Production refuses to start without PIPEPAY_MASTER_KEYS.
+    #[arg(long = "env", env = "PIPEPAY_ENV", value_enum, default_value_t = Environment::Development, global = true)]
+    pub environment: Environment,
+
+    /// Master keys for the vault: `id:base64-32-bytes`, comma-separated. The first seals; all
+    /// open, so a rotation adds the new key in front, runs `pipepay keys rotate`, then drops the
+    /// old one. `pipepay keys generate` prints a new one. Pass it in the environment, not as a
+    /// flag (flags show up in process lists).
+    #[arg(long, env = "PIPEPAY_MASTER_KEYS", value_parser = MasterKeys::from_str, hide_env_values = true, global = true)]
+    pub master_keys: Option<MasterKeys>,
+
+    /// Seconds a session token lasts; each request in its second half renews it, so people are
+    /// logged out after this long idle.
+    #[arg(long = "session-ttl", env = "PIPEPAY_SESSION_TTL", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(60..=86_400), global = true)]
+    pub session_ttl_secs: u64,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `pipepay=debug,sqlx=warn`.
     #[arg(long = "log", env = "PIPEPAY_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
     pub log_filter: String,
@@ -64,6 +82,14 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// Local use: without master keys, pipepay makes one under data/ and warns.
+    Development,
+    /// Real money: master keys are required.
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Human,
     Json,
@@ -72,6 +98,10 @@ pub enum LogFormat {
 impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -1,19 +1,37 @@
 //! pipepay: payments from the sales pipeline. See ARCHITECTURE.md for the map.
 
+/// The JSON API under /api/v1 and its OpenAPI document.
+pub mod api;
 /// Start-up: connect, migrate, bind and serve.
 pub mod app;
+/// Accounts, passwords, sessions, CSRF, API keys, access checks.
+pub mod auth;
 /// The command line: `serve`, `migrate`, and the one-line error report.
 pub mod cli;
+/// Milliseconds since the epoch, as stored.
+pub mod clock;
 /// Typed settings from flags and `PIPEPAY_*` variables.
 pub mod config;
+/// The error every service returns.
+pub mod error;
+/// Flutterwave: key formats, API client, webhooks.
+pub mod flutterwave;
 /// Router, middleware, problem+json, graceful serving.
 pub mod http;
+/// Identifier newtypes.
+pub mod ids;
+/// Owner, admin, member.
+pub mod roles;
 /// The stop signal.
 pub mod shutdown;
 /// SQLite and PostgreSQL pools, migrations, queries.
 pub mod store;
 /// Logging and, later, traces and metrics.
 pub mod telemetry;
+/// Agencies, client accounts, members, API keys, settings, audit: the shared services.
+pub mod tenants;
+/// Envelope encryption of tenant secrets.
+pub mod vault;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and start-up failures.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

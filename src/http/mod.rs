@@ -18,14 +18,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::csrf::CsrfLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use url::Url;
 
+use crate::auth::{self, Auth, AuthState};
 use crate::config::Config;
 use crate::store::Db;
+use crate::vault::Vault;
 
 pub use self::problem::Problem;
 
@@ -36,13 +39,27 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Where the outside world reaches us; resolved after binding when not configured.
     pub public_url: Arc<Url>,
+    pub vault: Vault,
+    pub auth: Arc<Auth>,
 }
 
 /// The whole HTTP surface with its middleware.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
-    let routes =
-        Router::new().merge(health::router()).fallback(|| async { Problem::not_found() }).with_state(state);
+    let auth_state = AuthState { db: state.db.clone(), auth: state.auth.clone() };
+    // Browsers may only change things from pipepay's own pages (Sec-Fetch-Site / Origin), on
+    // top of the per-session CSRF token that cookie-authenticated changes must carry.
+    let same_origin = CsrfLayer::new()
+        .add_trusted_origin(state.public_url.origin().ascii_serialization())
+        .unwrap_or_else(|_| CsrfLayer::new());
+    let authenticated = crate::api::router()
+        .layer(axum::middleware::from_fn_with_state(auth_state, auth::authenticate))
+        .layer(same_origin);
+    let routes = Router::new()
+        .merge(health::router())
+        .merge(authenticated)
+        .fallback(|| async { Problem::not_found() })
+        .with_state(state);
     with_middleware(routes, &config)
 }
 

@@ -4,19 +4,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-pub const CONTENT_TYPE: &str = "application/problem+json";
+use crate::error::{Error, FieldError};
+use crate::store::StoreError;
 
-/// One field a request got wrong, so clients can point at it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// The field's path in the request, e.g. `email` or `settings.tax_rate`.
-    pub field: String,
-    pub message: String,
-}
+pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// A problem+json body. `type` is `about:blank` for plain HTTP errors and a
 /// `urn:pipepay:problem:*` name for errors pipepay defines.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -30,6 +25,7 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub retry_after_secs: Option<u64>,
 }
 
@@ -89,5 +85,74 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Problem {
+        match error {
+            Error::NotFound => Problem::not_found(),
+            Error::Forbidden(why) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed").with_detail(why)
+            }
+            Error::Unauthenticated(why) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Not logged in").with_detail(why)
+            }
+            Error::Invalid(errors) => Problem {
+                errors,
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Some fields are not valid")
+                    .with_detail("Fix the fields listed in `errors` and send the request again.")
+            },
+            Error::Malformed(why) => {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request").with_detail(why)
+            }
+            Error::UnsupportedMediaType(expected) => Problem::status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .with_detail(format!("Send the body as {expected}.")),
+            Error::TooLarge => Problem::status(StatusCode::PAYLOAD_TOO_LARGE),
+            Error::Conflict { field, message } => {
+                let problem =
+                    Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(&message);
+                match field {
+                    Some(field) => problem.with_field(field, message),
+                    None => problem,
+                }
+            }
+            Error::RateLimited { retry_after_secs } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+                    .with_detail(format!("Wait {retry_after_secs} s before trying again."))
+                    .with_retry_after(retry_after_secs)
+            }
+            Error::Upstream { field, message } => {
+                let problem =
+                    Problem::new(StatusCode::BAD_GATEWAY, "upstream", "A service pipepay depends on failed")
+                        .with_detail(&message);
+                match field {
+                    Some(field) => problem.with_field(field, message),
+                    None => problem,
+                }
+            }
+            error @ Error::Store(StoreError::Sqlx(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            )) => {
+                tracing::error!(error = %crate::error_chain(&error), "database unavailable");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
+                    .with_detail("The database is not answering; try again shortly.")
+                    .with_retry_after(1)
+            }
+            error @ (Error::Store(_) | Error::Vault(_) | Error::Internal(_)) => {
+                // The cause chain goes to the log, never to the client: it may name tables,
+                // hosts or (for a bug) values that are not the client's business.
+                tracing::error!(error = %crate::error_chain(&error), "request failed");
+                Problem::status(StatusCode::INTERNAL_SERVER_ERROR).with_detail(
+                    "Something went wrong on our side; quote the request id if you ask for help.",
+                )
+            }
+        }
     }
 }

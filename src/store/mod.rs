@@ -6,7 +6,14 @@
 //! reason. Timestamps are integer milliseconds since the epoch in both engines and money is
 //! decimal text, so no value changes shape between backends.
 
+pub mod agencies;
+pub mod api_keys;
+pub mod audit;
+pub mod clients;
+pub mod data_keys;
+mod tx;
 mod url;
+pub mod users;
 
 use std::time::Duration;
 
@@ -17,6 +24,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use self::tx::Tx;
 pub use self::url::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -53,10 +61,21 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("cannot lock the SQLite database for migrating")]
+    LockFile(#[source] std::io::Error),
     #[error("cannot apply migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
+    #[error("stored data is not what this version expects: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether a unique constraint refused the write; callers turn it into a 409 or 422.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 /// Which engine a [`Db`] talks to.
@@ -151,11 +170,18 @@ impl Db {
         }
     }
 
-    /// Applies every pending migration. Safe to run from several instances at once: the
-    /// migrator takes a database-wide lock on PostgreSQL, and SQLite serialises writers.
+    /// Applies every pending migration. Safe to run from several processes at once: sqlx takes
+    /// an advisory lock on PostgreSQL; on SQLite, whose migrator locks nothing, a lock file next
+    /// to the database serialises them.
     #[tracing::instrument(skip(self), fields(backend = self.backend().name()))]
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        on_db!(self, pool => self.migrator().run(pool).await)?;
+        match self {
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Db::Sqlite(pool) => {
+                let _lock = sqlite_migration_lock(pool).await?;
+                SQLITE_MIGRATIONS.run(pool).await?;
+            }
+        }
         Ok(())
     }
 
@@ -184,6 +210,19 @@ impl Db {
     pub async fn close(&self) {
         on_db!(self, pool => pool.close().await)
     }
+}
+
+/// An exclusive lock on `<database>.migrate-lock`, held until dropped.
+async fn sqlite_migration_lock(pool: &SqlitePool) -> Result<std::fs::File, StoreError> {
+    let path = format!("{}.migrate-lock", pool.connect_options().get_filename().display());
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::LockFile(std::io::Error::other(e)))?;
+    locked.map_err(StoreError::LockFile)
 }
 
 /// Opens and closes one connection, because a pool that cannot connect only reports that it

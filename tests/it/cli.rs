@@ -1,77 +1,31 @@
 //! The binary as an operator meets it: a fresh machine, bad settings, `--help`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use clap::CommandFactory;
 use pipepay::cli::Cli;
 
+use crate::support::process::{Running, pipepay};
 use crate::support::{Engine, TestDb};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pipepay");
-
-fn pipepay(dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
-}
-
-/// A started pipepay process; killed if a test fails before stopping it.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts the binary and waits for its "ready" log line, returning the process and its address.
-fn start(dir: &Path, env: &[(&str, &str)]) -> (Running, String) {
-    let mut env = env.to_vec();
-    env.extend([("PIPEPAY_LISTEN", "127.0.0.1:0"), ("PIPEPAY_LOG_FORMAT", "json")]);
-    let mut child = pipepay(dir, &env).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("pipepay logs that it is ready");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs are JSON");
-        if log["message"] == "pipepay ready" {
-            return (running, log["listen"].as_str().unwrap().to_owned());
-        }
-    }
-}
-
-fn terminate(mut running: Running) {
-    let mut child = running.0.take().unwrap();
-    // SAFETY: kill(2) on a pid we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "a SIGTERM stop is a clean exit, got {status}");
-}
 
 #[tokio::test]
 async fn the_run_command_works_on_a_fresh_machine_with_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, addr) = start(dir.path(), &[]);
-    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    let running = Running::start(dir.path(), &[]);
+    let ready = reqwest::get(running.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     assert!(dir.path().join("data/pipepay.db").is_file(), "the default database is created");
-    terminate(child);
+    let first = running.terminate();
+    assert!(first.contains("PIPEPAY_MASTER_KEYS is not set"), "development warns about its key: {first}");
+    let key_file = dir.path().join("data/master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the development key is readable by its owner only");
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let again = Running::start(dir.path(), &[]).terminate();
+    assert!(again.contains("PIPEPAY_MASTER_KEYS is not set"), "and warns at every start");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key, "the same key is kept");
 }
 
 #[tokio::test]
@@ -81,12 +35,13 @@ async fn the_same_binary_serves_on_postgres() {
     }
     let db = TestDb::new(Engine::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
-    let (child, addr) = start(dir.path(), &[("PIPEPAY_DATABASE_URL", &db.url)]);
-    let ready: serde_json::Value =
-        reqwest::get(format!("http://{addr}/readyz")).await.unwrap().json().await.unwrap();
+    let keys = pipepay::vault::MasterKeys::generate_entry("ci");
+    let running =
+        Running::start(dir.path(), &[("PIPEPAY_DATABASE_URL", &db.url), ("PIPEPAY_MASTER_KEYS", &keys)]);
+    let ready: serde_json::Value = reqwest::get(running.url("/readyz")).await.unwrap().json().await.unwrap();
     assert_eq!(ready["database"], "postgres");
     assert!(!dir.path().join("data").exists(), "nothing written locally on PostgreSQL");
-    terminate(child);
+    running.terminate();
 }
 
 #[test]
@@ -128,6 +83,8 @@ fn bad_settings_exit_with_one_clear_line() {
         ("PIPEPAY_PUBLIC_URL", "ftp://pay.example.com", &["http"]),
         ("PIPEPAY_LOG_FORMAT", "xml", &["human", "json"]),
         ("PIPEPAY_BODY_LIMIT", "lots", &["invalid"]),
+        ("PIPEPAY_MASTER_KEYS", "k1:c2VjcmV0LWJ1dC10b28tc2hvcnQ=", &["32 bytes"]),
+        ("PIPEPAY_ENV", "staging", &["development", "production"]),
     ];
     for (setting, value, hints) in cases {
         let output = pipepay(dir.path(), &[(setting, value)]).output().unwrap();
@@ -140,6 +97,7 @@ fn bad_settings_exit_with_one_clear_line() {
             assert!(lines[0].contains(hint), "{setting}={value}: says {hint:?}: {stderr}");
         }
         assert!(!stderr.contains("panicked") && !stderr.contains("hunter2"), "{stderr}");
+        assert!(!stderr.contains("c2VjcmV0"), "key material is never echoed: {stderr}");
     }
     assert!(!dir.path().join("data").exists(), "nothing is created when settings are bad");
 }
@@ -150,4 +108,25 @@ fn migrate_applies_migrations_and_exits() {
     let status = pipepay(dir.path(), &[]).arg("migrate").status().unwrap();
     assert!(status.success());
     assert!(dir.path().join("data/pipepay.db").is_file());
+}
+
+#[test]
+fn production_refuses_to_start_without_master_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pipepay(dir.path(), &[("PIPEPAY_ENV", "production")]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("PIPEPAY_MASTER_KEYS") && stderr.contains("production"), "{stderr}");
+    assert!(!dir.path().join("data/master.key").exists(), "no development key in production");
+}
+
+#[test]
+fn keys_generate_prints_a_usable_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pipepay(dir.path(), &[]).args(["keys", "generate", "--id", "k2027"]).output().unwrap();
+    assert!(output.status.success());
+    let entry = String::from_utf8(output.stdout).unwrap();
+    let keys: pipepay::vault::MasterKeys = entry.trim().parse().unwrap();
+    assert_eq!(keys.active().id, "k2027");
 }

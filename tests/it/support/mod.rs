@@ -1,9 +1,12 @@
 //! The test harness: a fresh database per test on either engine, and the real server on port 0.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod db;
+pub mod process;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use clap::Parser;
 use pipepay::app::Application;
@@ -12,6 +15,7 @@ use pipepay::store::{DatabaseUrl, Db};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use agent::Agent;
 pub use db::{Engine, TestDb};
 
 /// Generates one `#[tokio::test]` per engine for each named `async fn(Engine)`, so every story
@@ -56,7 +60,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// A second pool onto the same database, to check what the server stored.
     pub db: Db,
-    pub test_db: TestDb,
+    pub test_db: Arc<TestDb>,
+    /// The `PIPEPAY_MASTER_KEYS` this server runs with.
+    pub master_keys: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -67,8 +73,22 @@ impl TestApp {
     }
 
     pub async fn spawn_with(engine: Engine, extra: &[&str]) -> TestApp {
-        let test_db = TestDb::new(engine).await;
-        let mut args = vec!["--database-url", test_db.url.as_str(), "--listen", "127.0.0.1:0"];
+        let test_db = Arc::new(TestDb::new(engine).await);
+        let keys = pipepay::vault::MasterKeys::generate_entry("test");
+        Self::start(test_db, &keys, extra).await
+    }
+
+    /// Starts pipepay on an existing test database with the given master keys, as a restart or
+    /// a second instance would.
+    pub async fn start(test_db: Arc<TestDb>, master_keys: &str, extra: &[&str]) -> TestApp {
+        let mut args = vec![
+            "--database-url",
+            test_db.url.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--master-keys",
+            master_keys,
+        ];
         args.extend_from_slice(extra);
         let config = cli(&args).config;
         let app = Application::build(config).await.expect("pipepay starts");
@@ -83,7 +103,15 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        TestApp { addr, http, db, test_db, stop: Some(stop), server: Some(server) }
+        TestApp {
+            addr,
+            http,
+            db,
+            test_db,
+            master_keys: master_keys.to_owned(),
+            stop: Some(stop),
+            server: Some(server),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,193 @@
+//! `/api/v1/agencies/{agency}/clients`: client accounts, their settings, tokens and keys.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::access;
+use super::extract::ApiJson;
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::http::{AppState, Problem};
+use crate::ids::{AgencyId, ClientId};
+use crate::tenants::clients::{self, ClientView, WebhookUrls};
+use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
+use crate::tenants::settings::ClientSettings;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_clients, create_client))
+        .routes(routes!(get_client, delete_client))
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(rotate_token))
+        .routes(routes!(get_flutterwave_keys, put_flutterwave_keys))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    pub name: String,
+}
+
+/// The ingress token is shown here once; only its hash is kept. Paste the webhook URLs into
+/// Kommo and Flutterwave now.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClientCreated {
+    pub client: ClientView,
+    pub ingress_token: String,
+    pub webhook_urls: WebhookUrls,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenRotated {
+    pub ingress_token: String,
+    pub webhook_urls: WebhookUrls,
+}
+
+type ClientPath = Path<(AgencyId, ClientId)>;
+
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients", tag = "clients",
+    params(("agency" = String, Path, format = Uuid)),
+    responses((status = 200, body = Vec<ClientView>), (status = 404, body = Problem)))]
+async fn list_clients(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(agency): Path<AgencyId>,
+) -> Result<Json<Vec<ClientView>>> {
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(clients::list(&state.db, &access).await?))
+}
+
+/// Add a client account (admins and owners).
+#[utoipa::path(post, path = "/api/v1/agencies/{agency}/clients", tag = "clients",
+    params(("agency" = String, Path, format = Uuid)), request_body = CreateClient,
+    responses((status = 201, body = ClientCreated), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn create_client(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(agency): Path<AgencyId>,
+    ApiJson(body): ApiJson<CreateClient>,
+) -> Result<Response> {
+    let access = access(&state, &principal, agency).await?;
+    let (client, issued) =
+        clients::create(&state.db, &state.vault, &state.public_url, &access, &body.name).await?;
+    let created = ClientCreated {
+        client,
+        ingress_token: issued.token.expose().to_owned(),
+        webhook_urls: issued.webhook_urls,
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
+async fn get_client(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<ClientView>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(clients::get(&state.db, &access, client).await?))
+}
+
+/// Delete a client account. Its data key is destroyed with it, so its secrets are gone for good.
+#[utoipa::path(delete, path = "/api/v1/agencies/{agency}/clients/{client}", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn delete_client(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<StatusCode> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    clients::delete(&state.db, &access, client).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/settings", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = ClientSettings), (status = 404, body = Problem)))]
+async fn get_settings(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<ClientSettings>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(clients::get(&state.db, &access, client).await?.settings))
+}
+
+/// Replace the settings document. Every invalid field is named in the answer; nothing is saved
+/// unless all of it is valid.
+#[utoipa::path(put, path = "/api/v1/agencies/{agency}/clients/{client}/settings", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    request_body = ClientSettings,
+    responses((status = 200, body = ClientSettings), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn put_settings(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+    ApiJson(settings): ApiJson<ClientSettings>,
+) -> Result<Json<ClientSettings>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(clients::update_settings(&state.db, &access, client, settings).await?.settings))
+}
+
+/// Issue a new ingress token. The old one stops working at once: update both webhook URLs.
+#[utoipa::path(post, path = "/api/v1/agencies/{agency}/clients/{client}/ingress-token", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = TokenRotated), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn rotate_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<TokenRotated>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    let issued = clients::rotate_ingress_token(&state.db, &state.public_url, &access, client).await?;
+    Ok(Json(TokenRotated {
+        ingress_token: issued.token.expose().to_owned(),
+        webhook_urls: issued.webhook_urls,
+    }))
+}
+
+/// The Flutterwave keys, masked to their last four characters.
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/flutterwave-keys", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = KeysView), (status = 404, body = Problem)))]
+async fn get_flutterwave_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<KeysView>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    flutterwave_keys::get(&state.db, &state.vault, &access, client).await?.map(Json).ok_or(Error::NotFound)
+}
+
+/// Set or replace the Flutterwave keys (admins and owners). Sealed at once; shown masked.
+#[utoipa::path(put, path = "/api/v1/agencies/{agency}/clients/{client}/flutterwave-keys", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    request_body = KeysInput,
+    responses((status = 200, body = KeysView), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn put_flutterwave_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+    ApiJson(input): ApiJson<KeysInput>,
+) -> Result<Json<KeysView>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(flutterwave_keys::set(&state.db, &state.vault, &access, client, input).await?))
+}

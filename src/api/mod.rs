@@ -1,0 +1,77 @@
+//! The JSON API under `/api/v1`, for automation and for the web app's scripts, described by the
+//! OpenAPI document at `/api/v1/openapi.json` (generated from the handlers by utoipa).
+
+mod agencies;
+mod api_keys;
+mod audit;
+pub(crate) mod auth;
+mod clients;
+pub mod extract;
+
+use axum::Json;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::{Access, Principal};
+use crate::error::Result;
+use crate::http::AppState;
+use crate::ids::AgencyId;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pipepay", description = "Payments from the sales pipeline: agencies, client accounts, keys."),
+    modifiers(&Security),
+    security(("api_key" = []), ("session" = [])),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "agencies", description = "Agencies, members and invitations"),
+        (name = "clients", description = "Client accounts, settings, ingress tokens and Flutterwave keys"),
+        (name = "api-keys", description = "API keys for automation"),
+        (name = "audit", description = "The audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("ppk_...").build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "pipepay_session",
+                "Set by log-in; changes also need the x-csrf-token header.",
+            ))),
+        );
+    }
+}
+
+/// The API routes and the OpenAPI document describing exactly them.
+pub fn router() -> axum::Router<AppState> {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(agencies::router())
+        .merge(clients::router())
+        .merge(api_keys::router())
+        .merge(audit::router())
+        .split_for_parts();
+    let document = std::sync::Arc::new(openapi);
+    router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
+}
+
+/// The caller's standing in `agency`, or 404.
+pub(crate) async fn access(state: &AppState, principal: &Principal, agency: AgencyId) -> Result<Access> {
+    let mut tx = state.db.read().await?;
+    let access = crate::auth::access(&mut tx, principal, agency).await?;
+    tx.commit().await?;
+    Ok(access)
+}

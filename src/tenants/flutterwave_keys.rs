@@ -1,0 +1,140 @@
+//! A client account's Flutterwave keys: format-checked, sealed, shown masked, replaceable.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::audit;
+use crate::auth::Access;
+use crate::clock::now_ms;
+use crate::error::{Checks, Error, Result};
+use crate::flutterwave::keys::{self, Mode};
+use crate::ids::ClientId;
+use crate::roles::Role;
+use crate::store::{self, Db, Tx};
+use crate::vault::{Secret, Slot, Vault};
+
+pub const SECRET_KEY: Slot = Slot { table: "client_secrets", field: "flutterwave_secret_key" };
+pub const WEBHOOK_HASH: Slot = Slot { table: "client_secrets", field: "flutterwave_webhook_hash" };
+pub const PUBLIC_KEY: Slot = Slot { table: "client_secrets", field: "flutterwave_public_key" };
+
+const MIN_HASH: usize = 16;
+const MAX_HASH: usize = 256;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysInput {
+    /// The v3 secret key, `FLWSECK_TEST-...-X` (test mode) or `FLWSECK-...-X` (live).
+    #[schema(value_type = String)]
+    pub secret_key: Secret,
+    /// The "Secret hash" set under Settings > Webhooks in the Flutterwave dashboard.
+    #[schema(value_type = String)]
+    pub webhook_hash: Secret,
+    /// The public key; optional, for reference only.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub public_key: Option<Secret>,
+}
+
+/// The keys as anyone may see them: masked to their last four characters.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KeysView {
+    pub mode: Mode,
+    pub secret_key: String,
+    pub webhook_hash: String,
+    pub public_key: Option<String>,
+}
+
+fn check(input: &KeysInput) -> Result<Mode> {
+    let mut checks = Checks::new();
+    let mode = keys::secret_key_mode(input.secret_key.expose().trim());
+    if let Err(message) = mode {
+        checks.fail("secret_key", message);
+    }
+    let hash_len = input.webhook_hash.expose().chars().count();
+    checks.check(
+        (MIN_HASH..=MAX_HASH).contains(&hash_len),
+        "webhook_hash",
+        format!("must be {MIN_HASH} to {MAX_HASH} characters; use a long random value"),
+    );
+    checks.check(
+        !input.webhook_hash.expose().chars().any(char::is_whitespace),
+        "webhook_hash",
+        "must not contain spaces",
+    );
+    if let Some(public) = &input.public_key {
+        match keys::public_key_mode(public.expose().trim()) {
+            Err(message) => checks.fail("public_key", message),
+            Ok(public_mode) => checks.check(
+                mode.is_err() || mode == Ok(public_mode),
+                "public_key",
+                "is for the other mode (test vs live) than the secret key",
+            ),
+        }
+    }
+    checks.finish()?;
+    mode.map_err(|m| Error::invalid("secret_key", m))
+}
+
+/// Seals and stores the keys, replacing any before them.
+pub async fn set(
+    db: &Db,
+    vault: &Vault,
+    access: &Access,
+    client: ClientId,
+    input: KeysInput,
+) -> Result<KeysView> {
+    let mut tx = db.write().await?;
+    store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
+    access.require(Role::Admin)?;
+    let mode = check(&input)?;
+    let secret_key = Secret::new(input.secret_key.expose().trim());
+    let public_key = input.public_key.as_ref().map(|p| Secret::new(p.expose().trim()));
+    let replaced = store::clients::get_secret(&mut tx, client, SECRET_KEY.field).await?.is_some();
+    let now = now_ms();
+    let sealed = vault.seal(&mut tx, client, SECRET_KEY, &secret_key).await?;
+    store::clients::put_secret(&mut tx, client, SECRET_KEY.field, &sealed, now).await?;
+    let sealed = vault.seal(&mut tx, client, WEBHOOK_HASH, &input.webhook_hash).await?;
+    store::clients::put_secret(&mut tx, client, WEBHOOK_HASH.field, &sealed, now).await?;
+    match &public_key {
+        Some(public) => {
+            let sealed = vault.seal(&mut tx, client, PUBLIC_KEY, public).await?;
+            store::clients::put_secret(&mut tx, client, PUBLIC_KEY.field, &sealed, now).await?;
+        }
+        None => store::clients::delete_secret(&mut tx, client, PUBLIC_KEY.field).await?,
+    }
+    let action = if replaced { "client.flutterwave_keys_replaced" } else { "client.flutterwave_keys_set" };
+    let detail = json!({ "mode": mode, "secret_key": secret_key.masked() });
+    audit::record(&mut tx, access, Some(client), action, detail).await?;
+    tx.commit().await?;
+    Ok(KeysView {
+        mode,
+        secret_key: secret_key.masked(),
+        webhook_hash: input.webhook_hash.masked(),
+        public_key: public_key.map(|p| p.masked()),
+    })
+}
+
+/// The masked keys, or `None` when none are set.
+pub async fn get(db: &Db, vault: &Vault, access: &Access, client: ClientId) -> Result<Option<KeysView>> {
+    let mut tx = db.read().await?;
+    store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
+    let Some(secret_key) = open(&mut tx, vault, client, SECRET_KEY).await? else { return Ok(None) };
+    let webhook_hash = open(&mut tx, vault, client, WEBHOOK_HASH).await?;
+    let public_key = open(&mut tx, vault, client, PUBLIC_KEY).await?;
+    tx.commit().await?;
+    let mode = keys::secret_key_mode(secret_key.expose()).unwrap_or(Mode::Live);
+    Ok(Some(KeysView {
+        mode,
+        secret_key: secret_key.masked(),
+        webhook_hash: webhook_hash.map(|h| h.masked()).unwrap_or_default(),
+        public_key: public_key.map(|p| p.masked()),
+    }))
+}
+
+/// Opens one of the client's secrets, if it is set.
+pub async fn open(tx: &mut Tx, vault: &Vault, client: ClientId, slot: Slot) -> Result<Option<Secret>> {
+    match store::clients::get_secret(tx, client, slot.field).await? {
+        Some(sealed) => Ok(Some(vault.open(tx, client, slot, &sealed).await?)),
+        None => Ok(None),
+    }
+}

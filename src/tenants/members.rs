@@ -1,0 +1,248 @@
+//! Members of an agency and invitations to join it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use url::Url;
+
+use super::audit;
+use crate::auth::{self, Access, Actor, Auth, NewSession, Principal, email, password, tokens};
+use crate::clock::{ms_after, now_ms, rfc3339};
+use crate::error::{Error, Result};
+use crate::ids::{AgencyId, InvitationId, UserId};
+use crate::roles::Role;
+use crate::store::agencies::InvitationRow;
+use crate::store::users::UserRow;
+use crate::store::{self, Db};
+use crate::vault::Secret;
+
+pub const INVITATION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MemberView {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: Role,
+    pub joined_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InvitationView {
+    pub id: InvitationId,
+    pub email: String,
+    pub role: Role,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+pub async fn list(db: &Db, access: &Access) -> Result<Vec<MemberView>> {
+    let mut tx = db.read().await?;
+    let members = store::agencies::members(&mut tx, access.agency).await?;
+    tx.commit().await?;
+    Ok(members
+        .into_iter()
+        .map(|m| MemberView {
+            user_id: m.user_id,
+            email: m.email,
+            role: m.role,
+            joined_at: rfc3339(m.joined_at),
+        })
+        .collect())
+}
+
+/// Changes a member's role; the agency always keeps at least one owner.
+pub async fn set_role(db: &Db, access: &Access, user: UserId, role: Role) -> Result<MemberView> {
+    let mut tx = db.write().await?;
+    let current = store::agencies::role_of(&mut tx, access.agency, user).await?.ok_or(Error::NotFound)?;
+    access.require_person(Role::Owner)?;
+    if current == Role::Owner
+        && role != Role::Owner
+        && store::agencies::count_owners(&mut tx, access.agency).await? <= 1
+    {
+        return Err(Error::conflict(
+            "role",
+            "the agency needs at least one owner; make someone else owner first",
+        ));
+    }
+    store::agencies::set_role(&mut tx, access.agency, user, role).await?;
+    let member = store::agencies::members(&mut tx, access.agency)
+        .await?
+        .into_iter()
+        .find(|m| m.user_id == user)
+        .ok_or(Error::NotFound)?;
+    let detail = json!({ "user": member.email, "from": current, "to": role });
+    audit::record(&mut tx, access, None, "member.role_changed", detail).await?;
+    tx.commit().await?;
+    Ok(MemberView { user_id: user, email: member.email, role, joined_at: rfc3339(member.joined_at) })
+}
+
+/// Removes a member (an owner's power, or anyone leaving); never the last owner.
+pub async fn remove(db: &Db, access: &Access, user: UserId) -> Result<()> {
+    let mut tx = db.write().await?;
+    let current = store::agencies::role_of(&mut tx, access.agency, user).await?.ok_or(Error::NotFound)?;
+    if access.user != Some(user) {
+        access.require_person(Role::Owner)?;
+    }
+    if current == Role::Owner && store::agencies::count_owners(&mut tx, access.agency).await? <= 1 {
+        return Err(Error::conflict("user_id", "the agency needs at least one owner"));
+    }
+    let email = store::users::by_id(&mut tx, user).await?.map(|u| u.email).unwrap_or_default();
+    store::agencies::remove_member(&mut tx, access.agency, user).await?;
+    audit::record(&mut tx, access, None, "member.removed", json!({ "user": email, "role": current })).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Invites an email to the agency with a role. The link is single-use and expires in a week.
+pub async fn invite(
+    db: &Db,
+    public_url: &Url,
+    access: &Access,
+    email: &str,
+    role: Role,
+) -> Result<(InvitationView, Secret, String)> {
+    let inviter = access.require_person(Role::Owner)?;
+    let email = email::normalise("email", email).map_err(|e| Error::Invalid(vec![e]))?;
+    let mut tx = db.write().await?;
+    let already =
+        store::agencies::members(&mut tx, access.agency).await?.into_iter().any(|m| m.email == email);
+    if already {
+        return Err(Error::conflict("email", "this person is a member already"));
+    }
+    let (token, hash) = tokens::generate(tokens::INVITATION_PREFIX);
+    let now = now_ms();
+    let row = InvitationRow {
+        id: InvitationId::new(),
+        agency_id: access.agency,
+        email: email.clone(),
+        role: role.as_str().to_owned(),
+        invited_by: Some(inviter),
+        created_at: now,
+        expires_at: ms_after(INVITATION_LIFETIME),
+        accepted_at: None,
+        revoked_at: None,
+    };
+    store::agencies::insert_invitation(&mut tx, &row, &hash).await?;
+    audit::record(&mut tx, access, None, "member.invited", json!({ "email": email, "role": role })).await?;
+    tx.commit().await?;
+    let link = format!("{}/join/{}", public_url.as_str().trim_end_matches('/'), token.expose());
+    Ok((invitation_view(&row, role), token, link))
+}
+
+fn invitation_view(row: &InvitationRow, role: Role) -> InvitationView {
+    InvitationView {
+        id: row.id,
+        email: row.email.clone(),
+        role,
+        created_at: rfc3339(row.created_at),
+        expires_at: rfc3339(row.expires_at),
+    }
+}
+
+pub async fn pending(db: &Db, access: &Access) -> Result<Vec<InvitationView>> {
+    let mut tx = db.read().await?;
+    let rows = store::agencies::pending_invitations(&mut tx, access.agency, now_ms()).await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| invitation_view(r, r.role.parse().unwrap_or(Role::Member))).collect())
+}
+
+pub async fn revoke(db: &Db, access: &Access, id: InvitationId) -> Result<()> {
+    let mut tx = db.write().await?;
+    if !store::agencies::revoke_invitation(&mut tx, access.agency, id, now_ms()).await? {
+        return Err(Error::NotFound);
+    }
+    // Existence first, so another agency's id is a 404 for everyone; the change rolls back
+    // with the transaction if the caller may not make it.
+    access.require_person(Role::Owner)?;
+    audit::record(&mut tx, access, None, "member.invitation_revoked", json!({ "invitation": id })).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Accepts an invitation. A logged-in user whose email it names joins at once; someone without
+/// an account creates one with `password` and is logged in.
+pub async fn accept(
+    db: &Db,
+    auth_state: &Auth,
+    ip: IpAddr,
+    principal: Option<&Principal>,
+    token: &str,
+    new_password: Option<Secret>,
+) -> Result<(AgencyId, Option<NewSession>)> {
+    auth_state.limiter.attempt(ip, None)?;
+    let mut tx = db.read().await?;
+    let invitation = store::agencies::invitation_by_token(&mut tx, &tokens::hash(token.trim())).await?;
+    tx.commit().await?;
+    let now = now_ms();
+    let invitation = invitation
+        .filter(|i| i.accepted_at.is_none() && i.revoked_at.is_none() && i.expires_at > now)
+        .ok_or(Error::NotFound)?;
+    let role: Role = invitation.role.parse().map_err(|e: String| Error::Internal(anyhow::anyhow!(e)))?;
+
+    let (user, new_user) = match principal {
+        Some(Principal::User { user, email, .. }) => {
+            if *email != invitation.email {
+                return Err(Error::Forbidden("this invitation is for another email address"));
+            }
+            (*user, None)
+        }
+        Some(Principal::ApiKey { .. }) => return Err(Error::Forbidden("API keys cannot accept invitations")),
+        None => {
+            let password = new_password.ok_or_else(|| {
+                Error::invalid("password", "is required to create your account (or log in first)")
+            })?;
+            password::check_strength("password", &password, &[&invitation.email])
+                .map_err(|e| Error::Invalid(vec![e]))?;
+            let hash = password::hash(password).await?;
+            let row = UserRow {
+                id: UserId::new(),
+                email: invitation.email.clone(),
+                password_hash: hash,
+                created_at: now,
+                password_changed_at: now,
+            };
+            (row.id, Some(row))
+        }
+    };
+
+    let mut tx = db.write().await?;
+    if let Some(row) = &new_user
+        && let Err(e) = store::users::insert(&mut tx, row).await
+    {
+        return Err(if e.is_unique_violation() {
+            Error::conflict("email", "an account with this email exists; log in, then open the link again")
+        } else {
+            e.into()
+        });
+    }
+    if store::agencies::role_of(&mut tx, invitation.agency_id, user).await?.is_some() {
+        return Err(Error::conflict("token", "you are a member of this agency already"));
+    }
+    if !store::agencies::accept_invitation(&mut tx, invitation.id, now).await? {
+        // Someone used the link a moment ago.
+        return Err(Error::NotFound);
+    }
+    store::agencies::add_member(&mut tx, invitation.agency_id, user, role, now).await?;
+    let joiner = Access {
+        agency: invitation.agency_id,
+        role,
+        actor: Actor { kind: "user", id: user.0, label: invitation.email.clone() },
+        user: Some(user),
+    };
+    audit::record(
+        &mut tx,
+        &joiner,
+        None,
+        "member.joined",
+        json!({ "email": invitation.email, "role": role }),
+    )
+    .await?;
+    let session = match new_user {
+        Some(_) => Some(auth::start_session(&mut tx, auth_state, user).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok((invitation.agency_id, session))
+}

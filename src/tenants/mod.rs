@@ -1,0 +1,13 @@
+//! Agencies and their client accounts: the services the JSON API and the web app share.
+//! Every function takes the caller's [`Access`](crate::auth::Access), checks the role it needs,
+//! and writes its audit entry in the same transaction as the change.
+
+pub mod api_keys;
+pub mod audit;
+pub mod clients;
+pub mod flutterwave_keys;
+pub mod members;
+pub mod notes;
+pub mod settings;
+
+pub use self::settings::ClientSettings;
