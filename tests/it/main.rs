@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod fakes;
 mod foundation;
 mod storage;
 mod tenancy;

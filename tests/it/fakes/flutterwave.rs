@@ -1,0 +1,1 @@
+//! A fake Flutterwave (being written).
