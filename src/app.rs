@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::auth::session::SessionKeys;
 use crate::auth::{AttemptLimiter, Auth};
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::kommo::Kommo;
 use crate::store::Db;
 use crate::vault::{self, Vault};
 
@@ -51,12 +53,15 @@ impl Application {
             limiter: AttemptLimiter::new(),
             secure_cookies: public_url.scheme() == "https",
         };
+        let vault = Vault::new(master_keys);
+        let kommo = Kommo::new(&config, &public_url, db.clone(), vault.clone())?;
         let state = AppState {
             db,
             config: Arc::new(config),
             public_url: Arc::new(public_url),
-            vault: Vault::new(master_keys),
+            vault,
             auth: Arc::new(auth),
+            kommo: Arc::new(kommo),
         };
         Ok(Application { listener, state })
     }
@@ -76,7 +81,11 @@ impl Application {
         let Application { listener, state } = self;
         let grace = state.config.shutdown_grace();
         let db = state.db.clone();
+        let stop = CancellationToken::new();
+        let background = tokio::spawn(crate::kommo::maintenance::run(state.kommo.clone(), stop.clone()));
         http::serve(listener, http::router(state), shutdown, grace).await.context("serving HTTP")?;
+        stop.cancel();
+        let _ = background.await;
         db.close().await;
         tracing::info!("pipepay stopped");
         Ok(())

@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use url::Url;
 
+use crate::kommo::hosts::HostPatterns;
 use crate::store::DatabaseUrl;
-use crate::vault::MasterKeys;
+use crate::vault::{MasterKeys, Secret};
 
 /// Every setting pipepay reads. Each one is a flag and an environment variable, so `--help`
 /// documents the whole configuration surface.
@@ -57,6 +58,53 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(60..=86_400), global = true)]
     pub session_ttl_secs: u64,
 
+    /// OAuth client id of pipepay's Kommo integration (Kommo: Settings > Integrations > your
+    /// integration > Keys and scopes). Without it, connecting Kommo is switched off.
+    #[arg(long, env = "PIPEPAY_KOMMO_CLIENT_ID", global = true)]
+    pub kommo_client_id: Option<String>,
+
+    /// The integration's secret key. Also signs Kommo's uninstall notifications.
+    #[arg(long, env = "PIPEPAY_KOMMO_CLIENT_SECRET", hide_env_values = true, global = true)]
+    pub kommo_client_secret: Option<Secret>,
+
+    /// Kommo's consent page.
+    #[arg(long, env = "PIPEPAY_KOMMO_AUTH_URL", default_value = "https://www.kommo.com/oauth",
+          value_parser = parse_http_url, global = true)]
+    pub kommo_auth_url: Url,
+
+    /// Hosts a Kommo OAuth `referer` may name; pipepay sends the client secret nowhere else.
+    /// Comma-separated; `*.` matches any subdomain.
+    #[arg(long, env = "PIPEPAY_KOMMO_ALLOWED_HOSTS", default_value = "*.kommo.com,*.amocrm.com,*.amocrm.ru",
+          value_parser = HostPatterns::from_str, global = true)]
+    pub kommo_allowed_hosts: HostPatterns,
+
+    /// Base URL of an account's API, with `{host}` standing for the account host from the OAuth
+    /// `referer` (e.g. `acme.kommo.com`). Tests point it at a local fake.
+    #[arg(long, env = "PIPEPAY_KOMMO_API_URL", default_value = "https://{host}",
+          value_parser = parse_api_template, global = true)]
+    pub kommo_api_url: String,
+
+    /// Most Kommo API requests per second per Kommo account, across all instances.
+    #[arg(long, env = "PIPEPAY_KOMMO_RATE_LIMIT", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub kommo_rate_limit: u32,
+
+    /// Most Kommo API requests per second from this process, whatever the account: Kommo blocks
+    /// an IP that keeps exceeding its limits, and every tenant shares the egress IP.
+    #[arg(long, env = "PIPEPAY_KOMMO_PROCESS_RATE_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub kommo_process_rate_limit: u32,
+
+    /// Seconds one Kommo API call may take.
+    #[arg(long = "kommo-timeout", env = "PIPEPAY_KOMMO_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=120), global = true)]
+    pub kommo_timeout_secs: u64,
+
+    /// Flutterwave's API base URL.
+    #[arg(long, env = "PIPEPAY_FLUTTERWAVE_API_URL", default_value = "https://api.flutterwave.com",
+          value_parser = parse_http_url, global = true)]
+    pub flutterwave_api_url: Url,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `pipepay=debug,sqlx=warn`.
     #[arg(long = "log", env = "PIPEPAY_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
     pub log_filter: String,
@@ -100,6 +148,10 @@ impl Config {
         Duration::from_secs(self.request_timeout_secs)
     }
 
+    pub fn kommo_timeout(&self) -> Duration {
+        Duration::from_secs(self.kommo_timeout_secs)
+    }
+
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
     }
@@ -112,6 +164,22 @@ impl Config {
     pub fn is_https(&self) -> bool {
         self.public_url.as_ref().is_some_and(|u| u.scheme() == "https")
     }
+}
+
+fn parse_http_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    Ok(url)
+}
+
+fn parse_api_template(value: &str) -> Result<String, String> {
+    if !value.contains("{host}") {
+        return Err("must contain {host}, e.g. https://{host}".into());
+    }
+    parse_http_url(&value.replace("{host}", "example.kommo.com"))?;
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 fn parse_public_url(value: &str) -> Result<Url, String> {

@@ -20,6 +20,8 @@ pub mod flutterwave;
 pub mod http;
 /// Identifier newtypes.
 pub mod ids;
+/// Kommo: OAuth, installs, tokens, the rate-limited API client.
+pub mod kommo;
 /// Owner, admin, member.
 pub mod roles;
 /// The stop signal.
@@ -32,6 +34,8 @@ pub mod telemetry;
 pub mod tenants;
 /// Envelope encryption of tenant secrets.
 pub mod vault;
+/// Server-rendered pages: the OAuth landing pages, the claim page, later the agency web app.
+pub mod web;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and start-up failures.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_client, delete_client))
         .routes(routes!(get_settings, put_settings))
         .routes(routes!(rotate_token))
+        .routes(routes!(webhook_urls))
         .routes(routes!(get_flutterwave_keys, put_flutterwave_keys))
 }
 
@@ -154,11 +155,28 @@ async fn rotate_token(
 ) -> Result<Json<TokenRotated>> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    let issued = clients::rotate_ingress_token(&state.db, &state.public_url, &access, client).await?;
+    let issued =
+        clients::rotate_ingress_token(&state.db, &state.vault, &state.public_url, &access, client).await?;
     Ok(Json(TokenRotated {
         ingress_token: issued.token.expose().to_owned(),
         webhook_urls: issued.webhook_urls,
     }))
+}
+
+/// The two webhook URLs to paste into Kommo and Flutterwave (admins and owners).
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/webhook-urls", tag = "clients",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = WebhookUrls), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn webhook_urls(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<WebhookUrls>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(
+        clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client).await?,
+    ))
 }
 
 /// The Flutterwave keys, masked to their last four characters.

@@ -7,6 +7,7 @@ mod audit;
 pub(crate) mod auth;
 mod clients;
 pub mod extract;
+mod kommo;
 
 use axum::Json;
 use axum::routing::get;
@@ -30,6 +31,7 @@ use crate::ids::AgencyId;
         (name = "clients", description = "Client accounts, settings, ingress tokens and Flutterwave keys"),
         (name = "api-keys", description = "API keys for automation"),
         (name = "audit", description = "The audit log"),
+        (name = "kommo", description = "Connecting Kommo, connection health, pipelines and fields"),
     )
 )]
 struct ApiDoc;
@@ -63,6 +65,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(clients::router())
         .merge(api_keys::router())
         .merge(audit::router())
+        .merge(kommo::router())
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))

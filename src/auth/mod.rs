@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use self::access::{Access, Actor, access};
 pub use self::limiter::AttemptLimiter;
-pub use self::principal::{AuthState, Principal, SessionCookies, SessionCsrf, authenticate};
+pub use self::principal::{AuthState, FormPrincipal, Principal, SessionCookies, SessionCsrf, authenticate};
 use self::session::{Claims, SessionKeys};
 use crate::clock::{ms_after, now_ms};
 use crate::error::{Checks, Error, Result};

@@ -225,3 +225,16 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         }
     }
 }
+
+/// The principal without the CSRF header check, for form posts that carry their CSRF token in
+/// a form field and check it themselves (see `web`).
+#[derive(Debug, Clone)]
+pub struct FormPrincipal(pub Option<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for FormPrincipal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(FormPrincipal(parts.extensions.get::<Authenticated>().and_then(|a| a.0.clone())))
+    }
+}

@@ -27,6 +27,7 @@ use url::Url;
 
 use crate::auth::{self, Auth, AuthState};
 use crate::config::Config;
+use crate::kommo::Kommo;
 use crate::store::Db;
 use crate::vault::Vault;
 
@@ -41,6 +42,7 @@ pub struct AppState {
     pub public_url: Arc<Url>,
     pub vault: Vault,
     pub auth: Arc<Auth>,
+    pub kommo: Arc<Kommo>,
 }
 
 /// The whole HTTP surface with its middleware.
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .add_trusted_origin(state.public_url.origin().ascii_serialization())
         .unwrap_or_else(|_| CsrfLayer::new());
     let authenticated = crate::api::router()
+        .merge(crate::web::router())
         .layer(axum::middleware::from_fn_with_state(auth_state, auth::authenticate))
         .layer(same_origin);
     let routes = Router::new()

@@ -56,6 +56,17 @@ pub async fn get(tx: &mut Tx, agency: AgencyId, id: ClientId) -> Result<Option<C
     .await)?)
 }
 
+/// The client account by id alone, for flows that arrive without an agency (OAuth callbacks,
+/// webhooks) and have already proven their right to it another way.
+pub async fn by_id(tx: &mut Tx, id: ClientId) -> Result<Option<ClientRow>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, agency_id, name, settings, created_at, updated_at FROM clients WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
+}
+
 pub async fn delete(tx: &mut Tx, agency: AgencyId, id: ClientId) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query("DELETE FROM clients WHERE agency_id = $1 AND id = $2")
         .bind(agency)

@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod clients;
 pub mod data_keys;
+pub mod kommo;
 mod tx;
 mod url;
 pub mod users;

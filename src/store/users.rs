@@ -118,3 +118,19 @@ pub async fn revoke_all_sessions(tx: &mut Tx, user: UserId, now: i64) -> Result<
     .map(|r| r.rows_affected()))?;
     Ok(done)
 }
+
+/// The user and email of a live session.
+pub async fn session_user(
+    tx: &mut Tx,
+    id: SessionId,
+    now: i64,
+) -> Result<Option<(UserId, String)>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT u.id, u.email FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(c)
+    .await)?)
+}

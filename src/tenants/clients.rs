@@ -13,7 +13,7 @@ use crate::ids::ClientId;
 use crate::roles::Role;
 use crate::store::clients::ClientRow;
 use crate::store::{self, Db};
-use crate::vault::{Secret, Vault};
+use crate::vault::{Secret, Slot, Vault};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
@@ -31,12 +31,18 @@ pub struct WebhookUrls {
     pub flutterwave: String,
 }
 
-/// What creating or rotating returns: the token, shown this once and never again.
+/// What creating or rotating returns: the token and the URLs built from it.
 #[derive(Debug)]
 pub struct IssuedToken {
     pub token: Secret,
     pub webhook_urls: WebhookUrls,
+    /// The URLs of the token this one replaced, so subscriptions can move.
+    pub replaced: Option<WebhookUrls>,
 }
+
+/// The ingress token is looked up by its hash; it is also sealed here so pipepay can show the
+/// webhook URLs again and subscribe Kommo to them. It is never stored in plaintext.
+pub const INGRESS_TOKEN: Slot = Slot { table: "client_secrets", field: "ingress_token" };
 
 pub fn webhook_urls(public_url: &Url, token: &Secret) -> WebhookUrls {
     let base = public_url.as_str().trim_end_matches('/');
@@ -85,10 +91,11 @@ pub async fn create(
     let mut tx = db.write().await?;
     store::clients::insert(&mut tx, &row, &token_hash).await?;
     store::data_keys::insert(&mut tx, &data_key).await?;
+    super::secrets::put(&mut tx, vault, row.id, INGRESS_TOKEN, &token).await?;
     audit::record(&mut tx, access, Some(row.id), "client.created", json!({ "name": name })).await?;
     tx.commit().await?;
     let webhook_urls = webhook_urls(public_url, &token);
-    Ok((view(row)?, IssuedToken { token, webhook_urls }))
+    Ok((view(row)?, IssuedToken { token, webhook_urls, replaced: None }))
 }
 
 pub async fn list(db: &Db, access: &Access) -> Result<Vec<ClientView>> {
@@ -143,6 +150,7 @@ fn changed_fields(old: &str, new: &str) -> Vec<String> {
 /// A new ingress token; the old one stops working the moment this commits.
 pub async fn rotate_ingress_token(
     db: &Db,
+    vault: &Vault,
     public_url: &Url,
     access: &Access,
     id: ClientId,
@@ -151,11 +159,30 @@ pub async fn rotate_ingress_token(
     let mut tx = db.write().await?;
     store::clients::get(&mut tx, access.agency, id).await?.ok_or(Error::NotFound)?;
     access.require(Role::Admin)?;
+    let old = super::secrets::open(&mut tx, vault, id, INGRESS_TOKEN).await?;
     store::clients::set_ingress_token(&mut tx, access.agency, id, &hash, now_ms()).await?;
+    super::secrets::put(&mut tx, vault, id, INGRESS_TOKEN, &token).await?;
     audit::record(&mut tx, access, Some(id), "client.ingress_token_rotated", json!({})).await?;
     tx.commit().await?;
     let webhook_urls = webhook_urls(public_url, &token);
-    Ok(IssuedToken { token, webhook_urls })
+    let replaced = old.map(|old| self::webhook_urls(public_url, &old));
+    Ok(IssuedToken { token, webhook_urls, replaced })
+}
+
+/// The client account's webhook URLs (admins only: they carry the ingress token).
+pub async fn current_webhook_urls(
+    db: &Db,
+    vault: &Vault,
+    public_url: &Url,
+    access: &Access,
+    id: ClientId,
+) -> Result<WebhookUrls> {
+    let mut tx = db.read().await?;
+    store::clients::get(&mut tx, access.agency, id).await?.ok_or(Error::NotFound)?;
+    access.require(Role::Admin)?;
+    let token = super::secrets::open(&mut tx, vault, id, INGRESS_TOKEN).await?.ok_or(Error::NotFound)?;
+    tx.commit().await?;
+    Ok(webhook_urls(public_url, &token))
 }
 
 /// Deletes the account and, with it, its data key: its sealed secrets can never be opened again.

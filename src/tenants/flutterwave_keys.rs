@@ -3,14 +3,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::audit;
+use super::{audit, secrets};
 use crate::auth::Access;
-use crate::clock::now_ms;
 use crate::error::{Checks, Error, Result};
 use crate::flutterwave::keys::{self, Mode};
 use crate::ids::ClientId;
 use crate::roles::Role;
-use crate::store::{self, Db, Tx};
+use crate::store::{self, Db};
 use crate::vault::{Secret, Slot, Vault};
 
 pub const SECRET_KEY: Slot = Slot { table: "client_secrets", field: "flutterwave_secret_key" };
@@ -90,16 +89,10 @@ pub async fn set(
     let secret_key = Secret::new(input.secret_key.expose().trim());
     let public_key = input.public_key.as_ref().map(|p| Secret::new(p.expose().trim()));
     let replaced = store::clients::get_secret(&mut tx, client, SECRET_KEY.field).await?.is_some();
-    let now = now_ms();
-    let sealed = vault.seal(&mut tx, client, SECRET_KEY, &secret_key).await?;
-    store::clients::put_secret(&mut tx, client, SECRET_KEY.field, &sealed, now).await?;
-    let sealed = vault.seal(&mut tx, client, WEBHOOK_HASH, &input.webhook_hash).await?;
-    store::clients::put_secret(&mut tx, client, WEBHOOK_HASH.field, &sealed, now).await?;
+    secrets::put(&mut tx, vault, client, SECRET_KEY, &secret_key).await?;
+    secrets::put(&mut tx, vault, client, WEBHOOK_HASH, &input.webhook_hash).await?;
     match &public_key {
-        Some(public) => {
-            let sealed = vault.seal(&mut tx, client, PUBLIC_KEY, public).await?;
-            store::clients::put_secret(&mut tx, client, PUBLIC_KEY.field, &sealed, now).await?;
-        }
+        Some(public) => secrets::put(&mut tx, vault, client, PUBLIC_KEY, public).await?,
         None => store::clients::delete_secret(&mut tx, client, PUBLIC_KEY.field).await?,
     }
     let action = if replaced { "client.flutterwave_keys_replaced" } else { "client.flutterwave_keys_set" };
@@ -118,9 +111,9 @@ pub async fn set(
 pub async fn get(db: &Db, vault: &Vault, access: &Access, client: ClientId) -> Result<Option<KeysView>> {
     let mut tx = db.read().await?;
     store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
-    let Some(secret_key) = open(&mut tx, vault, client, SECRET_KEY).await? else { return Ok(None) };
-    let webhook_hash = open(&mut tx, vault, client, WEBHOOK_HASH).await?;
-    let public_key = open(&mut tx, vault, client, PUBLIC_KEY).await?;
+    let Some(secret_key) = secrets::open(&mut tx, vault, client, SECRET_KEY).await? else { return Ok(None) };
+    let webhook_hash = secrets::open(&mut tx, vault, client, WEBHOOK_HASH).await?;
+    let public_key = secrets::open(&mut tx, vault, client, PUBLIC_KEY).await?;
     tx.commit().await?;
     let mode = keys::secret_key_mode(secret_key.expose()).unwrap_or(Mode::Live);
     Ok(Some(KeysView {
@@ -129,12 +122,4 @@ pub async fn get(db: &Db, vault: &Vault, access: &Access, client: ClientId) -> R
         webhook_hash: webhook_hash.map(|h| h.masked()).unwrap_or_default(),
         public_key: public_key.map(|p| p.masked()),
     }))
-}
-
-/// Opens one of the client's secrets, if it is set.
-pub async fn open(tx: &mut Tx, vault: &Vault, client: ClientId, slot: Slot) -> Result<Option<Secret>> {
-    match store::clients::get_secret(tx, client, slot.field).await? {
-        Some(sealed) => Ok(Some(vault.open(tx, client, slot, &sealed).await?)),
-        None => Ok(None),
-    }
 }

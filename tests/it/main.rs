@@ -5,5 +5,6 @@ mod support;
 mod cli;
 mod fakes;
 mod foundation;
+mod kommo;
 mod storage;
 mod tenancy;

@@ -63,6 +63,10 @@ pub struct TestApp {
     pub test_db: Arc<TestDb>,
     /// The `PIPEPAY_MASTER_KEYS` this server runs with.
     pub master_keys: String,
+    /// The flags it was started with, to build a second instance's parts from.
+    pub args: Vec<String>,
+    /// The running server's own Kommo side (its limiter and refresh locks).
+    pub kommo: Arc<pipepay::kommo::Kommo>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -90,9 +94,11 @@ impl TestApp {
             master_keys,
         ];
         args.extend_from_slice(extra);
+        let owned_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let config = cli(&args).config;
         let app = Application::build(config).await.expect("pipepay starts");
         let addr = app.local_addr();
+        let kommo = app.state().kommo.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -109,9 +115,21 @@ impl TestApp {
             db,
             test_db,
             master_keys: master_keys.to_owned(),
+            args: owned_args,
+            kommo,
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// pipepay's Kommo side as a second instance would have it: same database, same keys,
+    /// its own in-process locks and limiter.
+    pub fn kommo_instance(&self) -> pipepay::kommo::Kommo {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let config = cli(&args).config;
+        let public = url::Url::parse(&self.url("/")).unwrap();
+        let vault = pipepay::vault::Vault::new(self.master_keys.parse().unwrap());
+        pipepay::kommo::Kommo::new(&config, &public, self.db.clone(), vault).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,129 @@
+//! `/api/v1/agencies/{agency}/clients/{client}/kommo`: connecting Kommo and what it reports.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::access;
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::http::{AppState, Problem};
+use crate::ids::{AgencyId, ClientId};
+use crate::kommo::connect::{self, ConnectionView, PendingInstall};
+use crate::kommo::model::{CustomField, Pipeline};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_connection, disconnect))
+        .routes(routes!(start_connect))
+        .routes(routes!(pipelines))
+        .routes(routes!(lead_fields))
+        .routes(routes!(pending_install))
+}
+
+type ClientPath = Path<(AgencyId, ClientId)>;
+
+/// Where to send the browser to give pipepay access in Kommo.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConnectStarted {
+    /// Kommo's consent page; the single-use state in it expires in 10 minutes.
+    pub authorize_url: String,
+}
+
+/// The Kommo connection: account, health and webhook subscription.
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/kommo", tag = "kommo",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = ConnectionView), (status = 404, body = Problem)))]
+async fn get_connection(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<ConnectionView>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    Ok(Json(connect::status(&state.kommo, &access, client).await?))
+}
+
+/// Start connecting (or reconnecting) Kommo. Needs a logged-in admin: the consent happens in
+/// the browser and comes back to this session.
+#[utoipa::path(post, path = "/api/v1/agencies/{agency}/clients/{client}/kommo/connect", tag = "kommo",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = ConnectStarted), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 502, body = Problem)))]
+async fn start_connect(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<ConnectStarted>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    // Another agency's client account is a 404 before anything else is said about it.
+    crate::tenants::clients::get(&state.db, &access, client).await?;
+    let Principal::User { session, .. } = principal else {
+        return Err(Error::Forbidden("connecting Kommo needs a person in a browser; log in to pipepay"));
+    };
+    let url = connect::start(&state.kommo, &access, session, client).await?;
+    Ok(Json(ConnectStarted { authorize_url: url.to_string() }))
+}
+
+/// Disconnect Kommo: the webhook subscription is removed and the tokens forgotten.
+#[utoipa::path(delete, path = "/api/v1/agencies/{agency}/clients/{client}/kommo", tag = "kommo",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn disconnect(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<StatusCode> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    connect::disconnect(&state.kommo, &access, client).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The Kommo account's pipelines and their stages, to pick the trigger and won stages from.
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/kommo/pipelines", tag = "kommo",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = Vec<Pipeline>), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 502, body = Problem)))]
+async fn pipelines(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<Vec<Pipeline>>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    crate::tenants::clients::get(&state.db, &access, client).await?;
+    Ok(Json(state.kommo.pipelines(client).await?))
+}
+
+/// The Kommo account's lead custom fields, to pick the currency and link fields from.
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/kommo/lead-fields", tag = "kommo",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
+    responses((status = 200, body = Vec<CustomField>), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 502, body = Problem)))]
+async fn lead_fields(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: ClientPath,
+) -> Result<Json<Vec<CustomField>>> {
+    let Path((agency, client)) = path;
+    let access = access(&state, &principal, agency).await?;
+    crate::tenants::clients::get(&state.db, &access, client).await?;
+    Ok(Json(state.kommo.lead_fields(client).await?))
+}
+
+/// A marketplace install of this Kommo account waiting to be claimed (any logged-in user).
+#[utoipa::path(get, path = "/api/v1/kommo/installs/{account_id}", tag = "kommo",
+    params(("account_id" = i64, Path)),
+    responses((status = 200, body = PendingInstall), (status = 404, body = Problem)))]
+async fn pending_install(
+    State(state): State<AppState>,
+    _principal: Principal,
+    Path(account_id): Path<i64>,
+) -> Result<Json<PendingInstall>> {
+    connect::pending_install(&state.kommo, account_id).await?.map(Json).ok_or(Error::NotFound)
+}

@@ -1,0 +1,168 @@
+//! Kommo's browser-facing and server-facing addresses: the OAuth redirect, the uninstall hook,
+//! and the page where a marketplace install is claimed.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Form, Router};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{Message, Page, error_page};
+use crate::auth::{FormPrincipal, Principal, SessionCsrf};
+use crate::error::Error;
+use crate::http::AppState;
+use crate::ids::{AgencyId, ClientId};
+use crate::kommo::connect::{self, CallbackOutcome, CallbackParams, PendingInstall, UninstallParams};
+use crate::roles::Role;
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth/kommo/callback", get(callback))
+        .route("/oauth/kommo/uninstall", get(uninstall))
+        .route("/kommo/claim", get(claim_page).post(claim))
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+    Query(params): Query<CallbackParams>,
+) -> Response {
+    let session = match &principal {
+        Some(Principal::User { session, .. }) => Some(*session),
+        _ => None,
+    };
+    match connect::callback(&state.kommo, params, session).await {
+        Ok(CallbackOutcome::Connected { account, webhook, client, agency }) => {
+            let mut message = format!("The Kommo account {} is connected.", account.subdomain);
+            if webhook == connect::webhook::MANUAL {
+                message.push_str(
+                    " Kommo did not let pipepay subscribe to its webhooks automatically; \
+                     the client account's page shows how to add the webhook by hand.",
+                );
+            }
+            Page::render(
+                StatusCode::OK,
+                &Message::ok("Kommo connected", message)
+                    .with_link(format!("/app/agencies/{agency}/clients/{client}"), "Open the client account"),
+            )
+            .into_response()
+        }
+        Ok(CallbackOutcome::Declined) => Page::render(
+            StatusCode::OK,
+            &Message::ok(
+                "Nothing was connected",
+                "You declined access in Kommo, so pipepay was not connected. You can start again at any time.",
+            ),
+        )
+        .into_response(),
+        // Kommo's servers make this call and never look at the answer beyond its speed.
+        Ok(CallbackOutcome::Installed { .. }) => (StatusCode::OK, "installed").into_response(),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
+async fn uninstall(State(state): State<AppState>, Query(params): Query<UninstallParams>) -> Response {
+    match connect::uninstall(&state.kommo, params).await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(error) => crate::http::Problem::from(error).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClaimQuery {
+    account_id: Option<i64>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "kommo_claim.html")]
+struct ClaimPage {
+    install: Option<PendingInstall>,
+    /// (agency id, client id, label) of the client accounts the user administers.
+    choices: Vec<(AgencyId, ClientId, String)>,
+    csrf: String,
+}
+
+/// Where a Kommo admin lands from the widget to finish a marketplace install.
+async fn claim_page(
+    State(state): State<AppState>,
+    FormPrincipal(principal): FormPrincipal,
+    csrf: Option<Extension<SessionCsrf>>,
+    Query(query): Query<ClaimQuery>,
+) -> Response {
+    let (Some(Principal::User { user, .. }), Some(Extension(SessionCsrf(csrf)))) = (principal, csrf) else {
+        let back = format!("/kommo/claim?account_id={}", query.account_id.unwrap_or_default());
+        let next = url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>();
+        return Redirect::to(&format!("/login?next={next}")).into_response();
+    };
+    let page = async {
+        let install = match query.account_id {
+            Some(id) => connect::pending_install(&state.kommo, id).await?,
+            None => None,
+        };
+        let mut tx = state.db.read().await?;
+        let mut choices = Vec::new();
+        for (agency, role) in store::agencies::of_user(&mut tx, user).await? {
+            if role < Role::Admin {
+                continue;
+            }
+            for client in store::clients::list(&mut tx, agency.id).await? {
+                choices.push((agency.id, client.id, format!("{} — {}", agency.name, client.name)));
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(ClaimPage { install, choices, csrf })
+    };
+    match page.await {
+        Ok(page) => Page::render(StatusCode::OK, &page)
+            .allow_form_target(&state.kommo.settings.auth_url.origin().ascii_serialization())
+            .into_response(),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClaimForm {
+    csrf: String,
+    /// `agency|client`
+    client: String,
+}
+
+/// Starts the consent that proves the claimer administers the Kommo account.
+async fn claim(
+    State(state): State<AppState>,
+    FormPrincipal(principal): FormPrincipal,
+    csrf: Option<Extension<SessionCsrf>>,
+    Form(form): Form<ClaimForm>,
+) -> Response {
+    let result = async {
+        let (Some(principal @ Principal::User { .. }), Some(Extension(SessionCsrf(expected)))) =
+            (principal, csrf)
+        else {
+            return Err(Error::Unauthenticated("log in to pipepay first"));
+        };
+        if !bool::from(form.csrf.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(Error::Forbidden("this form has expired; reload the page and try again"));
+        }
+        let (agency, client) = form
+            .client
+            .split_once('|')
+            .and_then(|(a, c)| Some((a.parse::<AgencyId>().ok()?, c.parse::<ClientId>().ok()?)))
+            .ok_or_else(|| Error::invalid("client", "choose a client account"))?;
+        let access = crate::api::access(&state, &principal, agency).await?;
+        let Principal::User { session, .. } = principal else { return Err(Error::NotFound) };
+        connect::start(&state.kommo, &access, session, client).await
+    };
+    match result.await {
+        Ok(consent) => {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = consent.as_str().parse() {
+                headers.insert(header::LOCATION, value);
+            }
+            (StatusCode::SEE_OTHER, headers).into_response()
+        }
+        Err(error) => error_page(error).into_response(),
+    }
+}
