@@ -11,11 +11,21 @@ use url::Url;
 
 use crate::auth::session::SessionKeys;
 use crate::auth::{AttemptLimiter, Auth};
+use std::time::Duration;
+
 use crate::config::Config;
+use crate::flutterwave::client::Flutterwave;
 use crate::http::{self, AppState};
+use crate::ingress::Ingress;
+use crate::ingress::tenants::Tenants;
 use crate::kommo::Kommo;
+use crate::pipeline::{Pipeline, reconcile};
+use crate::queue::{self, Queue, worker};
 use crate::store::Db;
 use crate::vault::{self, Vault};
+
+/// Above Flutterwave's own ~28 s server timeout, so its 503 reaches us rather than our timeout.
+const FLUTTERWAVE_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// A bound, migrated pipepay ready to serve. Tests build one on port 0 and read the port back.
 pub struct Application {
@@ -54,14 +64,36 @@ impl Application {
             secure_cookies: public_url.scheme() == "https",
         };
         let vault = Vault::new(master_keys);
-        let kommo = Kommo::new(&config, &public_url, db.clone(), vault.clone())?;
+        let kommo = Arc::new(Kommo::new(&config, &public_url, db.clone(), vault.clone())?);
+        let flutterwave = Arc::new(
+            Flutterwave::new(config.flutterwave_api_url.clone(), FLUTTERWAVE_TIMEOUT)
+                .context("PIPEPAY_FLUTTERWAVE_API_URL")?,
+        );
+        let queue = Queue::new(
+            db.clone(),
+            queue::Settings {
+                workers: usize::try_from(config.workers).unwrap_or(8),
+                lease: Duration::from_secs(config.job_lease_secs),
+                max_attempts: config.job_max_attempts,
+                poll: Duration::from_secs(1),
+                retry_base: Duration::from_millis(config.job_retry_base_ms),
+            },
+        );
+        let ingress = Arc::new(Ingress {
+            db: db.clone(),
+            queue: queue.clone(),
+            tenants: Tenants::new(db.clone(), vault.clone()),
+        });
         let state = AppState {
             db,
             config: Arc::new(config),
             public_url: Arc::new(public_url),
             vault,
             auth: Arc::new(auth),
-            kommo: Arc::new(kommo),
+            kommo,
+            flutterwave,
+            queue,
+            ingress,
         };
         Ok(Application { listener, state })
     }
@@ -82,10 +114,43 @@ impl Application {
         let grace = state.config.shutdown_grace();
         let db = state.db.clone();
         let stop = CancellationToken::new();
-        let background = tokio::spawn(crate::kommo::maintenance::run(state.kommo.clone(), stop.clone()));
-        http::serve(listener, http::router(state), shutdown, grace).await.context("serving HTTP")?;
+        let abandon = CancellationToken::new();
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(crate::kommo::maintenance::run(state.kommo.clone(), stop.clone()));
+        let every = Duration::from_secs(state.config.reconcile_every_secs);
+        background.spawn(reconcile::schedule(db.clone(), state.queue.clone(), every, stop.clone()));
+        let pipeline = Arc::new(Pipeline {
+            reconcile_after: every.min(Duration::from_secs(120)),
+            db: db.clone(),
+            vault: state.vault.clone(),
+            kommo: state.kommo.clone(),
+            flutterwave: state.flutterwave.clone(),
+            queue: state.queue.clone(),
+        });
+        background.spawn(worker::run(
+            state.queue.clone(),
+            db.clone(),
+            pipeline,
+            stop.clone(),
+            abandon.clone(),
+        ));
+
+        let stopping = stop.clone();
+        let http_stop = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
+        http::serve(listener, http::router(state), http_stop, grace).await.context("serving HTTP")?;
+        // Workers take no new jobs now; those running get the grace period to finish, then are
+        // handed back to the queue for whichever instance runs next.
         stop.cancel();
-        let _ = background.await;
+        let finished =
+            tokio::time::timeout(grace, async { while background.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tracing::warn!("jobs still running after the grace period: releasing them");
+            abandon.cancel();
+            while background.join_next().await.is_some() {}
+        }
         db.close().await;
         tracing::info!("pipepay stopped");
         Ok(())

@@ -105,6 +105,44 @@ pub struct Config {
           value_parser = parse_http_url, global = true)]
     pub flutterwave_api_url: Url,
 
+    /// Job workers per instance. Jobs of one client account run one at a time whatever this is.
+    #[arg(long, env = "PIPEPAY_WORKERS", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=256), global = true)]
+    pub workers: u64,
+
+    /// Seconds a worker's claim on a job lasts without a heartbeat before another may take it.
+    #[arg(long = "job-lease", env = "PIPEPAY_JOB_LEASE", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub job_lease_secs: u64,
+
+    /// Attempts before a job is dead (visible, and replayable through the API).
+    #[arg(long, env = "PIPEPAY_JOB_MAX_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(i64).range(1..=100), global = true)]
+    pub job_max_attempts: i64,
+
+    /// Milliseconds before a failed job's first retry; each further retry waits twice as long
+    /// (capped at 30 minutes, ±25% jitter). An upstream's Retry-After is honoured if longer.
+    #[arg(long = "job-retry-base", env = "PIPEPAY_JOB_RETRY_BASE_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000), global = true)]
+    pub job_retry_base_ms: u64,
+
+    /// Seconds between checks of open payment links at Flutterwave, for payments whose webhook
+    /// never came.
+    #[arg(long = "reconcile-every", env = "PIPEPAY_RECONCILE_EVERY", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(5..=86_400), global = true)]
+    pub reconcile_every_secs: u64,
+
+    /// Webhooks per second one client account may send (sustained), with bursts of
+    /// PIPEPAY_INGRESS_BURST; beyond that, 429 with Retry-After.
+    #[arg(long, env = "PIPEPAY_INGRESS_RATE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub ingress_rate: u32,
+
+    /// See PIPEPAY_INGRESS_RATE.
+    #[arg(long, env = "PIPEPAY_INGRESS_BURST", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub ingress_burst: u32,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `pipepay=debug,sqlx=warn`.
     #[arg(long = "log", env = "PIPEPAY_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
     pub log_filter: String,

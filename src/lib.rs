@@ -20,8 +20,14 @@ pub mod flutterwave;
 pub mod http;
 /// Identifier newtypes.
 pub mod ids;
+/// The shared webhook ingress: token → client account, verify, store event + job, 200.
+pub mod ingress;
 /// Kommo: OAuth, installs, tokens, the rate-limited API client.
 pub mod kommo;
+/// create_link, close_deal, reconcile: what each job does.
+pub mod pipeline;
+/// The durable job queue and its workers.
+pub mod queue;
 /// Owner, admin, member.
 pub mod roles;
 /// The stop signal.

@@ -157,6 +157,10 @@ async fn rotate_token(
     let access = access(&state, &principal, agency).await?;
     let issued =
         clients::rotate_ingress_token(&state.db, &state.vault, &state.public_url, &access, client).await?;
+    if let Some(old) = &issued.replaced {
+        // Kommo was subscribed to the old URL; move the subscription along with the token.
+        state.kommo.move_subscription(client, &old.kommo, &issued.webhook_urls.kommo).await;
+    }
     Ok(Json(TokenRotated {
         ingress_token: issued.token.expose().to_owned(),
         webhook_urls: issued.webhook_urls,
@@ -207,5 +211,18 @@ async fn put_flutterwave_keys(
 ) -> Result<Json<KeysView>> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    Ok(Json(flutterwave_keys::set(&state.db, &state.vault, &access, client, input).await?))
+    let urls =
+        clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client).await?;
+    let keys = flutterwave_keys::set(
+        &state.db,
+        &state.vault,
+        &state.flutterwave,
+        &urls.flutterwave,
+        &access,
+        client,
+        input,
+    )
+    .await?;
+    state.ingress.tenants.forget(client);
+    Ok(Json(keys))
 }

@@ -8,6 +8,7 @@ pub(crate) mod auth;
 mod clients;
 pub mod extract;
 mod kommo;
+mod pipeline;
 
 use axum::Json;
 use axum::routing::get;
@@ -32,6 +33,7 @@ use crate::ids::AgencyId;
         (name = "api-keys", description = "API keys for automation"),
         (name = "audit", description = "The audit log"),
         (name = "kommo", description = "Connecting Kommo, connection health, pipelines and fields"),
+        (name = "pipeline", description = "Activity, jobs, dead-job replay and pauses"),
     )
 )]
 struct ApiDoc;
@@ -66,6 +68,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(api_keys::router())
         .merge(audit::router())
         .merge(kommo::router())
+        .merge(pipeline::router())
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))

@@ -1,3 +1,6 @@
-//! Flutterwave: key formats (and, with the pipeline, the API client and webhook handling).
+//! Flutterwave: key formats, the v3 API client, and webhook authenticity and normalisation.
 
+pub mod client;
 pub mod keys;
+pub mod model;
+pub mod webhook;

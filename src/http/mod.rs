@@ -27,7 +27,10 @@ use url::Url;
 
 use crate::auth::{self, Auth, AuthState};
 use crate::config::Config;
+use crate::flutterwave::client::Flutterwave;
+use crate::ingress::{self, Ingress};
 use crate::kommo::Kommo;
+use crate::queue::Queue;
 use crate::store::Db;
 use crate::vault::Vault;
 
@@ -43,6 +46,9 @@ pub struct AppState {
     pub vault: Vault,
     pub auth: Arc<Auth>,
     pub kommo: Arc<Kommo>,
+    pub flutterwave: Arc<Flutterwave>,
+    pub queue: Queue,
+    pub ingress: Arc<Ingress>,
 }
 
 /// The whole HTTP surface with its middleware.
@@ -58,11 +64,14 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::router())
         .layer(axum::middleware::from_fn_with_state(auth_state, auth::authenticate))
         .layer(same_origin);
+    let limits = ingress::Limits { per_second: config.ingress_rate, burst: config.ingress_burst };
+    let hooks = ingress::router(state.ingress.clone(), limits);
     let routes = Router::new()
         .merge(health::router())
         .merge(authenticated)
         .fallback(|| async { Problem::not_found() })
-        .with_state(state);
+        .with_state(state)
+        .merge(hooks);
     with_middleware(routes, &config)
 }
 

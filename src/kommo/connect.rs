@@ -173,6 +173,8 @@ pub async fn callback(
         });
     }
     store::kommo::claim_installs(&mut tx, account.id, client.id, now).await?;
+    // Jobs parked while Kommo was disconnected or revoked can run again.
+    crate::queue::resume(&mut tx, client.id).await?;
     let actor = match session {
         Some(s) => store::users::session_user(&mut tx, s, now).await?,
         None => None,

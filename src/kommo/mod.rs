@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod model;
 pub mod oauth;
 pub mod tokens;
+pub mod webhook;
 pub mod widget;
 
 use std::collections::HashMap;

@@ -6,12 +6,16 @@
 //! reason. Timestamps are integer milliseconds since the epoch in both engines and money is
 //! decimal text, so no value changes shape between backends.
 
+pub mod activity;
 pub mod agencies;
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
 pub mod data_keys;
+pub mod events;
+pub mod jobs;
 pub mod kommo;
+pub mod links;
 mod tx;
 mod url;
 pub mod users;

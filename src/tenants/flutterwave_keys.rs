@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{audit, secrets};
-use crate::auth::Access;
+use crate::auth::{Access, tokens};
 use crate::error::{Checks, Error, Result};
+use crate::flutterwave::client::{Flutterwave, FlutterwaveError};
 use crate::flutterwave::keys::{self, Mode};
 use crate::ids::ClientId;
 use crate::roles::Role;
@@ -25,9 +26,11 @@ pub struct KeysInput {
     /// The v3 secret key, `FLWSECK_TEST-...-X` (test mode) or `FLWSECK-...-X` (live).
     #[schema(value_type = String)]
     pub secret_key: Secret,
-    /// The "Secret hash" set under Settings > Webhooks in the Flutterwave dashboard.
-    #[schema(value_type = String)]
-    pub webhook_hash: Secret,
+    /// The "Secret hash" set under Settings > Webhooks in the Flutterwave dashboard. Leave it
+    /// out and pipepay makes a strong one, returned once in `dashboard.secret_hash` to paste there.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub webhook_hash: Option<Secret>,
     /// The public key; optional, for reference only.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
@@ -41,6 +44,18 @@ pub struct KeysView {
     pub secret_key: String,
     pub webhook_hash: String,
     pub public_key: Option<String>,
+    /// What to set in the Flutterwave dashboard (only when the keys are saved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<Dashboard>,
+}
+
+/// Settings > Webhooks in the Flutterwave dashboard, exactly as pipepay needs them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Dashboard {
+    pub webhook_url: String,
+    /// The secret hash in full, only when pipepay generated it; otherwise the one you pasted.
+    pub secret_hash: Option<String>,
+    pub steps: Vec<String>,
 }
 
 fn check(input: &KeysInput) -> Result<Mode> {
@@ -49,17 +64,19 @@ fn check(input: &KeysInput) -> Result<Mode> {
     if let Err(message) = mode {
         checks.fail("secret_key", message);
     }
-    let hash_len = input.webhook_hash.expose().chars().count();
-    checks.check(
-        (MIN_HASH..=MAX_HASH).contains(&hash_len),
-        "webhook_hash",
-        format!("must be {MIN_HASH} to {MAX_HASH} characters; use a long random value"),
-    );
-    checks.check(
-        !input.webhook_hash.expose().chars().any(char::is_whitespace),
-        "webhook_hash",
-        "must not contain spaces",
-    );
+    if let Some(hash) = &input.webhook_hash {
+        let hash_len = hash.expose().chars().count();
+        checks.check(
+            (MIN_HASH..=MAX_HASH).contains(&hash_len),
+            "webhook_hash",
+            format!("must be {MIN_HASH} to {MAX_HASH} characters; use a long random value, or leave it out"),
+        );
+        checks.check(
+            !hash.expose().chars().any(char::is_whitespace),
+            "webhook_hash",
+            "must not contain spaces",
+        );
+    }
     if let Some(public) = &input.public_key {
         match keys::public_key_mode(public.expose().trim()) {
             Err(message) => checks.fail("public_key", message),
@@ -74,27 +91,59 @@ fn check(input: &KeysInput) -> Result<Mode> {
     mode.map_err(|m| Error::invalid("secret_key", m))
 }
 
-/// Seals and stores the keys, replacing any before them.
+/// Checks the secret key with Flutterwave, then seals and stores the keys, replacing any before
+/// them. A key Flutterwave refuses is not saved.
 pub async fn set(
     db: &Db,
     vault: &Vault,
+    flutterwave: &Flutterwave,
+    webhook_url: &str,
     access: &Access,
     client: ClientId,
     input: KeysInput,
 ) -> Result<KeysView> {
-    let mut tx = db.write().await?;
+    let mut tx = db.read().await?;
     store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
+    tx.commit().await?;
     access.require(Role::Admin)?;
     let mode = check(&input)?;
     let secret_key = Secret::new(input.secret_key.expose().trim());
+    // A cheap read-only call, outside any transaction: a wrong or revoked key is caught now,
+    // not at the first customer's payment.
+    match flutterwave.check_key(&secret_key).await {
+        Ok(()) => {}
+        Err(FlutterwaveError::Unauthorized) => {
+            return Err(Error::invalid(
+                "secret_key",
+                "Flutterwave refused this secret key; copy it again from Settings > API Keys, and check test or live mode",
+            ));
+        }
+        Err(other) => {
+            return Err(Error::Upstream {
+                field: Some("secret_key"),
+                message: format!(
+                    "could not check the key with Flutterwave ({other}); nothing was saved, try again"
+                ),
+            });
+        }
+    }
+    let generated = input.webhook_hash.is_none();
+    let webhook_hash = match input.webhook_hash {
+        Some(hash) => hash,
+        None => Secret::new(tokens::generate("").0.expose().to_owned()),
+    };
     let public_key = input.public_key.as_ref().map(|p| Secret::new(p.expose().trim()));
+    let mut tx = db.write().await?;
+    store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
     let replaced = store::clients::get_secret(&mut tx, client, SECRET_KEY.field).await?.is_some();
     secrets::put(&mut tx, vault, client, SECRET_KEY, &secret_key).await?;
-    secrets::put(&mut tx, vault, client, WEBHOOK_HASH, &input.webhook_hash).await?;
+    secrets::put(&mut tx, vault, client, WEBHOOK_HASH, &webhook_hash).await?;
     match &public_key {
         Some(public) => secrets::put(&mut tx, vault, client, PUBLIC_KEY, public).await?,
         None => store::clients::delete_secret(&mut tx, client, PUBLIC_KEY.field).await?,
     }
+    // Jobs parked for want of keys can run again.
+    crate::queue::resume(&mut tx, client).await?;
     let action = if replaced { "client.flutterwave_keys_replaced" } else { "client.flutterwave_keys_set" };
     let detail = json!({ "mode": mode, "secret_key": secret_key.masked() });
     audit::record(&mut tx, access, Some(client), action, detail).await?;
@@ -102,8 +151,24 @@ pub async fn set(
     Ok(KeysView {
         mode,
         secret_key: secret_key.masked(),
-        webhook_hash: input.webhook_hash.masked(),
+        webhook_hash: webhook_hash.masked(),
         public_key: public_key.map(|p| p.masked()),
+        dashboard: Some(Dashboard {
+            webhook_url: webhook_url.to_owned(),
+            secret_hash: generated.then(|| webhook_hash.expose().to_owned()),
+            steps: vec![
+                "In the Flutterwave dashboard, open Settings > Webhooks.".into(),
+                "Paste the webhook URL above into URL.".into(),
+                if generated {
+                    "Paste the secret hash above into Secret hash (it is shown only now).".into()
+                } else {
+                    "Set Secret hash to the same value you gave pipepay.".into()
+                },
+                "Tick \"Enable webhook retries\" and \"Enable webhook for failed transactions\", then save: \
+                 retries recover webhooks lost in transit, and pipepay also checks open links itself."
+                    .into(),
+            ],
+        }),
     })
 }
 
@@ -121,5 +186,6 @@ pub async fn get(db: &Db, vault: &Vault, access: &Access, client: ClientId) -> R
         secret_key: secret_key.masked(),
         webhook_hash: webhook_hash.map(|h| h.masked()).unwrap_or_default(),
         public_key: public_key.map(|p| p.masked()),
+        dashboard: None,
     }))
 }

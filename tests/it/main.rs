@@ -4,7 +4,9 @@ mod support;
 
 mod cli;
 mod fakes;
+mod flutterwave;
 mod foundation;
 mod kommo;
+mod pipeline;
 mod storage;
 mod tenancy;

@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use agent::Agent;
+
+use crate::fakes::flutterwave::FakeFlutterwave;
 pub use db::{Engine, TestDb};
 
 /// Generates one `#[tokio::test]` per engine for each named `async fn(Engine)`, so every story
@@ -67,6 +69,8 @@ pub struct TestApp {
     pub args: Vec<String>,
     /// The running server's own Kommo side (its limiter and refresh locks).
     pub kommo: Arc<pipepay::kommo::Kommo>,
+    /// The fake Flutterwave this server talks to.
+    pub flw: FakeFlutterwave,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -82,9 +86,17 @@ impl TestApp {
         Self::start(test_db, &keys, extra).await
     }
 
+    /// Registers a Flutterwave account at this app's fake, so its keys pass the live check.
+    pub fn flutterwave_merchant(&self, secret_key: &str, webhook_hash: &str) {
+        self.flw.add_merchant(secret_key, webhook_hash);
+    }
+
     /// Starts pipepay on an existing test database with the given master keys, as a restart or
     /// a second instance would.
     pub async fn start(test_db: Arc<TestDb>, master_keys: &str, extra: &[&str]) -> TestApp {
+        log_to_test_output();
+        let flw = FakeFlutterwave::start().await;
+        let flw_url = flw.base();
         let mut args = vec![
             "--database-url",
             test_db.url.as_str(),
@@ -92,6 +104,8 @@ impl TestApp {
             "127.0.0.1:0",
             "--master-keys",
             master_keys,
+            "--flutterwave-api-url",
+            &flw_url,
         ];
         args.extend_from_slice(extra);
         let owned_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -117,6 +131,7 @@ impl TestApp {
             master_keys: master_keys.to_owned(),
             args: owned_args,
             kommo,
+            flw,
             stop: Some(stop),
             server: Some(server),
         }
@@ -170,4 +185,18 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
     assert_eq!(body["status"], status, "status inside the problem: {body}");
     assert!(body["title"].is_string(), "problem has a title: {body}");
     body
+}
+
+/// With `PIPEPAY_TEST_LOG` set (a tracing filter, e.g. `pipepay=debug`), in-process servers log
+/// into the test's captured output.
+fn log_to_test_output() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("PIPEPAY_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }

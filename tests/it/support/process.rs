@@ -39,8 +39,13 @@ impl Drop for Running {
 impl Running {
     /// Starts the binary with JSON logs on port 0 and waits for its "ready" line.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
+        Self::start_at(dir, env, "127.0.0.1:0")
+    }
+
+    /// Starts the binary listening on `listen`.
+    pub fn start_at(dir: &Path, env: &[(&str, &str)], listen: &str) -> Running {
         let mut env = env.to_vec();
-        env.extend([("PIPEPAY_LISTEN", "127.0.0.1:0"), ("PIPEPAY_LOG_FORMAT", "json")]);
+        env.extend([("PIPEPAY_LISTEN", listen), ("PIPEPAY_LOG_FORMAT", "json")]);
         let mut child = pipepay(dir, &env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let output = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().unwrap();
@@ -81,6 +86,15 @@ impl Running {
     /// Everything the process has written so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: the process dies wherever it is, as in a crash or an OOM kill.
+    pub fn crash(mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.output()
     }
 
     /// SIGTERM, then the exit must be clean. Returns everything it wrote.

@@ -56,6 +56,10 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
     ("DELETE", "/api/v1/agencies/{agency}/clients/{client}/kommo", None),
     ("GET", "/api/v1/agencies/{agency}/clients/{client}/kommo/pipelines", None),
     ("GET", "/api/v1/agencies/{agency}/clients/{client}/kommo/lead-fields", None),
+    ("GET", "/api/v1/agencies/{agency}/clients/{client}/activity", None),
+    ("GET", "/api/v1/agencies/{agency}/clients/{client}/jobs", None),
+    ("GET", "/api/v1/agencies/{agency}/clients/{client}/pipeline", None),
+    ("POST", "/api/v1/agencies/{agency}/clients/{client}/jobs/{job}/replay", None),
 ];
 
 /// Reads only admins may make: the webhook URLs carry the ingress token.
@@ -78,6 +82,7 @@ struct Ids {
     user: String,
     invitation: String,
     key: String,
+    job: String,
 }
 
 impl Ids {
@@ -88,6 +93,7 @@ impl Ids {
             .replace("{user}", &self.user)
             .replace("{invitation}", &self.invitation)
             .replace("{key}", &self.key)
+            .replace("{job}", &self.job)
     }
 }
 
@@ -105,6 +111,10 @@ async fn agency(app: &TestApp, fake: &FakeKommo, account: i64, tag: &str) -> Age
     fake.add_pipeline(account, 7001, "Sales", &[7002]);
     let (status, page) = kommo::connect(&owner.agent, &owner.agency, &client, fake, account).await;
     assert_eq!(status, 200, "{page}");
+    app.flutterwave_merchant(
+        "FLWSECK_TEST-0123456789abcdef0123456789abcdef-X",
+        &format!("{tag}-webhook-hash-value"),
+    );
     owner
         .agent
         .expect(
@@ -125,6 +135,30 @@ async fn agency(app: &TestApp, fake: &FakeKommo, account: i64, tag: &str) -> Age
         )
         .await;
     let (key, admin_key) = app.add_api_key(&owner.agent, &owner.agency, "admin").await;
+    // One job, finished before anyone looks, so every id has something behind it.
+    let hooks =
+        owner.agent.json(&format!("/api/v1/agencies/{}/clients/{client}/webhook-urls", owner.agency)).await;
+    let form = format!("account[id]={account}&leads[status][0][id]=77&leads[status][0][status_id]=7002");
+    let sent = app
+        .http
+        .post(hooks["kommo"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let jobs_path = format!("/api/v1/agencies/{}/clients/{client}/jobs", owner.agency);
+    let mut job = String::new();
+    for _ in 0..200 {
+        let jobs = owner.agent.json(&jobs_path).await;
+        if jobs[0]["state"] == "done" {
+            job = jobs[0]["id"].as_str().unwrap().to_owned();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!job.is_empty(), "the job finished");
     let (_, member_key) = app.add_api_key(&owner.agent, &owner.agency, "member").await;
     let ids = Ids {
         agency: owner.agency.clone(),
@@ -132,6 +166,7 @@ async fn agency(app: &TestApp, fake: &FakeKommo, account: i64, tag: &str) -> Age
         user: owner.user.clone(),
         invitation: invited["invitation"]["id"].as_str().unwrap().to_owned(),
         key,
+        job,
     };
     Agency { owner, member, admin, admin_key, member_key, ids }
 }

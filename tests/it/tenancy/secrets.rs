@@ -30,9 +30,16 @@ async fn no_secret_reaches_a_log_line_or_a_response(engine: Engine) {
     let db = TestDb::new(engine).await;
     let dir = tempfile::tempdir().unwrap();
     let master = pipepay::vault::MasterKeys::generate_entry("m1");
+    let flw = crate::fakes::flutterwave::FakeFlutterwave::start().await;
+    flw.add_merchant(FLW_SECRET, WEBHOOK_HASH);
     let running = Running::start(
         dir.path(),
-        &[("PIPEPAY_DATABASE_URL", &db.url), ("PIPEPAY_MASTER_KEYS", &master), ("PIPEPAY_LOG", "trace")],
+        &[
+            ("PIPEPAY_DATABASE_URL", &db.url),
+            ("PIPEPAY_MASTER_KEYS", &master),
+            ("PIPEPAY_LOG", "trace"),
+            ("PIPEPAY_FLUTTERWAVE_API_URL", &flw.base()),
+        ],
     );
     let mut secrets: Vec<String> =
         vec![PASSWORD.into(), NEW_PASSWORD.into(), FLW_SECRET.into(), WEBHOOK_HASH.into(), FLW_PUBLIC.into()];
@@ -86,7 +93,12 @@ async fn no_secret_reaches_a_log_line_or_a_response(engine: Engine) {
         .await;
     assert_eq!(set["secret_key"], "••••5f-X", "shown masked to its last four characters");
     assert_eq!(set["mode"], "test");
-    answers.push(set.to_string());
+    // This answer deliberately shows the webhook URL (with the ingress token) to paste into
+    // Flutterwave; of the Flutterwave secrets it holds only masks.
+    let set_text = set.to_string();
+    assert!(
+        !set_text.contains(FLW_SECRET) && !set_text.contains(WEBHOOK_HASH) && !set_text.contains(FLW_PUBLIC)
+    );
     answers.push(owner.json(&keys_path).await.to_string());
 
     let rotated =

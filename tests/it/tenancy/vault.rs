@@ -29,6 +29,7 @@ async fn set_keys(
     secret: &str,
     hash: &str,
 ) {
+    app.flutterwave_merchant(secret, hash);
     owner
         .agent
         .expect(
@@ -38,7 +39,6 @@ async fn set_keys(
             200,
         )
         .await;
-    let _ = app;
 }
 
 async fn sealed(app: &TestApp, client: &str, name: &str) -> String {

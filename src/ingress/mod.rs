@@ -1,0 +1,100 @@
+//! The shared webhook ingress: `POST /hooks/{token}/kommo` and `POST /hooks/{token}/flutterwave`.
+//! The token finds the client account; what can be verified is verified; the event and its job
+//! are stored in one transaction, deduplicated; only then is the sender told 200. A storage
+//! failure is a 503, so the sender retries; nothing here waits on Kommo or Flutterwave.
+
+mod flutterwave;
+mod kommo;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+
+use self::tenants::Tenants;
+use crate::http::Problem;
+use crate::queue::Queue;
+use crate::store::Db;
+
+pub struct Ingress {
+    pub db: Db,
+    pub queue: Queue,
+    pub tenants: Tenants,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Sustained webhooks per second per client account.
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
+    let period = Duration::from_secs(1) / limits.per_second.max(1);
+    let config = GovernorConfigBuilder::default()
+        .period(period)
+        .burst_size(limits.burst.max(1))
+        .key_extractor(TokenKey)
+        .finish();
+    let routes = Router::new()
+        .route("/hooks/{token}/kommo", post(kommo::receive))
+        .route("/hooks/{token}/flutterwave", post(flutterwave::receive))
+        .with_state(ingress);
+    match config {
+        Some(config) => {
+            let limiter = config.limiter().clone();
+            // Keys of tokens nobody used for a while are dropped, so a flood of made-up
+            // tokens cannot grow the limiter's memory without bound.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    limiter.retain_recent();
+                }
+            });
+            routes.layer(GovernorLayer::new(config).error_handler(too_many))
+        }
+        None => routes,
+    }
+}
+
+/// Rate-limit key: the ingress token, i.e. the client account.
+#[derive(Debug, Clone, Copy)]
+struct TokenKey;
+
+impl KeyExtractor for TokenKey {
+    type Key = String;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<Self::Key, tower_governor::GovernorError> {
+        let token = request.uri().path().split('/').nth(2).unwrap_or_default();
+        Ok(token.to_owned())
+    }
+}
+
+fn too_many(error: tower_governor::GovernorError) -> Response<Body> {
+    match error {
+        tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many webhooks")
+                .with_detail("This client account is sending webhooks faster than pipepay accepts them.")
+                .with_retry_after(wait_time.max(1))
+                .into_response()
+        }
+        _ => Problem::status(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
+    }
+}
+
+/// A storage failure at the ingress: 503, so Kommo and Flutterwave deliver again.
+fn unavailable(error: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::error!(%error, "could not store a webhook");
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
+        .with_detail("The webhook was not stored; send it again.")
+        .with_retry_after(1)
+        .into_response()
+}

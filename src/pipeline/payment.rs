@@ -1,0 +1,280 @@
+//! `payment` jobs: Flutterwave says a charge completed. Nothing is believed until verified by
+//! id with the client account's own key; only a successful payment in the link's currency of at
+//! least its amount closes the deal, and only once.
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::{Activity, Pipeline, Tenant, flutterwave_outcome, kommo_outcome};
+use crate::clock::now_ms;
+use crate::flutterwave::model::Transaction;
+use crate::queue::Outcome;
+use crate::store::StoreError;
+use crate::store::links::{self, LinkRow, Step, state};
+use crate::tenants::notes::{NoteKind, render};
+
+impl Pipeline {
+    pub(super) async fn payment(&self, tenant: &Tenant, payload: &Value) -> Outcome {
+        let Some(tx_ref) = payload["tx_ref"].as_str() else {
+            return Outcome::Dead { error: "the payment names no tx_ref".into() };
+        };
+        let link = match self.link(tenant, tx_ref).await {
+            Ok(Some(link)) => link,
+            Ok(None) => {
+                Activity::new(tenant, "ignored", "ignored")
+                    .tx_ref(tx_ref)
+                    .detail("not a payment link pipepay issued for this client account")
+                    .record(&self.db)
+                    .await;
+                return Outcome::Done;
+            }
+            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        };
+        let secret = match self.secret_key(tenant).await {
+            Ok(secret) => secret,
+            Err(outcome) => return outcome,
+        };
+        // By id when the event has Flutterwave's numeric id; v4 events carry a charge id the v3
+        // verify does not know, so those are verified by reference.
+        let verified = match payload["transaction_id"].as_i64() {
+            Some(id) => self.flutterwave.verify(&secret, id).await,
+            None => self.flutterwave.verify_by_reference(&secret, tx_ref).await,
+        };
+        let transaction = match verified {
+            Ok(Some(transaction)) => transaction,
+            Ok(None) => {
+                return Outcome::Retry {
+                    error: "Flutterwave does not know this transaction (yet)".into(),
+                    after: None,
+                };
+            }
+            Err(error) => return flutterwave_outcome(error),
+        };
+        self.settle(tenant, &link, &transaction).await
+    }
+
+    async fn link(&self, tenant: &Tenant, tx_ref: &str) -> Result<Option<LinkRow>, StoreError> {
+        let mut tx = self.db.read().await?;
+        let link = links::by_tx_ref(&mut tx, tenant.id, tx_ref).await?;
+        tx.commit().await?;
+        Ok(link)
+    }
+
+    /// Acts on a verified transaction of one of the client's links.
+    pub(super) async fn settle(&self, tenant: &Tenant, link: &LinkRow, transaction: &Transaction) -> Outcome {
+        if transaction.tx_ref != link.tx_ref {
+            Activity::new(tenant, "ignored", "ignored")
+                .lead(link.lead_id)
+                .tx_ref(&link.tx_ref)
+                .detail(format!("Flutterwave's transaction {} belongs to another reference", transaction.id))
+                .record(&self.db)
+                .await;
+            return Outcome::Done;
+        }
+        match transaction.status.as_str() {
+            "successful" => self.close(tenant, link, transaction).await,
+            "failed" => self.failed_attempt(tenant, link, transaction).await,
+            "pending" => {
+                Outcome::Retry { error: "the payment is still pending at Flutterwave".into(), after: None }
+            }
+            other => {
+                Activity::new(tenant, "ignored", "ignored")
+                    .lead(link.lead_id)
+                    .tx_ref(&link.tx_ref)
+                    .detail(format!("transaction {} is {other}", transaction.id))
+                    .record(&self.db)
+                    .await;
+                Outcome::Done
+            }
+        }
+    }
+
+    async fn close(&self, tenant: &Tenant, link: &LinkRow, transaction: &Transaction) -> Outcome {
+        if link.state == state::PAID {
+            if link.transaction_id == Some(transaction.id) {
+                // A repeat of the payment that closed it: only the note may still be owed.
+                return self.paid_note(tenant, link, transaction, false).await;
+            }
+            Activity::new(tenant, "ignored", "ignored")
+                .lead(link.lead_id)
+                .tx_ref(&link.tx_ref)
+                .detail(format!("another successful payment ({}) for a link paid already", transaction.id))
+                .record(&self.db)
+                .await;
+            return Outcome::Done;
+        }
+        let expected: Option<Decimal> = link.amount.parse().ok();
+        let problem = if transaction.currency != link.currency {
+            Some(format!("paid in {} but the link asks for {}", transaction.currency, link.currency))
+        } else if expected.is_none_or(|expected| transaction.amount < expected) {
+            Some(format!(
+                "paid {} {} but the link asks for {} {}",
+                transaction.amount, transaction.currency, link.amount, link.currency
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            Activity::new(tenant, "payment_rejected", "failed")
+                .lead(link.lead_id)
+                .tx_ref(&link.tx_ref)
+                .detail(format!("not closed: {reason}"))
+                .record(&self.db)
+                .await;
+            let text = render(
+                tenant.settings.notes.get(NoteKind::PaymentProblem),
+                &[
+                    ("reason", &reason),
+                    ("amount", &transaction.amount.to_string()),
+                    ("currency", &transaction.currency),
+                    ("expected_amount", &link.amount),
+                    ("expected_currency", &link.currency),
+                    ("reference", &transaction.flw_ref),
+                    ("tx_ref", &link.tx_ref),
+                ],
+            );
+            return self
+                .notice_once(tenant, link.lead_id, &format!("problem:{}", transaction.id), &text)
+                .await;
+        }
+        Activity::new(tenant, "payment_verified", "ok")
+            .lead(link.lead_id)
+            .tx_ref(&link.tx_ref)
+            .detail(format!(
+                "{} {} by {} (Flutterwave {})",
+                transaction.amount, transaction.currency, transaction.payment_type, transaction.id
+            ))
+            .record(&self.db)
+            .await;
+        let pipeline = tenant.settings.trigger.as_ref().map_or(link.pipeline_id, |t| t.pipeline_id);
+        // Moving to won twice is harmless, so the move comes first and the record after.
+        if let Err(error) =
+            self.kommo.move_lead(tenant.id, link.lead_id, pipeline, tenant.settings.won_stage()).await
+        {
+            return kommo_outcome(error);
+        }
+        let recorded = async {
+            let mut tx = self.db.write().await?;
+            let first = links::paid(
+                &mut tx,
+                link.id,
+                transaction.id,
+                &transaction.amount.to_string(),
+                &transaction.currency,
+                &transaction.payment_type,
+                &transaction.flw_ref,
+                now_ms(),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(first)
+        };
+        match recorded.await {
+            Ok(true) => {
+                Activity::new(tenant, "deal_closed", "ok")
+                    .lead(link.lead_id)
+                    .tx_ref(&link.tx_ref)
+                    .detail(format!("moved to stage {}", tenant.settings.won_stage()))
+                    .record(&self.db)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        }
+        self.paid_note(tenant, link, transaction, was_replaced(link)).await
+    }
+
+    /// The payment note, at most once per link.
+    async fn paid_note(
+        &self,
+        tenant: &Tenant,
+        link: &LinkRow,
+        transaction: &Transaction,
+        replaced: bool,
+    ) -> Outcome {
+        let current = match self.link(tenant, &link.tx_ref).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return Outcome::Done,
+            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        };
+        if current.paid_note_posted_at.is_some() {
+            return Outcome::Done;
+        }
+        let mut text = render(
+            tenant.settings.notes.get(NoteKind::PaymentReceived),
+            &[
+                ("amount", &transaction.amount.to_string()),
+                ("currency", &transaction.currency),
+                ("method", &transaction.payment_type),
+                ("reference", &transaction.flw_ref),
+                ("tx_ref", &link.tx_ref),
+                ("lead_id", &link.lead_id.to_string()),
+            ],
+        );
+        if replaced {
+            text.push_str(" (This payment used an earlier payment link that had been replaced.)");
+        }
+        if let Err(error) = self.kommo.add_note(tenant.id, link.lead_id, &text).await {
+            return kommo_outcome(error);
+        }
+        if let Err(error) = self.mark(&current, Step::PaidNote).await {
+            return Outcome::Retry { error: error.to_string(), after: None };
+        }
+        Activity::new(tenant, "note_posted", "ok")
+            .lead(link.lead_id)
+            .tx_ref(&link.tx_ref)
+            .detail("payment note")
+            .record(&self.db)
+            .await;
+        Outcome::Done
+    }
+
+    /// A failed attempt: one note per transaction, and never anything on a won deal.
+    async fn failed_attempt(&self, tenant: &Tenant, link: &LinkRow, transaction: &Transaction) -> Outcome {
+        match self.lead_paid(tenant, link.lead_id).await {
+            Ok(true) => {
+                Activity::new(tenant, "ignored", "ignored")
+                    .lead(link.lead_id)
+                    .tx_ref(&link.tx_ref)
+                    .detail(format!("a failed attempt ({}) after the deal was won", transaction.id))
+                    .record(&self.db)
+                    .await;
+                return Outcome::Done;
+            }
+            Ok(false) => {}
+            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        }
+        Activity::new(tenant, "payment_failed", "failed")
+            .lead(link.lead_id)
+            .tx_ref(&link.tx_ref)
+            .detail(format!("attempt {} by {} failed", transaction.id, transaction.payment_type))
+            .record(&self.db)
+            .await;
+        let reason = format!("the {} payment attempt failed; the link still works", transaction.payment_type);
+        let text = render(
+            tenant.settings.notes.get(NoteKind::PaymentProblem),
+            &[
+                ("reason", &reason),
+                ("amount", &transaction.amount.to_string()),
+                ("currency", &transaction.currency),
+                ("expected_amount", &link.amount),
+                ("expected_currency", &link.currency),
+                ("reference", &transaction.flw_ref),
+                ("tx_ref", &link.tx_ref),
+            ],
+        );
+        self.notice_once(tenant, link.lead_id, &format!("failed:{}", transaction.id), &text).await
+    }
+
+    async fn lead_paid(&self, tenant: &Tenant, lead_id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.db.read().await?;
+        let paid = links::lead_is_paid(&mut tx, tenant.id, lead_id).await?;
+        tx.commit().await?;
+        Ok(paid)
+    }
+}
+
+/// A link that had been superseded, cancelled or left uncertain before it was paid.
+fn was_replaced(link: &LinkRow) -> bool {
+    matches!(link.state.as_str(), state::SUPERSEDED | state::CANCELLED | state::UNCERTAIN)
+}

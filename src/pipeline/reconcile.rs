@@ -1,0 +1,98 @@
+//! `reconcile` jobs, and their schedule: open links are verified by reference now and then, so
+//! a payment whose webhook was lost (or never sent: Flutterwave retries only if the merchant
+//! enabled it) still closes its deal.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Pipeline, Tenant, flutterwave_outcome, kinds};
+use crate::clock::now_ms;
+use crate::queue::{Outcome, Queue};
+use crate::store::links::{self, LinkRow};
+use crate::store::{Db, StoreError};
+
+/// Links checked per client account per run; Flutterwave's limits are per merchant account.
+const PER_RUN: i64 = 25;
+
+impl Pipeline {
+    pub(super) async fn reconcile(&self, tenant: &Tenant) -> Outcome {
+        let open = match self.open_links(tenant).await {
+            Ok(open) => open,
+            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        };
+        if open.is_empty() {
+            return Outcome::Done;
+        }
+        let secret = match self.secret_key(tenant).await {
+            Ok(secret) => secret,
+            Err(outcome) => return outcome,
+        };
+        for link in &open {
+            let found = match self.flutterwave.verify_by_reference(&secret, &link.tx_ref).await {
+                Ok(found) => found,
+                Err(error) => return flutterwave_outcome(error),
+            };
+            // Only a completed payment matters here; failures were (or will be) reported by
+            // their own webhooks, and an unpaid link simply stays open.
+            if let Some(transaction) = found.filter(|t| t.is_successful()) {
+                let outcome = self.settle(tenant, link, &transaction).await;
+                if outcome != Outcome::Done {
+                    return outcome;
+                }
+            }
+        }
+        Outcome::Done
+    }
+
+    async fn open_links(&self, tenant: &Tenant) -> Result<Vec<LinkRow>, StoreError> {
+        let before = now_ms() - i64::try_from(self.reconcile_after.as_millis()).unwrap_or(0);
+        let mut tx = self.db.read().await?;
+        let open = links::open_before(&mut tx, tenant.id, before, PER_RUN).await?;
+        tx.commit().await?;
+        Ok(open)
+    }
+}
+
+/// Enqueues a reconcile job for every client account with open links, once per interval: the
+/// dedup key names the interval, so instances scheduling at the same time add one job.
+pub async fn schedule(db: Db, queue: Queue, every: Duration, stop: CancellationToken) {
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(600_000).max(1000);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match enqueue_all(&db, &queue, every_ms).await {
+            Ok(0) => {}
+            Ok(count) => {
+                tracing::debug!(count, "reconciliation scheduled");
+                queue.wake();
+            }
+            Err(error) => tracing::warn!(%error, "could not schedule reconciliation"),
+        }
+    }
+}
+
+async fn enqueue_all(db: &Db, queue: &Queue, every_ms: i64) -> Result<usize, StoreError> {
+    let window = now_ms() / every_ms;
+    let mut tx = db.write().await?;
+    let clients = links::clients_with_open_links(&mut tx, 10_000).await?;
+    let mut added = 0;
+    for client in clients {
+        let key = format!("reconcile:{window}");
+        if queue.enqueue(&mut tx, client, kinds::RECONCILE, None, &json!({}), Some(&key)).await? {
+            added += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Runs reconciliation for every client account now (used at start-up and by tests).
+pub async fn run_now(db: &Db, queue: &Queue) -> Result<usize, StoreError> {
+    let added = enqueue_all(db, queue, 1).await?;
+    queue.wake();
+    Ok(added)
+}

@@ -1,0 +1,190 @@
+//! The durable job queue: jobs enqueued with the event that caused them, claimed fairly across
+//! client accounts with a lease, kept alive by heartbeats, finished only by the attempt that
+//! claimed them, retried with backoff and jitter, dead after too many attempts, paused when a
+//! client account needs a person.
+
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::clock::{ms_after, now_ms};
+use crate::ids::ClientId;
+use crate::store::jobs::{self, JobRow, NewJob, state};
+use crate::store::{Db, StoreError, Tx};
+
+/// What handling a job came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Try again later; `after` is the upstream's Retry-After, if it gave one.
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// The client account needs a person (Kommo revoked, keys missing): park the job until
+    /// the cause is fixed, without spending attempts.
+    Pause {
+        reason: String,
+    },
+    /// Retrying cannot help.
+    Dead {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: usize,
+    pub lease: Duration,
+    pub max_attempts: i64,
+    pub poll: Duration,
+    /// The first retry's wait; it doubles with each attempt.
+    pub retry_base: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    db: Db,
+    settings: Settings,
+    wake: Arc<Notify>,
+}
+
+impl Queue {
+    pub fn new(db: Db, settings: Settings) -> Queue {
+        Queue { db, settings, wake: Arc::new(Notify::new()) }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Wakes the workers of this process (after an enqueue commits).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Adds a job in the caller's transaction, so it exists exactly when its cause does.
+    pub async fn enqueue(
+        &self,
+        tx: &mut Tx,
+        client: ClientId,
+        kind: &str,
+        event_id: Option<uuid::Uuid>,
+        payload: &serde_json::Value,
+        dedup_key: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let payload = payload.to_string();
+        let job = NewJob {
+            id: uuid::Uuid::now_v7(),
+            client,
+            kind,
+            event_id,
+            payload: &payload,
+            max_attempts: self.settings.max_attempts,
+            trace: None,
+            dedup_key,
+            now: now_ms(),
+        };
+        jobs::insert(tx, &job).await
+    }
+
+    /// Claims the next job, taking client accounts in least-recently-served order.
+    pub async fn claim(&self, owner: &str) -> Result<Option<JobRow>, StoreError> {
+        let now = now_ms();
+        let until = ms_after(self.settings.lease);
+        let mut tx = self.db.write().await?;
+        for client in jobs::next_clients(&mut tx, now, 8).await? {
+            if let Some(job) = jobs::claim_for(&mut tx, client, owner, now, until).await? {
+                tx.commit().await?;
+                return Ok(Some(job));
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    pub async fn heartbeat(&self, job: &JobRow) -> Result<bool, StoreError> {
+        let mut tx = self.db.write().await?;
+        let alive = jobs::heartbeat(&mut tx, job.id, job.attempts, ms_after(self.settings.lease)).await?;
+        tx.commit().await?;
+        Ok(alive)
+    }
+
+    /// Records the outcome, fenced on the claiming attempt. `false` if the job was reclaimed
+    /// meanwhile (this worker's lease had run out), in which case nothing changed.
+    pub async fn finish(&self, job: &JobRow, outcome: &Outcome) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.db.write().await?;
+        let moved = match outcome {
+            Outcome::Done => jobs::finish(&mut tx, job.id, job.attempts, state::DONE, now, None, now).await?,
+            Outcome::Retry { error, after } if job.attempts < job.max_attempts => {
+                let wait = backoff(self.settings.retry_base, job.attempts).max(after.unwrap_or_default());
+                let run_at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                jobs::finish(&mut tx, job.id, job.attempts, state::READY, run_at, Some(error), now).await?
+            }
+            Outcome::Retry { error, .. } | Outcome::Dead { error } => {
+                jobs::finish(&mut tx, job.id, job.attempts, state::DEAD, now, Some(error), now).await?
+            }
+            Outcome::Pause { reason } => {
+                let moved =
+                    jobs::finish(&mut tx, job.id, job.attempts, state::PAUSED, now, Some(reason), now)
+                        .await?;
+                if moved {
+                    jobs::pause_client(&mut tx, job.client_id, reason, now).await?;
+                }
+                moved
+            }
+        };
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Hands a claimed job back untouched, for shutdown.
+    pub async fn release(&self, job: &JobRow) -> Result<bool, StoreError> {
+        let mut tx = self.db.write().await?;
+        let released = jobs::release(&mut tx, job.id, job.attempts, now_ms()).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+}
+
+/// Lifts a client account's pause (its cause was fixed): its parked jobs run again.
+pub async fn resume(tx: &mut Tx, client: ClientId) -> Result<u64, StoreError> {
+    jobs::resume_client(tx, client, now_ms()).await
+}
+
+/// base, 2×base, 4×base ... up to 30 minutes, each ±25% so retries of many jobs do not arrive
+/// together.
+pub fn backoff(first: Duration, attempt: i64) -> Duration {
+    let exponent = u32::try_from(attempt.clamp(1, 20) - 1).unwrap_or(0);
+    let base = first.saturating_mul(2u32.saturating_pow(exponent)).min(Duration::from_secs(1800));
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let two = Duration::from_secs(2);
+        for _ in 0..100 {
+            let first = backoff(two, 1);
+            assert!(
+                first >= Duration::from_millis(1500) && first <= Duration::from_millis(2500),
+                "{first:?}"
+            );
+            let fourth = backoff(two, 4);
+            assert!(fourth >= Duration::from_secs(12) && fourth <= Duration::from_secs(20), "{fourth:?}");
+            assert!(backoff(two, 40) <= Duration::from_secs(1800 * 5 / 4));
+        }
+    }
+}

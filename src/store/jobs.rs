@@ -1,0 +1,311 @@
+//! The durable job queue's rows: enqueue, fair claiming with leases, fenced completion.
+
+use crate::ids::ClientId;
+use crate::on_tx;
+
+use super::{StoreError, Tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: uuid::Uuid,
+    pub client_id: ClientId,
+    pub kind: String,
+    pub event_id: Option<uuid::Uuid>,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_at: i64,
+    pub last_error: Option<String>,
+    pub trace: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub mod state {
+    pub const READY: &str = "ready";
+    pub const RUNNING: &str = "running";
+    pub const DONE: &str = "done";
+    pub const DEAD: &str = "dead";
+    pub const PAUSED: &str = "paused";
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub id: uuid::Uuid,
+    pub client: ClientId,
+    pub kind: &'a str,
+    pub event_id: Option<uuid::Uuid>,
+    pub payload: &'a str,
+    pub max_attempts: i64,
+    pub trace: Option<&'a str>,
+    pub dedup_key: Option<&'a str>,
+    pub now: i64,
+}
+
+/// Enqueues a job (in the caller's transaction). With a dedup key, a second job with the same
+/// key is not added; returns whether this one was.
+pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "INSERT INTO jobs (id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, trace, \
+         dedup_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'ready', 0, $6, $7, $8, $9, $7, $7) \
+         ON CONFLICT (client_id, dedup_key) DO NOTHING",
+    )
+    .bind(job.id)
+    .bind(job.client)
+    .bind(job.kind)
+    .bind(job.event_id)
+    .bind(job.payload)
+    .bind(job.max_attempts)
+    .bind(job.now)
+    .bind(job.trace)
+    .bind(job.dedup_key)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if done == 1
+        && let Tx::Postgres(t) = tx
+    {
+        // Wakes workers on every instance; delivered only if this transaction commits.
+        sqlx::query("SELECT pg_notify('pipepay_jobs', '')").execute(&mut **t).await?;
+    }
+    Ok(done == 1)
+}
+
+/// Client accounts with claimable work, least recently served first: the fairness rule.
+/// A client account with a job running (lease unexpired) or paused is skipped, so each
+/// client account's jobs run one at a time, in order.
+pub async fn next_clients(tx: &mut Tx, now: i64, limit: i64) -> Result<Vec<ClientId>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT r.client_id FROM (SELECT DISTINCT client_id FROM jobs \
+           WHERE (state = 'ready' AND run_at <= $1) OR (state = 'running' AND lease_until < $1)) r \
+         LEFT JOIN queue_turns t ON t.client_id = r.client_id \
+         WHERE NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = r.client_id AND b.state = 'running' \
+                           AND b.lease_until >= $1) \
+           AND NOT EXISTS (SELECT 1 FROM client_pauses p WHERE p.client_id = r.client_id) \
+         ORDER BY COALESCE(t.served_at, 0), r.client_id LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Claims the client account's next job: its oldest ready job, or one whose worker's lease
+/// ran out. Bumps the attempt (the fencing token) and records the turn.
+pub async fn claim_for(
+    tx: &mut Tx,
+    client: ClientId,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<Option<JobRow>, StoreError> {
+    let claimed: Option<JobRow> = match tx {
+        Tx::Postgres(t) => {
+            // The turn row serialises claimers of one client account across instances; whoever
+            // cannot lock it at once moves on to other client accounts.
+            sqlx::query(
+                "INSERT INTO queue_turns (client_id, served_at) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            )
+            .bind(client)
+            .execute(&mut **t)
+            .await?;
+            let locked: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM queue_turns WHERE client_id = $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(client)
+            .fetch_optional(&mut **t)
+            .await?;
+            if locked.is_none() {
+                return Ok(None);
+            }
+            sqlx::query_as(CLAIM_POSTGRES)
+                .bind(client)
+                .bind(owner)
+                .bind(now)
+                .bind(lease_until)
+                .fetch_optional(&mut **t)
+                .await?
+        }
+        // SQLite serialises writers (the claim runs in BEGIN IMMEDIATE), so nothing to lock.
+        Tx::Sqlite(t) => {
+            sqlx::query_as(CLAIM_SQLITE)
+                .bind(client)
+                .bind(owner)
+                .bind(now)
+                .bind(lease_until)
+                .fetch_optional(&mut **t)
+                .await?
+        }
+    };
+    if claimed.is_some() {
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO queue_turns (client_id, served_at) VALUES ($1, $2) \
+             ON CONFLICT (client_id) DO UPDATE SET served_at = excluded.served_at",
+        )
+        .bind(client)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    }
+    Ok(claimed)
+}
+
+const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+     lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
+     AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+     ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
+     created_at, updated_at";
+
+const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+     lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
+     AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+     ORDER BY run_at, id LIMIT 1) \
+     RETURNING id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
+     created_at, updated_at";
+
+/// Extends a running job's lease, only for the attempt that holds it.
+pub async fn heartbeat(tx: &mut Tx, id: uuid::Uuid, attempt: i64, until: i64) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(until)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Moves a running job on, fenced on the attempt that claimed it: a stale worker whose job
+/// was reclaimed changes nothing. `run_at` matters for `ready` (a retry); `error` is kept.
+pub async fn finish(
+    tx: &mut Tx,
+    id: uuid::Uuid,
+    attempt: i64,
+    to_state: &str,
+    run_at: i64,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET state = $3, run_at = $4, last_error = COALESCE($5, last_error), lease_owner = NULL, \
+         lease_until = NULL, updated_at = $6 WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(to_state)
+    .bind(run_at)
+    .bind(error)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Gives a claimed job back untouched (shutdown): the attempt does not count.
+pub async fn release(tx: &mut Tx, id: uuid::Uuid, attempt: i64, now: i64) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET state = 'ready', attempts = attempts - 1, run_at = $3, lease_owner = NULL, \
+         lease_until = NULL, updated_at = $3 WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+pub async fn pause_client(tx: &mut Tx, client: ClientId, reason: &str, now: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO client_pauses (client_id, reason, since) VALUES ($1, $2, $3) \
+         ON CONFLICT (client_id) DO UPDATE SET reason = excluded.reason",
+    )
+    .bind(client)
+    .bind(reason)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Lifts a pause: paused jobs become ready. Returns how many.
+pub async fn resume_client(tx: &mut Tx, client: ClientId, now: i64) -> Result<u64, StoreError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM client_pauses WHERE client_id = $1")
+        .bind(client)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET state = 'ready', run_at = $2, updated_at = $2 WHERE client_id = $1 AND state = 'paused'",
+    )
+    .bind(client)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}
+
+pub async fn pause_reason(tx: &mut Tx, client: ClientId) -> Result<Option<(String, i64)>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as("SELECT reason, since FROM client_pauses WHERE client_id = $1")
+        .bind(client)
+        .fetch_optional(c)
+        .await)?)
+}
+
+/// The job's state, if the job is the client account's.
+pub async fn state_of(tx: &mut Tx, client: ClientId, id: uuid::Uuid) -> Result<Option<String>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar("SELECT state FROM jobs WHERE client_id = $1 AND id = $2")
+        .bind(client)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?)
+}
+
+/// Dead jobs back to ready, with a fresh set of attempts. Another client's job is not found.
+pub async fn replay(tx: &mut Tx, client: ClientId, id: uuid::Uuid, now: i64) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET state = 'ready', attempts = 0, run_at = $3, updated_at = $3 \
+         WHERE client_id = $1 AND id = $2 AND state = 'dead'",
+    )
+    .bind(client)
+    .bind(id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+pub async fn list(
+    tx: &mut Tx,
+    client: ClientId,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<JobRow>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
+         created_at, updated_at FROM jobs WHERE client_id = $1 AND ($2 IS NULL OR state = $2) \
+         ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(client)
+    .bind(state)
+    .bind(limit)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Job counts by state for one client account.
+pub async fn counts(tx: &mut Tx, client: ClientId) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as("SELECT state, COUNT(*) FROM jobs WHERE client_id = $1 GROUP BY state")
+        .bind(client)
+        .fetch_all(c)
+        .await)?)
+}

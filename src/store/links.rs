@@ -1,0 +1,260 @@
+//! Payment links pipepay issued, and the notes it must post only once.
+
+use crate::ids::ClientId;
+use crate::on_tx;
+
+use super::{StoreError, Tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkRow {
+    pub id: uuid::Uuid,
+    pub client_id: ClientId,
+    pub lead_id: i64,
+    pub pipeline_id: i64,
+    pub tx_ref: String,
+    pub amount: String,
+    pub currency: String,
+    pub link: Option<String>,
+    pub state: String,
+    pub note_posted_at: Option<i64>,
+    pub field_written_at: Option<i64>,
+    pub transaction_id: Option<i64>,
+    pub paid_amount: Option<String>,
+    pub paid_currency: Option<String>,
+    pub payment_type: Option<String>,
+    pub flw_ref: Option<String>,
+    pub closed_at: Option<i64>,
+    pub paid_note_posted_at: Option<i64>,
+    pub created_at: i64,
+}
+
+pub mod state {
+    /// Recorded before Flutterwave is asked; never re-posted if the answer is lost.
+    pub const CREATING: &str = "creating";
+    pub const OPEN: &str = "open";
+    /// Flutterwave may or may not have created it (timeout, crash): never re-posted.
+    pub const UNCERTAIN: &str = "uncertain";
+    pub const FAILED: &str = "failed";
+    /// Replaced by a link for a new amount, and disabled.
+    pub const SUPERSEDED: &str = "superseded";
+    /// The lead was lost; disabled.
+    pub const CANCELLED: &str = "cancelled";
+    pub const PAID: &str = "paid";
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_creating(
+    tx: &mut Tx,
+    id: uuid::Uuid,
+    client: ClientId,
+    lead_id: i64,
+    pipeline_id: i64,
+    tx_ref: &str,
+    amount: &str,
+    currency: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO payment_links (id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, state, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'creating', $8, $8)",
+    )
+    .bind(id)
+    .bind(client)
+    .bind(lead_id)
+    .bind(pipeline_id)
+    .bind(tx_ref)
+    .bind(amount)
+    .bind(currency)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The lead's links that still matter (not failed), newest first.
+pub async fn for_lead(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<Vec<LinkRow>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, \
+         note_posted_at, field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, \
+         closed_at, paid_note_posted_at, created_at \
+         FROM payment_links WHERE client_id = $1 AND lead_id = $2 AND state <> 'failed' \
+         ORDER BY created_at DESC, id DESC",
+    )
+    .bind(client)
+    .bind(lead_id)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// The client's link with this reference; another client's reference is simply not found.
+pub async fn by_tx_ref(tx: &mut Tx, client: ClientId, tx_ref: &str) -> Result<Option<LinkRow>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, \
+         note_posted_at, field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, \
+         closed_at, paid_note_posted_at, created_at \
+         FROM payment_links WHERE client_id = $1 AND tx_ref = $2",
+    )
+    .bind(client)
+    .bind(tx_ref)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Open links created before `before`, oldest first: what reconciliation checks.
+pub async fn open_before(
+    tx: &mut Tx,
+    client: ClientId,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<LinkRow>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, \
+         note_posted_at, field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, \
+         closed_at, paid_note_posted_at, created_at \
+         FROM payment_links WHERE client_id = $1 AND state IN ('open', 'uncertain') AND created_at < $2 \
+         ORDER BY created_at LIMIT $3",
+    )
+    .bind(client)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Client accounts with open links, for scheduling reconciliation.
+pub async fn clients_with_open_links(tx: &mut Tx, limit: i64) -> Result<Vec<ClientId>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT DISTINCT client_id FROM payment_links WHERE state IN ('open', 'uncertain') LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(c)
+    .await)?)
+}
+
+pub async fn set_state(tx: &mut Tx, id: uuid::Uuid, state: &str, now: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query("UPDATE payment_links SET state = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(state)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn opened(tx: &mut Tx, id: uuid::Uuid, link: &str, now: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE payment_links SET state = 'open', link = $2, updated_at = $3 WHERE id = $1 AND state = 'creating'",
+    )
+    .bind(id)
+    .bind(link)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Stamps one of the link's once-only steps as done.
+pub async fn mark(tx: &mut Tx, id: uuid::Uuid, step: Step, now: i64) -> Result<(), StoreError> {
+    match step {
+        Step::Note => {
+            on_tx!(tx, c => sqlx::query("UPDATE payment_links SET note_posted_at = $2, updated_at = $2 WHERE id = $1")
+            .bind(id).bind(now).execute(c).await.map(|r| r.rows_affected()))?
+        }
+        Step::Field => {
+            on_tx!(tx, c => sqlx::query("UPDATE payment_links SET field_written_at = $2, updated_at = $2 WHERE id = $1")
+            .bind(id).bind(now).execute(c).await.map(|r| r.rows_affected()))?
+        }
+        Step::PaidNote => {
+            on_tx!(tx, c => sqlx::query("UPDATE payment_links SET paid_note_posted_at = $2, updated_at = $2 WHERE id = $1")
+            .bind(id).bind(now).execute(c).await.map(|r| r.rows_affected()))?
+        }
+    };
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    Note,
+    Field,
+    PaidNote,
+}
+
+/// Records the closing payment. Only the first one counts: a link is paid once.
+#[allow(clippy::too_many_arguments)]
+pub async fn paid(
+    tx: &mut Tx,
+    id: uuid::Uuid,
+    transaction_id: i64,
+    amount: &str,
+    currency: &str,
+    payment_type: &str,
+    flw_ref: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "UPDATE payment_links SET state = 'paid', transaction_id = $2, paid_amount = $3, paid_currency = $4, \
+         payment_type = $5, flw_ref = $6, closed_at = $7, updated_at = $7 WHERE id = $1 AND state <> 'paid'",
+    )
+    .bind(id)
+    .bind(transaction_id)
+    .bind(amount)
+    .bind(currency)
+    .bind(payment_type)
+    .bind(flw_ref)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Whether any link of the lead is paid: a won deal is never reopened by later events.
+pub async fn lead_is_paid(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT CAST(1 AS BIGINT) FROM payment_links WHERE client_id = $1 AND lead_id = $2 AND state = 'paid' LIMIT 1",
+    )
+    .bind(client)
+    .bind(lead_id)
+    .fetch_optional(c)
+    .await)?;
+    Ok(found.is_some())
+}
+
+/// Claims a once-only notice. `true` if it was not claimed before (the caller posts it).
+pub async fn claim_notice(tx: &mut Tx, client: ClientId, key: &str) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "INSERT INTO lead_notices (client_id, notice_key) VALUES ($1, $2) ON CONFLICT (client_id, notice_key) DO NOTHING",
+    )
+    .bind(client)
+    .bind(key)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Whether a claimed notice is still to be posted (a crash came between claim and post).
+pub async fn notice_pending(tx: &mut Tx, client: ClientId, key: &str) -> Result<bool, StoreError> {
+    let posted: Option<Option<i64>> = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT posted_at FROM lead_notices WHERE client_id = $1 AND notice_key = $2",
+    )
+    .bind(client)
+    .bind(key)
+    .fetch_optional(c)
+    .await)?;
+    Ok(matches!(posted, Some(None)))
+}
+
+pub async fn notice_posted(tx: &mut Tx, client: ClientId, key: &str, now: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query("UPDATE lead_notices SET posted_at = $3 WHERE client_id = $1 AND notice_key = $2")
+        .bind(client)
+        .bind(key)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}

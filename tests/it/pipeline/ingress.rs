@@ -1,0 +1,186 @@
+//! The shared ingress: tokens, limits, accounts, authenticity, payload shapes.
+
+use reqwest::Method;
+
+use super::{HASH, SECRET, Shop, eventually};
+use crate::fakes::flutterwave::{Outcome, Payment, Shape, Signature};
+use crate::kommo::{ACME, SHOP};
+use crate::on_both_engines;
+use crate::support::{Engine, problem};
+
+on_both_engines!(
+    unknown_and_rotated_tokens_are_not_found_like_any_unknown_path,
+    another_kommo_accounts_webhook_is_recorded_and_ignored,
+    every_flutterwave_shape_and_header_is_accepted_once,
+    a_client_account_over_its_webhook_rate_is_asked_to_wait,
+    malformed_bodies_are_refused_and_storage_trouble_is_a_503,
+);
+
+async fn unknown_and_rotated_tokens_are_not_found_like_any_unknown_path(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let http = &shop.app.http;
+    let unknown =
+        http.post(shop.app.url("/hooks/pph_not-a-token/kommo")).body("account[id]=1").send().await.unwrap();
+    let elsewhere = http.post(shop.app.url("/nowhere/at/all")).body("account[id]=1").send().await.unwrap();
+    let (a, b) = (problem(unknown, 404).await, problem(elsewhere, 404).await);
+    assert_eq!(a["detail"], b["detail"]);
+
+    let old = shop.kommo_hook.clone();
+    shop.owner.agent.expect(Method::POST, &shop.path("/ingress-token"), None, 200).await;
+    let form = format!("account[id]={ACME}&leads[status][0][id]=1&leads[status][0][status_id]=1");
+    let response = http
+        .post(&old)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    problem(response, 404).await;
+    // Kommo's subscription moved to the new URL with the token.
+    let urls = shop.owner.agent.json(&shop.path("/webhook-urls")).await;
+    assert_eq!(shop.kommo.webhooks(ACME)[0]["destination"], urls["kommo"]);
+    shop.app.stop().await;
+}
+
+async fn another_kommo_accounts_webhook_is_recorded_and_ignored(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.kommo.add_account(crate::fakes::kommo::AccountSpec {
+        id: SHOP,
+        subdomain: "shop".into(),
+        host: "shop.amocrm.ru".into(),
+        currency: "NGN".into(),
+    });
+    shop.kommo.add_pipeline(SHOP, 9001, "Other", &[9002]);
+    shop.kommo.add_contact(SHOP, 901, "Someone", Some("someone@example.ng"), None);
+    shop.kommo.add_lead(
+        SHOP,
+        crate::fakes::kommo::LeadSpec {
+            id: 90,
+            name: "Not ours".into(),
+            price: 10,
+            price_with_minor_units: None,
+            pipeline_id: 9001,
+            status_id: 9002,
+            contact_ids: vec![901],
+            custom_fields_values: None,
+        },
+    );
+    assert_eq!(shop.kommo.send_status_webhook(&shop.kommo_hook, SHOP, &[90]).await, 200);
+    let activity = shop.activity().await;
+    assert!(
+        activity.iter().any(|a| a["kind"] == "ignored"
+            && a["detail"].as_str().unwrap().contains("not the connected Kommo account")),
+        "{activity:?}"
+    );
+    let jobs: i64 = pipepay::on_db!(&shop.app.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(jobs, 0);
+    shop.app.stop().await;
+}
+
+async fn every_flutterwave_shape_and_header_is_accepted_once(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(61, "75.25");
+    shop.to_invoice(61).await;
+    eventually(std::time::Duration::from_secs(20), "the link", || async { shop.notes(61).len() == 1 }).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    let failed = shop.flw.pay(&tx_ref, Payment::card(Outcome::Failed));
+    let paid = shop.flw.pay(&tx_ref, Payment::card(Outcome::Successful));
+    for shape in [Shape::V3, Shape::LegacyFlat, Shape::V4] {
+        for signature in [Signature::VerifHash, Signature::HmacBase64, Signature::PlainHash] {
+            assert_eq!(
+                shop.flw.deliver(&shop.flw_hook, &failed, shape, signature).await,
+                200,
+                "{shape:?} {signature:?}"
+            );
+            assert_eq!(
+                shop.flw.deliver(&shop.flw_hook, &paid, shape, signature).await,
+                200,
+                "{shape:?} {signature:?}"
+            );
+        }
+    }
+    eventually(std::time::Duration::from_secs(20), "the deal won", || async { shop.stage(61) == 142 }).await;
+    eventually(std::time::Duration::from_secs(20), "all notes", || async { shop.notes(61).len() >= 3 }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let notes = shop.notes(61);
+    assert_eq!(notes.len(), 3, "link note, one failed-attempt note, one payment note: {notes:?}");
+    let _ = HASH;
+    shop.app.stop().await;
+}
+
+async fn a_client_account_over_its_webhook_rate_is_asked_to_wait(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--ingress-rate", "1", "--ingress-burst", "3"]).await;
+    let http = &shop.app.http;
+    let form = format!(
+        "account[id]={ACME}&leads[status][0][id]=999&leads[status][0][status_id]=1&leads[status][0][last_modified]="
+    );
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let body = format!("{form}{i}");
+        let response = http
+            .post(&shop.kommo_hook)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            problem(response, 429).await;
+            statuses.push(429);
+        } else {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    assert_eq!(&statuses[..3], [200, 200, 200]);
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    shop.app.stop().await;
+}
+
+async fn malformed_bodies_are_refused_and_storage_trouble_is_a_503(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let http = &shop.app.http;
+    let response = http.post(&shop.kommo_hook).body("this is not a form").send().await.unwrap();
+    problem(response, 400).await;
+    let signed = |body: &str| {
+        use base64::Engine as _;
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HASH.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
+    let not_json = "definitely { not json";
+    let response = http
+        .post(&shop.flw_hook)
+        .header("flutterwave-signature", signed(not_json))
+        .body(not_json)
+        .send()
+        .await
+        .unwrap();
+    problem(response, 400).await;
+
+    // The database goes away: the sender is told to come back, never that its webhook is bad.
+    drop_tables_or_close(&shop).await;
+    let form = format!("account[id]={ACME}&leads[status][0][id]=5&leads[status][0][status_id]=1");
+    let response = http
+        .post(&shop.kommo_hook)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_server_error(), "{}", response.status());
+    assert_eq!(response.status(), 503);
+    shop.app.stop().await;
+}
+
+/// Breaks storage under the running server: the events table disappears.
+async fn drop_tables_or_close(shop: &Shop) {
+    let url: pipepay::store::DatabaseUrl = shop.app.test_db.url.parse().unwrap();
+    let db = pipepay::store::Db::connect(&url, 1).await.unwrap();
+    pipepay::on_db!(&db, pool => sqlx::query("DROP TABLE inbound_events").execute(pool).await.map(|_| ()))
+        .unwrap();
+    db.close().await;
+}

@@ -1,0 +1,268 @@
+//! The queue's promises: fencing, dead jobs and their replay, fairness between client
+//! accounts, Kommo misbehaving, and shutdown handing jobs back.
+
+use std::time::{Duration, Instant};
+
+use pipepay::ids::ClientId;
+use pipepay::store::jobs::{self, NewJob};
+use reqwest::Method;
+use serde_json::json;
+
+use super::{SALES, SECRET, Shop, eventually};
+use crate::fakes::kommo::{AccountSpec, Fault};
+use crate::kommo::{ACME, SHOP};
+use crate::on_both_engines;
+use crate::support::{Engine, TestDb};
+
+on_both_engines!(
+    a_stale_worker_cannot_finish_a_reclaimed_job,
+    a_job_that_keeps_failing_dies_visibly_and_can_be_replayed,
+    ten_thousand_jobs_of_one_client_account_do_not_hold_back_another,
+    pipelines_complete_while_kommo_fails_a_third_of_its_calls,
+    shutdown_hands_a_running_job_back_to_the_queue,
+);
+
+async fn a_stale_worker_cannot_finish_a_reclaimed_job(engine: Engine) {
+    let test_db = TestDb::new(engine).await;
+    let url: pipepay::store::DatabaseUrl = test_db.url.parse().unwrap();
+    let db = pipepay::store::Db::connect(&url, 2).await.unwrap();
+    db.migrate().await.unwrap();
+    // A client account row for the job to belong to.
+    let client = ClientId::new();
+    let mut tx = db.write().await.unwrap();
+    let agency = pipepay::store::agencies::AgencyRow {
+        id: pipepay::ids::AgencyId::new(),
+        name: "Q".into(),
+        created_at: 0,
+    };
+    pipepay::store::agencies::insert(&mut tx, &agency).await.unwrap();
+    let row = pipepay::store::clients::ClientRow {
+        id: client,
+        agency_id: agency.id,
+        name: "Q".into(),
+        settings: "{}".into(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    pipepay::store::clients::insert(&mut tx, &row, b"hash-of-q").await.unwrap();
+    let job = NewJob {
+        id: uuid::Uuid::now_v7(),
+        client,
+        kind: "lead",
+        event_id: None,
+        payload: "{}",
+        max_attempts: 5,
+        trace: None,
+        dedup_key: None,
+        now: pipepay::clock::now_ms(),
+    };
+    jobs::insert(&mut tx, &job).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let queue = pipepay::queue::Queue::new(
+        db.clone(),
+        pipepay::queue::Settings {
+            workers: 1,
+            lease: Duration::from_millis(300),
+            max_attempts: 5,
+            poll: Duration::from_secs(1),
+            retry_base: Duration::from_millis(100),
+        },
+    );
+    let first = queue.claim("worker-a").await.unwrap().expect("worker A claims");
+    assert!(queue.claim("worker-b").await.unwrap().is_none(), "one job per client account at a time");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = queue.claim("worker-b").await.unwrap().expect("worker B reclaims after the lease");
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.attempts, first.attempts + 1, "the attempt is the fencing token");
+    assert!(
+        !queue.finish(&first, &pipepay::queue::Outcome::Done).await.unwrap(),
+        "the stale worker changes nothing"
+    );
+    assert!(!queue.heartbeat(&first).await.unwrap());
+    assert!(queue.finish(&second, &pipepay::queue::Outcome::Done).await.unwrap());
+    let mut tx = db.read().await.unwrap();
+    let state = jobs::state_of(&mut tx, client, first.id).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(state.as_deref(), Some("done"));
+    db.close().await;
+}
+
+async fn a_job_that_keeps_failing_dies_visibly_and_can_be_replayed(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--job-max-attempts", "2"]).await;
+    shop.lead(81, "40");
+    shop.kommo.set_fault_rate(ACME, 1.0, vec![Fault::ServerError]);
+    shop.to_invoice(81).await;
+    eventually(Duration::from_secs(20), "a dead job", || async {
+        !shop.owner.agent.json(&shop.path("/jobs?state=dead")).await.as_array().unwrap().is_empty()
+    })
+    .await;
+    let dead = shop.owner.agent.json(&shop.path("/jobs?state=dead")).await;
+    assert_eq!(dead[0]["attempts"], 2);
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("500"), "{dead}");
+    let activity = shop.owner.agent.json(&shop.path("/activity?kind=dead")).await;
+    assert_eq!(activity.as_array().unwrap().len(), 1, "{activity}");
+
+    shop.kommo.set_fault_rate(ACME, 0.0, vec![]);
+    let job = dead[0]["id"].as_str().unwrap();
+    shop.owner.agent.expect(Method::POST, &shop.path(&format!("/jobs/{job}/replay")), None, 202).await;
+    eventually(Duration::from_secs(20), "the replayed job's link", || async { shop.notes(81).len() == 1 })
+        .await;
+    let again = shop.owner.agent.send(Method::POST, &shop.path(&format!("/jobs/{job}/replay")), None).await;
+    assert_eq!(again.status(), 409, "only dead jobs replay");
+    shop.app.stop().await;
+}
+
+async fn ten_thousand_jobs_of_one_client_account_do_not_hold_back_another(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    // Tenant A: ten thousand jobs waiting (each will look for a lead Kommo does not have).
+    let busy = ClientId(shop.client.parse().unwrap());
+    let mut tx = shop.app.db.write().await.unwrap();
+    let now = pipepay::clock::now_ms();
+    for i in 0..10_000 {
+        let payload = json!({ "lead_id": 900_000 + i }).to_string();
+        let job = NewJob {
+            id: uuid::Uuid::now_v7(),
+            client: busy,
+            kind: "lead",
+            event_id: None,
+            payload: &payload,
+            max_attempts: 3,
+            trace: None,
+            dedup_key: None,
+            now,
+        };
+        jobs::insert(&mut tx, &job).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // Tenant B: one client account on another Kommo account, one deal.
+    shop.kommo.add_account(AccountSpec {
+        id: SHOP,
+        subdomain: "shop".into(),
+        host: "shop.amocrm.ru".into(),
+        currency: "NGN".into(),
+    });
+    shop.kommo.add_pipeline(SHOP, SALES, "Sales", &[super::NEW, super::INVOICE]);
+    let (quiet, _) = shop.app.add_client(&shop.owner.agent, &shop.owner.agency, "Quiet").await;
+    let (status, _) =
+        crate::kommo::connect(&shop.owner.agent, &shop.owner.agency, &quiet, &shop.kommo, SHOP).await;
+    assert_eq!(status, 200);
+    let base = format!("/api/v1/agencies/{}/clients/{quiet}", shop.owner.agency);
+    let quiet_secret = "FLWSECK_TEST-11111111111111111111111111111111-X";
+    shop.flw.add_merchant(quiet_secret, "quiet-hash-0123456789abcdef");
+    shop.owner
+        .agent
+        .expect(
+            Method::PUT,
+            &format!("{base}/flutterwave-keys"),
+            Some(json!({"secret_key": quiet_secret, "webhook_hash": "quiet-hash-0123456789abcdef"})),
+            200,
+        )
+        .await;
+    shop.owner
+        .agent
+        .expect(Method::PUT, &format!("{base}/settings"), Some(json!({"display_name": "Quiet", "trigger": {"pipeline_id": SALES, "stage_ids": [super::INVOICE]}})), 200)
+        .await;
+    shop.kommo.add_contact(SHOP, 5000, "Bola", Some("bola@example.ng"), None);
+    shop.kommo.add_lead(
+        SHOP,
+        crate::fakes::kommo::LeadSpec {
+            id: 500,
+            name: "B's deal".into(),
+            price: 20000,
+            price_with_minor_units: None,
+            pipeline_id: SALES,
+            status_id: super::NEW,
+            contact_ids: vec![5000],
+            custom_fields_values: None,
+        },
+    );
+    let started = Instant::now();
+    assert_eq!(shop.kommo.move_lead(SHOP, 500, super::INVOICE).await, [200]);
+    eventually(Duration::from_secs(10), "B's link", || async { !shop.kommo.notes(SHOP, 500).is_empty() })
+        .await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "B waited {waited:?} behind A's 10,000 jobs");
+    let left: i64 = pipepay::on_db!(&shop.app.db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE state = 'ready'").fetch_one(pool).await)
+    .unwrap();
+    assert!(left > 9_000, "A's backlog was still there ({left} ready)");
+    let _ = SECRET;
+    shop.app.stop().await;
+}
+
+async fn pipelines_complete_while_kommo_fails_a_third_of_its_calls(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--kommo-timeout", "1", "--job-max-attempts", "30"]).await;
+    let leads = [101, 102, 103, 104, 105];
+    for lead in leads {
+        shop.lead(lead, "60");
+    }
+    shop.kommo.set_fault_rate(
+        ACME,
+        0.3,
+        vec![Fault::TooManyRequests { retry_after: 1 }, Fault::ServerError, Fault::Timeout],
+    );
+    for lead in leads {
+        // Kommo's own webhook deliveries are not faulted; its API is.
+        shop.to_invoice(lead).await;
+    }
+    eventually(Duration::from_secs(90), "every link note", || async {
+        leads.iter().all(|lead| shop.notes(*lead).len() == 1)
+    })
+    .await;
+    for created in shop.flw.created(SECRET) {
+        let paid = shop.flw.pay(
+            &created.tx_ref,
+            crate::fakes::flutterwave::Payment::card(crate::fakes::flutterwave::Outcome::Successful),
+        );
+        let delivered = shop
+            .flw
+            .deliver(
+                &shop.flw_hook,
+                &paid,
+                crate::fakes::flutterwave::Shape::V3,
+                crate::fakes::flutterwave::Signature::VerifHash,
+            )
+            .await;
+        assert_eq!(delivered, 200);
+    }
+    eventually(Duration::from_secs(90), "every deal won", || async {
+        leads.iter().all(|lead| shop.stage(*lead) == 142)
+    })
+    .await;
+    eventually(Duration::from_secs(30), "every payment note", || async {
+        leads.iter().all(|lead| shop.notes(*lead).len() == 2)
+    })
+    .await;
+    assert_eq!(shop.flw.created(SECRET).len(), leads.len(), "one link per deal");
+    assert_eq!(shop.kommo.rate_violations(ACME), 0, "never more than 7 requests in a second");
+    assert!(shop.kommo.max_requests_per_second(ACME) <= 7);
+    shop.kommo.set_fault_rate(ACME, 0.0, vec![]);
+    shop.app.stop().await;
+}
+
+async fn shutdown_hands_a_running_job_back_to_the_queue(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--shutdown-grace", "1", "--kommo-timeout", "60"]).await;
+    shop.lead(111, "70");
+    // Kommo hangs on the lead: the job is mid-flight when pipepay is told to stop.
+    shop.kommo.fail_next(ACME, vec![Fault::Timeout]);
+    shop.to_invoice(111).await;
+    eventually(Duration::from_secs(10), "the job running", || async {
+        let running: i64 = pipepay::on_db!(&shop.app.db, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetch_one(pool).await)
+        .unwrap();
+        running == 1
+    })
+    .await;
+    let test_db = shop.app.test_db.clone();
+    let started = Instant::now();
+    shop.app.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "stopping waited only for the grace period");
+    let url: pipepay::store::DatabaseUrl = test_db.url.parse().unwrap();
+    let db = pipepay::store::Db::connect(&url, 1).await.unwrap();
+    let (state, attempts): (String, i64) = pipepay::on_db!(&db, pool => sqlx::query_as(
+        "SELECT state, attempts FROM jobs").fetch_one(pool).await)
+    .unwrap();
+    assert_eq!((state.as_str(), attempts), ("ready", 0), "released, its attempt not counted");
+}

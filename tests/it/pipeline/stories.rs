@@ -1,0 +1,285 @@
+//! The stories of issue #6's "done when".
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use super::{HASH, NEW, SECRET, Shop, eventually};
+use crate::fakes::flutterwave::{Outcome, Payment, Shape, Signature};
+use crate::kommo::ACME;
+use crate::on_both_engines;
+use crate::support::Engine;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+on_both_engines!(
+    a_deal_in_the_invoice_stage_is_paid_and_won,
+    repeated_webhooks_give_one_link_one_closing_and_one_note_each,
+    forgeries_underpayments_wrong_currencies_and_strangers_close_nothing,
+    a_changed_amount_replaces_the_link_and_a_lost_lead_disables_it,
+    a_lead_without_an_email_gets_one_note_saying_so,
+    reconciliation_closes_a_deal_whose_webhook_never_came,
+    a_revoked_kommo_connection_pauses_the_pipeline_until_reconnected,
+    a_link_whose_creation_timed_out_is_never_posted_again,
+);
+
+async fn a_deal_in_the_invoice_stage_is_paid_and_won(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(1042, "1234.56");
+    shop.to_invoice(1042).await;
+
+    eventually(WAIT, "a link note", || async { shop.notes(1042).len() == 1 }).await;
+    let created = shop.flw.created(SECRET);
+    assert_eq!(created.len(), 1);
+    let request = &created[0].request;
+    assert_eq!(request["amount"], "1234.56", "the exact amount, as a decimal string");
+    assert_eq!(request["currency"], "KES", "always the currency: Flutterwave defaults to NGN");
+    assert_eq!(request["customer"]["email"], "wanjiru@example.co.ke");
+    assert_eq!(request["redirect_url"], "https://acme.example/thanks");
+    assert_eq!(request["payment_options"], "card, mpesa");
+    let note = &shop.notes(1042)[0];
+    assert!(note.contains(&created[0].link) && note.contains("1234.56 KES"), "{note}");
+
+    let paid = shop.flw.pay(&created[0].tx_ref, Payment::by(Outcome::Successful, "mpesa"));
+    assert_eq!(paid.amount, "1234.56".parse::<Decimal>().unwrap());
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+
+    eventually(WAIT, "the deal won", || async { shop.stage(1042) == 142 }).await;
+    eventually(WAIT, "a payment note", || async { shop.notes(1042).len() == 2 }).await;
+    let note = &shop.notes(1042)[1];
+    assert!(note.contains("1234.56 KES") && note.contains("mpesa") && note.contains(&paid.flw_ref), "{note}");
+    assert!(shop.flw.verify_calls(SECRET).iter().any(|c| c.contains(&paid.id.to_string())), "verified by id");
+    let kinds: Vec<String> =
+        shop.activity().await.iter().map(|a| a["kind"].as_str().unwrap().to_owned()).collect();
+    for kind in ["received", "link_created", "note_posted", "payment_verified", "deal_closed"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    shop.app.stop().await;
+}
+
+async fn repeated_webhooks_give_one_link_one_closing_and_one_note_each(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(7, "500");
+    shop.to_invoice(7).await;
+    for _ in 0..4 {
+        // Kommo delivering the same change again.
+        assert_eq!(shop.kommo.send_status_webhook(&shop.kommo_hook, ACME, &[7]).await, 200);
+    }
+    eventually(WAIT, "a link note", || async { shop.notes(7).len() == 1 }).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    let failed = shop.flw.pay(&tx_ref, Payment::card(Outcome::Failed));
+    let paid = shop.flw.pay(&tx_ref, Payment::card(Outcome::Successful));
+    for _ in 0..3 {
+        assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+    }
+    eventually(WAIT, "the payment note", || async { shop.notes(7).len() == 2 }).await;
+    // Quiet for a while: nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.flw.created(SECRET).len(), 1, "one link");
+    assert_eq!(shop.notes(7).len(), 2, "one link note, one payment note");
+    let closings = shop.activity().await.iter().filter(|a| a["kind"] == "deal_closed").count();
+    assert_eq!(closings, 1, "one closing");
+    // The earlier failed attempt's webhook, arriving after the win, changes nothing and says nothing.
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &failed, Shape::V3, Signature::VerifHash).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.stage(7), 142);
+    assert_eq!(shop.notes(7).len(), 2);
+    shop.app.stop().await;
+}
+
+async fn forgeries_underpayments_wrong_currencies_and_strangers_close_nothing(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    for lead in [11, 12, 13] {
+        shop.lead(lead, "1000");
+        shop.to_invoice(lead).await;
+    }
+    eventually(WAIT, "three links", || async { shop.flw.created(SECRET).len() == 3 }).await;
+    let link = |lead: i64| {
+        let created = shop.flw.created(SECRET);
+        created.iter().find(|c| c.request["meta"]["lead_id"] == lead).unwrap().tx_ref.clone()
+    };
+
+    // Forged: a real successful payment, announced without the right hash.
+    let paid = shop.flw.pay(&link(11), Payment::card(Outcome::Successful));
+    for signature in [Signature::Wrong, Signature::Missing] {
+        assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, signature).await, 401);
+    }
+    let stored: i64 = pipepay::on_db!(&shop.app.db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inbound_events WHERE source = 'flutterwave'").fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(stored, 0, "a forged webhook never reaches storage");
+
+    // Underpaid and wrong currency: verified, refused, explained once.
+    let mut under = Payment::card(Outcome::Successful);
+    under.amount = Some("999.99".parse().unwrap());
+    let underpaid = shop.flw.pay(&link(12), under);
+    let mut other = Payment::card(Outcome::Successful);
+    other.currency = Some("USD".into());
+    let dollars = shop.flw.pay(&link(13), other);
+    for tx in [&underpaid, &dollars] {
+        for _ in 0..2 {
+            assert_eq!(shop.flw.deliver(&shop.flw_hook, tx, Shape::V3, Signature::HmacBase64).await, 200);
+        }
+    }
+    eventually(WAIT, "two problem notes", || async {
+        shop.notes(12).len() == 2 && shop.notes(13).len() == 2
+    })
+    .await;
+    assert!(shop.notes(12)[1].contains("999.99"), "{:?}", shop.notes(12));
+    assert!(shop.notes(13)[1].contains("USD"), "{:?}", shop.notes(13));
+
+    // Another agency's client account and its own Flutterwave account: its payment, sent to
+    // this client account's hook with this one's hash, is not ours to act on.
+    let stranger_secret = "FLWSECK_TEST-ffffffffffffffffffffffffffffffff-X";
+    shop.flw.add_merchant(stranger_secret, "stranger-hash-0123456789");
+    let foreign =
+        shop.flw.create_foreign_link(stranger_secret, "pp-someone-else", "1000".parse().unwrap(), "KES");
+    let _ = foreign;
+    let theirs = shop.flw.pay("pp-someone-else", Payment::card(Outcome::Successful));
+    // Signed with the stranger's hash it is refused outright; re-signed with ours (someone who
+    // knows our hash replaying another account's event) it is recorded and ignored.
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &theirs, Shape::V3, Signature::VerifHash).await, 401);
+    let replayed = shop
+        .app
+        .http
+        .post(&shop.flw_hook)
+        .header("content-type", "application/json")
+        .header("verif-hash", HASH)
+        .body(shop.flw.webhook_body(&theirs, Shape::V3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 200);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for lead in [11, 12, 13] {
+        assert_eq!(shop.stage(lead), super::INVOICE, "lead {lead} stays open");
+    }
+    let activity = shop.activity().await;
+    assert_eq!(activity.iter().filter(|a| a["kind"] == "payment_rejected").count(), 2);
+    assert!(
+        activity.iter().any(|a| a["detail"].as_str().unwrap().contains("not a payment link pipepay issued"))
+    );
+    assert!(!activity.iter().any(|a| a["kind"] == "deal_closed"));
+    shop.app.stop().await;
+}
+
+async fn a_changed_amount_replaces_the_link_and_a_lost_lead_disables_it(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(21, "800");
+    shop.to_invoice(21).await;
+    eventually(WAIT, "the first link", || async { shop.notes(21).len() == 1 }).await;
+    let first = shop.flw.created(SECRET)[0].clone();
+    // The customer pays the first link; its webhook is late.
+    let late = shop.flw.pay(&first.tx_ref, Payment::card(Outcome::Successful));
+
+    // The price changes; the deal goes back a stage and forward again.
+    shop.lead(21, "950.50");
+    shop.kommo.move_lead(ACME, 21, NEW).await;
+    shop.to_invoice(21).await;
+    eventually(WAIT, "a replacement note", || async { shop.notes(21).len() == 2 }).await;
+    let created = shop.flw.created(SECRET);
+    assert_eq!(created.len(), 2);
+    assert!(created[0].disabled, "the old link no longer works");
+    assert_eq!(created[1].request["amount"], "950.50");
+    let note = &shop.notes(21)[1];
+    assert!(note.contains("800") && note.contains("950.50") && note.contains(&created[1].link), "{note}");
+
+    // The payment for the superseded link still closes the deal, and says so.
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &late, Shape::LegacyFlat, Signature::PlainHash).await, 200);
+    eventually(WAIT, "the deal won", || async { shop.stage(21) == 142 && shop.notes(21).len() == 3 }).await;
+    assert!(shop.notes(21)[2].contains("earlier payment link"), "{:?}", shop.notes(21));
+
+    // Lost: the open link is disabled.
+    shop.lead(22, "120");
+    shop.to_invoice(22).await;
+    eventually(WAIT, "the second lead's link", || async { shop.notes(22).len() == 1 }).await;
+    shop.kommo.move_lead(ACME, 22, 143).await;
+    eventually(WAIT, "the link disabled", || async {
+        shop.flw.created(SECRET).iter().any(|c| c.request["meta"]["lead_id"] == 22 && c.disabled)
+    })
+    .await;
+    shop.app.stop().await;
+}
+
+async fn a_lead_without_an_email_gets_one_note_saying_so(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.kommo.add_contact(ACME, 3100, "No Email", None, Some("+254700000002"));
+    shop.kommo.add_lead(
+        ACME,
+        crate::fakes::kommo::LeadSpec {
+            id: 31,
+            name: "Order 31".into(),
+            price: 100,
+            price_with_minor_units: None,
+            pipeline_id: super::SALES,
+            status_id: NEW,
+            contact_ids: vec![3100],
+            custom_fields_values: None,
+        },
+    );
+    shop.to_invoice(31).await;
+    eventually(WAIT, "a note about the email", || async { shop.notes(31).len() == 1 }).await;
+    assert!(shop.notes(31)[0].contains("no email"), "{:?}", shop.notes(31));
+    // Again: back and forth, a new webhook, the same problem: no second note.
+    shop.kommo.move_lead(ACME, 31, NEW).await;
+    shop.to_invoice(31).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.notes(31).len(), 1);
+    assert!(shop.flw.created(SECRET).is_empty());
+    shop.app.stop().await;
+}
+
+async fn reconciliation_closes_a_deal_whose_webhook_never_came(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--reconcile-every", "5"]).await;
+    shop.lead(41, "300");
+    shop.to_invoice(41).await;
+    eventually(WAIT, "the link", || async { shop.notes(41).len() == 1 }).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    shop.flw.pay(&tx_ref, Payment::card(Outcome::Successful));
+    // No webhook is delivered.
+    eventually(Duration::from_secs(30), "the deal won by reconciliation", || async { shop.stage(41) == 142 })
+        .await;
+    assert!(shop.flw.verify_calls(SECRET).iter().any(|c| c.contains("verify_by_reference")));
+    shop.app.stop().await;
+}
+
+async fn a_revoked_kommo_connection_pauses_the_pipeline_until_reconnected(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(51, "250");
+    shop.kommo.revoke_all(ACME);
+    shop.to_invoice(51).await;
+    eventually(WAIT, "a visible pause", || async {
+        shop.owner.agent.json(&shop.path("/pipeline")).await["paused"].is_object()
+    })
+    .await;
+    let status = shop.owner.agent.json(&shop.path("/pipeline")).await;
+    assert!(status["paused"]["reason"].as_str().unwrap().contains("Kommo"), "{status}");
+    assert!(shop.flw.created(SECRET).is_empty());
+
+    let (code, _) =
+        crate::kommo::connect(&shop.owner.agent, &shop.owner.agency, &shop.client, &shop.kommo, ACME).await;
+    assert_eq!(code, 200);
+    eventually(WAIT, "the paused job completing", || async { shop.notes(51).len() == 1 }).await;
+    assert!(shop.owner.agent.json(&shop.path("/pipeline")).await["paused"].is_null());
+    shop.app.stop().await;
+}
+
+async fn a_link_whose_creation_timed_out_is_never_posted_again(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(71, "640");
+    // Flutterwave answers 503 after a while, having created the payment anyway.
+    shop.flw
+        .fail_next(SECRET, vec![crate::fakes::flutterwave::Fault::SlowThen503(Duration::from_millis(200))]);
+    shop.to_invoice(71).await;
+    eventually(WAIT, "the link note", || async { shop.notes(71).len() == 1 }).await;
+    let created = shop.flw.created(SECRET);
+    assert_eq!(created.len(), 2, "the retry asked for a new link");
+    assert_ne!(created[0].tx_ref, created[1].tx_ref, "a reference is never posted twice");
+    assert!(shop.notes(71)[0].contains(&created[1].link));
+    // If the customer somehow pays the first one, the deal still closes: it is ours.
+    let paid = shop.flw.pay(&created[0].tx_ref, Payment::card(Outcome::Successful));
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "the deal won", || async { shop.stage(71) == 142 }).await;
+    shop.app.stop().await;
+}
