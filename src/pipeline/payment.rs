@@ -121,18 +121,7 @@ impl Pipeline {
                 .detail(format!("not closed: {reason}"))
                 .record(&self.db)
                 .await;
-            let text = render(
-                tenant.settings.notes.get(NoteKind::PaymentProblem),
-                &[
-                    ("reason", &reason),
-                    ("amount", &transaction.amount.to_string()),
-                    ("currency", &transaction.currency),
-                    ("expected_amount", &link.amount),
-                    ("expected_currency", &link.currency),
-                    ("reference", &transaction.flw_ref),
-                    ("tx_ref", &link.tx_ref),
-                ],
-            );
+            let text = problem_note(tenant, link, transaction, &reason);
             return self
                 .notice_once(tenant, link.lead_id, &format!("problem:{}", transaction.id), &text)
                 .await;
@@ -251,18 +240,7 @@ impl Pipeline {
             .record(&self.db)
             .await;
         let reason = format!("the {} payment attempt failed; the link still works", transaction.payment_type);
-        let text = render(
-            tenant.settings.notes.get(NoteKind::PaymentProblem),
-            &[
-                ("reason", &reason),
-                ("amount", &transaction.amount.to_string()),
-                ("currency", &transaction.currency),
-                ("expected_amount", &link.amount),
-                ("expected_currency", &link.currency),
-                ("reference", &transaction.flw_ref),
-                ("tx_ref", &link.tx_ref),
-            ],
-        );
+        let text = problem_note(tenant, link, transaction, &reason);
         self.notice_once(tenant, link.lead_id, &format!("failed:{}", transaction.id), &text).await
     }
 
@@ -272,6 +250,22 @@ impl Pipeline {
         tx.commit().await?;
         Ok(paid)
     }
+}
+
+/// The client's "payment problem" note for this transaction and reason.
+fn problem_note(tenant: &Tenant, link: &LinkRow, transaction: &Transaction, reason: &str) -> String {
+    render(
+        tenant.settings.notes.get(NoteKind::PaymentProblem),
+        &[
+            ("reason", reason),
+            ("amount", &transaction.amount.to_string()),
+            ("currency", &transaction.currency),
+            ("expected_amount", &link.amount),
+            ("expected_currency", &link.currency),
+            ("reference", &transaction.flw_ref),
+            ("tx_ref", &link.tx_ref),
+        ],
+    )
 }
 
 /// A link that had been superseded, cancelled or left uncertain before it was paid.

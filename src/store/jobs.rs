@@ -5,6 +5,14 @@ use crate::on_tx;
 
 use super::{StoreError, Tx};
 
+/// Every column of `JobRow`, in order.
+macro_rules! job_columns {
+    () => {
+        "id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
+         created_at, updated_at"
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: uuid::Uuid,
@@ -152,19 +160,23 @@ pub async fn claim_for(
     Ok(claimed)
 }
 
-const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+const CLAIM_POSTGRES: &str = concat!(
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
      lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
      AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
      ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
-     created_at, updated_at";
+     RETURNING ",
+    job_columns!()
+);
 
-const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+const CLAIM_SQLITE: &str = concat!(
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
      lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
      AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
      ORDER BY run_at, id LIMIT 1) \
-     RETURNING id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
-     created_at, updated_at";
+     RETURNING ",
+    job_columns!()
+);
 
 /// Extends a running job's lease, only for the attempt that holds it.
 pub async fn heartbeat(tx: &mut Tx, id: uuid::Uuid, attempt: i64, until: i64) -> Result<bool, StoreError> {
@@ -291,9 +303,8 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<JobRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, last_error, trace, \
-         created_at, updated_at FROM jobs WHERE client_id = $1 AND ($2 IS NULL OR state = $2) \
-         ORDER BY created_at DESC, id DESC LIMIT $3",
+        concat!("SELECT ", job_columns!(), " FROM jobs WHERE client_id = $1 AND ($2 IS NULL OR state = $2) \
+         ORDER BY created_at DESC, id DESC LIMIT $3"),
     )
     .bind(client)
     .bind(state)

@@ -5,6 +5,15 @@ use crate::on_tx;
 
 use super::{Db, StoreError, Tx};
 
+/// Every column of `ConnectionRow`, in order.
+macro_rules! connection_columns {
+    () => {
+        "client_id, account_id, host, subdomain, account_name, currency, access_token, refresh_token, \
+         access_expires_at, token_version, refresh_owner, refresh_until, refreshed_at, health, health_reason, \
+         health_changed_at, webhook_status, webhook_detail, connected_at, updated_at"
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectionRow {
     pub client_id: ClientId,
@@ -68,10 +77,7 @@ pub async fn upsert_connection(tx: &mut Tx, row: &ConnectionRow) -> Result<(), S
 
 pub async fn connection(tx: &mut Tx, client: ClientId) -> Result<Option<ConnectionRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT client_id, account_id, host, subdomain, account_name, currency, access_token, \
-         refresh_token, access_expires_at, token_version, refresh_owner, refresh_until, refreshed_at, health, \
-         health_reason, health_changed_at, webhook_status, webhook_detail, connected_at, updated_at \
-         FROM kommo_connections WHERE client_id = $1",
+        concat!("SELECT ", connection_columns!(), " FROM kommo_connections WHERE client_id = $1"),
     )
     .bind(client)
     .fetch_optional(c)
@@ -83,10 +89,7 @@ pub async fn connection_by_account(
     account_id: i64,
 ) -> Result<Option<ConnectionRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT client_id, account_id, host, subdomain, account_name, currency, access_token, \
-         refresh_token, access_expires_at, token_version, refresh_owner, refresh_until, refreshed_at, health, \
-         health_reason, health_changed_at, webhook_status, webhook_detail, connected_at, updated_at \
-         FROM kommo_connections WHERE account_id = $1",
+        concat!("SELECT ", connection_columns!(), " FROM kommo_connections WHERE account_id = $1"),
     )
     .bind(account_id)
     .fetch_optional(c)
@@ -293,6 +296,13 @@ pub async fn take_state(tx: &mut Tx, hash: &[u8], now: i64) -> Result<Option<Sta
     .await)?)
 }
 
+/// Every column of `InstallRow`, in order.
+macro_rules! install_columns {
+    () => {
+        "id, host, account_id, subdomain, account_name, status, detail, claimed_by, created_at"
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstallRow {
     pub id: uuid::Uuid,
@@ -351,8 +361,7 @@ pub async fn update_install(
 /// The latest unclaimed install of a Kommo account.
 pub async fn open_install(tx: &mut Tx, account_id: i64) -> Result<Option<InstallRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, host, account_id, subdomain, account_name, status, detail, claimed_by, created_at \
-         FROM kommo_installs WHERE account_id = $1 AND status = 'ready' ORDER BY created_at DESC LIMIT 1",
+        concat!("SELECT ", install_columns!(), " FROM kommo_installs WHERE account_id = $1 AND status = 'ready' ORDER BY created_at DESC LIMIT 1"),
     )
     .bind(account_id)
     .fetch_optional(c)
@@ -361,8 +370,7 @@ pub async fn open_install(tx: &mut Tx, account_id: i64) -> Result<Option<Install
 
 pub async fn install(tx: &mut Tx, id: uuid::Uuid) -> Result<Option<InstallRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, host, account_id, subdomain, account_name, status, detail, claimed_by, created_at \
-         FROM kommo_installs WHERE id = $1",
+        concat!("SELECT ", install_columns!(), " FROM kommo_installs WHERE id = $1"),
     )
     .bind(id)
     .fetch_optional(c)

@@ -28,6 +28,15 @@ pub struct LinkRow {
     pub created_at: i64,
 }
 
+/// Every column of `LinkRow`, in order; one list for every query that reads a link.
+macro_rules! link_columns {
+    () => {
+        "id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, note_posted_at, \
+         field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, closed_at, \
+         paid_note_posted_at, created_at"
+    };
+}
+
 pub mod state {
     /// Recorded before Flutterwave is asked; never re-posted if the answer is lost.
     pub const CREATING: &str = "creating";
@@ -75,11 +84,8 @@ pub async fn insert_creating(
 /// The lead's links that still matter (not failed), newest first.
 pub async fn for_lead(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<Vec<LinkRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, \
-         note_posted_at, field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, \
-         closed_at, paid_note_posted_at, created_at \
-         FROM payment_links WHERE client_id = $1 AND lead_id = $2 AND state <> 'failed' \
-         ORDER BY created_at DESC, id DESC",
+        concat!("SELECT ", link_columns!(), " FROM payment_links WHERE client_id = $1 AND lead_id = $2 AND state <> 'failed' \
+         ORDER BY created_at DESC, id DESC"),
     )
     .bind(client)
     .bind(lead_id)
@@ -90,10 +96,7 @@ pub async fn for_lead(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<Vec
 /// The client's link with this reference; another client's reference is simply not found.
 pub async fn by_tx_ref(tx: &mut Tx, client: ClientId, tx_ref: &str) -> Result<Option<LinkRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, \
-         note_posted_at, field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, \
-         closed_at, paid_note_posted_at, created_at \
-         FROM payment_links WHERE client_id = $1 AND tx_ref = $2",
+        concat!("SELECT ", link_columns!(), " FROM payment_links WHERE client_id = $1 AND tx_ref = $2"),
     )
     .bind(client)
     .bind(tx_ref)
@@ -109,11 +112,8 @@ pub async fn open_before(
     limit: i64,
 ) -> Result<Vec<LinkRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, link, state, \
-         note_posted_at, field_written_at, transaction_id, paid_amount, paid_currency, payment_type, flw_ref, \
-         closed_at, paid_note_posted_at, created_at \
-         FROM payment_links WHERE client_id = $1 AND state IN ('open', 'uncertain') AND created_at < $2 \
-         ORDER BY created_at LIMIT $3",
+        concat!("SELECT ", link_columns!(), " FROM payment_links WHERE client_id = $1 AND state IN ('open', 'uncertain') AND created_at < $2 \
+         ORDER BY created_at LIMIT $3"),
     )
     .bind(client)
     .bind(before)

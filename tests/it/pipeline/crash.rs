@@ -7,10 +7,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{HASH, INVOICE, NEW, SALES, SECRET, eventually};
+use super::{INVOICE, NEW, SALES, SECRET, eventually};
 use crate::fakes::flutterwave::FakeFlutterwave;
 use crate::fakes::kommo::{AccountSpec, FakeKommo, Fault, LeadSpec};
-use crate::kommo::{ACME, CLIENT_ID, CLIENT_SECRET, connect};
+use crate::kommo::{ACME, CLIENT_ID, CLIENT_SECRET};
 use crate::support::process::Running;
 use crate::support::{Agent, Engine, TestDb};
 
@@ -58,7 +58,6 @@ async fn crash_between_link_and_note(engine: Engine) {
         currency: "KES".into(),
     });
     kommo.add_pipeline(ACME, SALES, "Sales", &[NEW, INVOICE]);
-    flw.add_merchant(SECRET, HASH);
     let mut owner = Agent::new(first.url(""));
     let me = owner
         .expect(Method::POST, "/api/v1/auth/signup", Some(json!({"email": "crash@agency.ke", "password": crate::support::agent::PASSWORD, "agency_name": "Crash"})), 201)
@@ -74,19 +73,7 @@ async fn crash_between_link_and_note(engine: Engine) {
         )
         .await;
     let client = created["client"]["id"].as_str().unwrap().to_owned();
-    let base = format!("/api/v1/agencies/{agency}/clients/{client}");
-    assert_eq!(connect(&owner, &agency, &client, &kommo, ACME).await.0, 200);
-    owner
-        .expect(
-            Method::PUT,
-            &format!("{base}/flutterwave-keys"),
-            Some(json!({"secret_key": SECRET, "webhook_hash": HASH})),
-            200,
-        )
-        .await;
-    owner
-        .expect(Method::PUT, &format!("{base}/settings"), Some(json!({"display_name": "Crash Ltd", "trigger": {"pipeline_id": SALES, "stage_ids": [INVOICE]}})), 200)
-        .await;
+    super::wire(&owner, &agency, &client, &kommo, &flw).await;
 
     kommo.add_contact(ACME, 70, "Achieng", Some("achieng@example.co.ke"), None);
     kommo.add_lead(

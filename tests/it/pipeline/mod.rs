@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::fakes::flutterwave::FakeFlutterwave;
 use crate::fakes::kommo::{AccountSpec, FakeKommo, LeadSpec};
 use crate::kommo::{ACME, app_with_kommo, connect};
+use crate::support::Agent;
 use crate::support::agent::Owner;
 use crate::support::{Engine, TestApp};
 
@@ -59,44 +60,10 @@ impl Shop {
             currency: "KES".into(),
         });
         kommo.add_pipeline(ACME, SALES, "Sales", &[NEW, INVOICE]);
-        flw.add_merchant(SECRET, HASH);
         let owner = app.sign_up("shop@agency.co.ke", "Shop Agency").await;
         let (client, _) = app.add_client(&owner.agent, &owner.agency, "Acme Kenya").await;
-        let (status, page) = connect(&owner.agent, &owner.agency, &client, &kommo, ACME).await;
-        assert_eq!(status, 200, "{page}");
-        let base = format!("/api/v1/agencies/{}/clients/{client}", owner.agency);
-        owner
-            .agent
-            .expect(
-                Method::PUT,
-                &format!("{base}/flutterwave-keys"),
-                Some(json!({"secret_key": SECRET, "webhook_hash": HASH})),
-                200,
-            )
-            .await;
-        owner
-            .agent
-            .expect(
-                Method::PUT,
-                &format!("{base}/settings"),
-                Some(json!({
-                    "display_name": "Acme Kenya",
-                    "trigger": {"pipeline_id": SALES, "stage_ids": [INVOICE]},
-                    "checkout": {"payment_options": ["card", "mpesa"], "redirect_url": "https://acme.example/thanks"}
-                })),
-                200,
-            )
-            .await;
-        let urls = owner.agent.json(&format!("{base}/webhook-urls")).await;
-        Shop {
-            kommo_hook: urls["kommo"].as_str().unwrap().to_owned(),
-            flw_hook: urls["flutterwave"].as_str().unwrap().to_owned(),
-            app,
-            kommo,
-            flw,
-            owner,
-            client,
-        }
+        let (kommo_hook, flw_hook) = wire(&owner.agent, &owner.agency, &client, &kommo, &flw).await;
+        Shop { kommo_hook, flw_hook, app, kommo, flw, owner, client }
     }
 
     pub fn path(&self, rest: &str) -> String {
@@ -145,6 +112,37 @@ impl Shop {
     pub fn stage(&self, lead: i64) -> i64 {
         self.kommo.lead(ACME, lead).unwrap()["status_id"].as_i64().unwrap()
     }
+}
+
+/// Wires a client account up as `agent` (an admin): Kommo connected to ACME, Flutterwave keys
+/// set, the invoice stage as trigger. Returns its Kommo and Flutterwave webhook URLs.
+pub async fn wire(
+    agent: &Agent,
+    agency: &str,
+    client: &str,
+    kommo: &FakeKommo,
+    flw: &FakeFlutterwave,
+) -> (String, String) {
+    flw.add_merchant(SECRET, HASH);
+    let (status, page) = connect(agent, agency, client, kommo, ACME).await;
+    assert_eq!(status, 200, "{page}");
+    let base = format!("/api/v1/agencies/{agency}/clients/{client}");
+    agent
+        .expect(
+            Method::PUT,
+            &format!("{base}/flutterwave-keys"),
+            Some(json!({"secret_key": SECRET, "webhook_hash": HASH})),
+            200,
+        )
+        .await;
+    let settings = json!({
+        "display_name": "Acme Kenya",
+        "trigger": {"pipeline_id": SALES, "stage_ids": [INVOICE]},
+        "checkout": {"payment_options": ["card", "mpesa"], "redirect_url": "https://acme.example/thanks"}
+    });
+    agent.expect(Method::PUT, &format!("{base}/settings"), Some(settings), 200).await;
+    let urls = agent.json(&format!("{base}/webhook-urls")).await;
+    (urls["kommo"].as_str().unwrap().to_owned(), urls["flutterwave"].as_str().unwrap().to_owned())
 }
 
 /// Waits until `done` holds, polling; panics with `what` after `within`.
