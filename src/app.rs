@@ -119,6 +119,11 @@ impl Application {
         background.spawn(crate::kommo::maintenance::run(state.kommo.clone(), stop.clone()));
         let every = Duration::from_secs(state.config.reconcile_every_secs);
         background.spawn(reconcile::schedule(db.clone(), state.queue.clone(), every, stop.clone()));
+        background.spawn(crate::telemetry::gauges::run(db.clone(), stop.clone()));
+        if let Some(routes) = crate::telemetry::agency_routes() {
+            routes.allow_private(state.config.telemetry_allow_private);
+            background.spawn(sync_agency_telemetry(db.clone(), state.vault.clone(), routes, stop.clone()));
+        }
         let pipeline = Arc::new(Pipeline {
             reconcile_after: every.min(Duration::from_secs(120)),
             db: db.clone(),
@@ -154,5 +159,24 @@ impl Application {
         db.close().await;
         tracing::info!("pipepay stopped");
         Ok(())
+    }
+}
+
+/// Keeps this process's agency exporters in step with the database (another instance may have
+/// changed an agency's endpoint).
+async fn sync_agency_telemetry(
+    db: crate::store::Db,
+    vault: Vault,
+    routes: Arc<crate::telemetry::agency::AgencyRoutes>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(error) = crate::tenants::telemetry::sync(&db, &vault, &routes).await {
+            tracing::warn!(error = %crate::error_chain(&error), "could not load agencies' telemetry settings");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
     }
 }

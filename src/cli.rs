@@ -81,10 +81,13 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return report_usage_error(error),
     };
-    if let Err(error) = telemetry::init_logging(cli.config.log_format, &cli.config.log_filter) {
-        eprintln!("pipepay: PIPEPAY_LOG: {error}");
-        return ExitCode::FAILURE;
-    }
+    let telemetry = match telemetry::init(cli.config.log_format, &cli.config.log_filter) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("pipepay: telemetry: {}", crate::error_chain(error.as_ref()));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -92,7 +95,11 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let outcome = runtime.block_on(execute(cli));
+    // Outside the runtime: the exporters' blocking HTTP clients must not run inside it.
+    drop(runtime);
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pipepay: {}", crate::error_chain(error.as_ref()));
@@ -145,8 +152,16 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             let db = Db::connect(&cli.config.database_url, 2).await.context("PIPEPAY_DATABASE_URL")?;
             let active = keys.active().id.clone();
-            let report = vault::rotate(&db, &Vault::new(keys)).await.context("rotating data keys")?;
+            let vault = Vault::new(keys);
+            let report = vault::rotate(&db, &vault).await.context("rotating data keys")?;
+            let (agencies_moved, agencies_current) =
+                crate::tenants::telemetry::reseal(&db, &vault).await.map_err(|e| {
+                    anyhow::anyhow!("re-sealing agencies' telemetry headers: {}", crate::error_chain(&e))
+                })?;
             db.close().await;
+            println!(
+                "re-sealed {agencies_moved} agencies' telemetry headers; {agencies_current} were current"
+            );
             println!(
                 "rewrapped {} data keys under master key {active}; {} were under it already; {} failed",
                 report.rewrapped, report.current, report.failed

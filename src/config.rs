@@ -143,6 +143,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub ingress_burst: u32,
 
+    /// Let agencies export telemetry to http:// and private or loopback addresses. Off by
+    /// default: pipepay would otherwise make requests into the operator's own network.
+    #[arg(long, env = "PIPEPAY_TELEMETRY_ALLOW_PRIVATE", default_value_t = false, global = true)]
+    pub telemetry_allow_private: bool,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `pipepay=debug,sqlx=warn`.
     #[arg(long = "log", env = "PIPEPAY_LOG", default_value = "info", value_parser = parse_log_filter, global = true)]
     pub log_filter: String,

@@ -9,6 +9,7 @@ mod clients;
 pub mod extract;
 mod kommo;
 mod pipeline;
+mod telemetry;
 
 use axum::Json;
 use axum::routing::get;
@@ -34,6 +35,7 @@ use crate::ids::AgencyId;
         (name = "audit", description = "The audit log"),
         (name = "kommo", description = "Connecting Kommo, connection health, pipelines and fields"),
         (name = "pipeline", description = "Activity, jobs, dead-job replay and pauses"),
+        (name = "telemetry", description = "The agency's own OpenTelemetry export"),
     )
 )]
 struct ApiDoc;
@@ -69,6 +71,7 @@ pub fn router() -> axum::Router<AppState> {
         .merge(audit::router())
         .merge(kommo::router())
         .merge(pipeline::router())
+        .merge(telemetry::router())
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))

@@ -9,6 +9,9 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response};
 use rust_decimal::Decimal;
+use tracing::Instrument;
+
+use crate::telemetry::metrics::{kv, metrics};
 use serde_json::{Map, Value, json};
 use url::Url;
 
@@ -137,7 +140,8 @@ impl Flutterwave {
     /// The balances endpoint would do too, but it exposes money figures we have no use for.
     #[tracing::instrument(skip_all)]
     pub async fn check_key(&self, secret: &Secret) -> Result<(), FlutterwaveError> {
-        let answer = self.send(self.request(Method::GET, "v3/banks/NG")?, secret).await?;
+        let answer =
+            self.send("GET /v3/banks/{country}", self.request(Method::GET, "v3/banks/NG")?, secret).await?;
         answer.success().map(drop)
     }
 
@@ -153,7 +157,9 @@ impl Flutterwave {
         request: &PaymentRequest,
     ) -> Result<String, FlutterwaveError> {
         let body = payment_body(request)?;
-        let answer = self.send(self.request(Method::POST, "v3/payments")?.json(&body), secret).await?;
+        let answer = self
+            .send("POST /v3/payments", self.request(Method::POST, "v3/payments")?.json(&body), secret)
+            .await?;
         let data = answer.success()?;
         let link = data.get("link").and_then(Value::as_str).unwrap_or_default();
         match Url::parse(link) {
@@ -168,7 +174,7 @@ impl Flutterwave {
     pub async fn disable_link(&self, secret: &Secret, link: &str) -> Result<(), FlutterwaveError> {
         let body = json!({ "link": link });
         let request = self.request(Method::POST, "v3/payments/link/disable")?.json(&body);
-        let answer = self.send(request, secret).await?;
+        let answer = self.send("POST /v3/payments/link/disable", request, secret).await?;
         if answer.is_error_saying("currently inactive") {
             return Ok(());
         }
@@ -181,7 +187,7 @@ impl Flutterwave {
     #[tracing::instrument(skip(self, secret))]
     pub async fn verify(&self, secret: &Secret, id: i64) -> Result<Option<Transaction>, FlutterwaveError> {
         let request = self.request(Method::GET, &format!("v3/transactions/{id}/verify"))?;
-        self.transaction(request, secret).await
+        self.transaction("GET /v3/transactions/{id}/verify", request, secret).await
     }
 
     /// GET /v3/transactions/verify_by_reference?tx_ref=; None when not found. Which attempt it
@@ -195,15 +201,21 @@ impl Flutterwave {
     ) -> Result<Option<Transaction>, FlutterwaveError> {
         let mut url = self.url("v3/transactions/verify_by_reference")?;
         url.query_pairs_mut().append_pair("tx_ref", tx_ref);
-        self.transaction(self.http.request(Method::GET, url), secret).await
+        self.transaction(
+            "GET /v3/transactions/verify_by_reference",
+            self.http.request(Method::GET, url),
+            secret,
+        )
+        .await
     }
 
     async fn transaction(
         &self,
+        operation: &'static str,
         request: RequestBuilder,
         secret: &Secret,
     ) -> Result<Option<Transaction>, FlutterwaveError> {
-        let answer = self.send(request, secret).await?;
+        let answer = self.send(operation, request, secret).await?;
         // The HTTP status of "not found" is UNVERIFIED (400, 404, even 200 are reported), so
         // it is recognised by its body whatever the status.
         if answer.is_error_saying("no transaction") {
@@ -225,13 +237,51 @@ impl Flutterwave {
 
     /// Sends with the tenant's key and maps the statuses every endpoint shares. The key goes
     /// into the header only: it is never logged and never part of an error.
-    async fn send(&self, request: RequestBuilder, secret: &Secret) -> Result<Answer, FlutterwaveError> {
-        let response = request
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        secret: &Secret,
+    ) -> Result<Answer, FlutterwaveError> {
+        let (method, template) = operation.split_once(' ').unwrap_or(("", operation));
+        let span = tracing::info_span!(
+            "flutterwave.call",
+            otel.name = operation,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            server.address = self.base.host_str().unwrap_or_default(),
+            url.template = template,
+            peer.service = "flutterwave",
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        span.in_scope(|| crate::telemetry::context::inject(&mut headers));
+        let started = std::time::Instant::now();
+        let sent = request
             .bearer_auth(secret.expose())
             .header(ACCEPT, "application/json")
+            .headers(headers)
             .send()
-            .await
-            .map_err(FlutterwaveError::from_transport)?;
+            .instrument(span.clone())
+            .await;
+        let status = match &sent {
+            Ok(response) => response.status().as_u16().to_string(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics().upstream_duration.record(
+            started.elapsed().as_secs_f64(),
+            &[kv("vendor", "flutterwave"), kv("operation", operation), kv("status", status)],
+        );
+        let response = sent.map_err(|e| {
+            span.record("otel.status_code", "ERROR");
+            FlutterwaveError::from_transport(e)
+        })?;
+        span.record("http.response.status_code", response.status().as_u16());
+        if !response.status().is_success() {
+            span.record("otel.status_code", "ERROR");
+        }
         let answer = Answer::read(response).await?;
         tracing::debug!(status = answer.status, "Flutterwave answered");
         match answer.status {

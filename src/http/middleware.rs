@@ -109,19 +109,36 @@ pub async fn security_headers(
 /// The access-log span of one request. Only the route template is recorded, never the raw
 /// path or query: paths carry ingress tokens and queries carry OAuth codes.
 pub fn request_span(request: &Request) -> Span {
-    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("<unmatched>");
-    tracing::info_span!(
+    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let method = request.method().as_str();
+    // HTTP semantic conventions: server spans are named "{method} {route}".
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let span = tracing::info_span!(
         "http.request",
-        http.request.method = %request.method(),
-        http.route = route,
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route.unwrap_or("<unmatched>"),
+        url.scheme = "http",
         request_id = request_id(request.headers()).unwrap_or_default(),
         http.response.status_code = tracing::field::Empty,
-    )
+        pipepay.client_id = tracing::field::Empty,
+        pipepay.agency_id = tracing::field::Empty,
+    );
+    crate::telemetry::context::adopt_from_headers(&span, request.headers());
+    span
 }
 
 pub fn log_response(response: &Response<Body>, latency: std::time::Duration, span: &Span) {
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if response.status().is_server_error() {
         tracing::warn!(status, latency_ms, "request answered");

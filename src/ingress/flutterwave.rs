@@ -12,7 +12,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::kommo::record;
-use super::{Ingress, tenants::Tenant, unavailable};
+use super::tenants::{Tenant, Tenants};
+use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::flutterwave::webhook::{self, ChargeStatus, Event, EventKind, TransactionId};
 use crate::http::Problem;
@@ -28,9 +29,16 @@ pub async fn receive(
 ) -> Response {
     let tenant = match ingress.tenants.get(&token).await {
         Ok(Some(tenant)) => tenant,
-        Ok(None) => return Problem::not_found().into_response(),
-        Err(error) => return unavailable(&error),
+        Ok(None) => {
+            count("flutterwave", "unknown_token");
+            return Problem::not_found().into_response();
+        }
+        Err(error) => {
+            count("flutterwave", "unavailable");
+            return unavailable(&error);
+        }
     };
+    Tenants::trace(&tenant);
     if !authentic(&tenant, &headers, &body) {
         // The hash may have been replaced on another instance; check once against the database.
         let reloaded = match ingress.tenants.reload(&tenant).await {
@@ -38,6 +46,7 @@ pub async fn receive(
             Err(error) => return unavailable(&error),
         };
         if !reloaded.as_deref().is_some_and(|t| authentic(t, &headers, &body)) {
+            count("flutterwave", "unauthenticated");
             return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Not authenticated")
                 .with_detail("The verif-hash or flutterwave-signature header does not match this client account's webhook hash.")
                 .into_response();
@@ -46,20 +55,28 @@ pub async fn receive(
     let event = match webhook::normalise(&body) {
         Ok(event) => event,
         Err(error) => {
+            count("flutterwave", "malformed");
             return Problem::new(StatusCode::BAD_REQUEST, "malformed", "Not a Flutterwave webhook")
                 .with_detail(error.to_string())
                 .into_response();
         }
     };
     match store(&ingress, &tenant, &event, &body).await {
-        Ok(None) => Problem::not_found().into_response(),
+        Ok(None) => {
+            count("flutterwave", "unknown_token");
+            Problem::not_found().into_response()
+        }
         Ok(Some(queued)) => {
+            count("flutterwave", if queued { "stored" } else { "recorded" });
             if queued {
                 ingress.queue.wake();
             }
             StatusCode::OK.into_response()
         }
-        Err(error) => unavailable(&error),
+        Err(error) => {
+            count("flutterwave", "unavailable");
+            unavailable(&error)
+        }
     }
 }
 
@@ -108,6 +125,9 @@ async fn store(
         detail: ignored.as_deref(),
     };
     if !events::insert(&mut tx, &stored).await? {
+        if let Some(original) = events::id_by_dedup(&mut tx, tenant.client, &key).await? {
+            ingress.queue.caused_again(&mut tx, tenant.client, original).await?;
+        }
         tx.commit().await?;
         return Ok(Some(false));
     }

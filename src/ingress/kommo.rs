@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Ingress, tenants::Tenant, unavailable};
+use super::tenants::{Tenant, Tenants};
+use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::http::Problem;
 use crate::kommo::webhook::{self, LeadAction, Webhook};
@@ -29,12 +30,20 @@ pub async fn receive(
     let tenant = match ingress.tenants.get(&token).await {
         Ok(Some(tenant)) => tenant,
         // The same answer as any other unknown address.
-        Ok(None) => return Problem::not_found().into_response(),
-        Err(error) => return unavailable(&error),
+        Ok(None) => {
+            count("kommo", "unknown_token");
+            return Problem::not_found().into_response();
+        }
+        Err(error) => {
+            count("kommo", "unavailable");
+            return unavailable(&error);
+        }
     };
+    Tenants::trace(&tenant);
     let hook = match webhook::parse(&body) {
         Ok(hook) => hook,
         Err(error) => {
+            count("kommo", "malformed");
             return Problem::new(StatusCode::BAD_REQUEST, "malformed", "Not a Kommo webhook")
                 .with_detail(error.to_string())
                 .into_response();
@@ -42,17 +51,36 @@ pub async fn receive(
     };
     let connected = match account_matches(&ingress, &tenant, &hook).await {
         Ok(connected) => connected,
-        Err(error) => return unavailable(&error),
+        Err(error) => {
+            count("kommo", "unavailable");
+            return unavailable(&error);
+        }
     };
     match store_all(&ingress, &tenant, &hook, &body, connected).await {
-        Ok(Stored::UnknownToken) => Problem::not_found().into_response(),
+        Ok(Stored::UnknownToken) => {
+            count("kommo", "unknown_token");
+            Problem::not_found().into_response()
+        }
         Ok(Stored::Events { new, duplicates, jobs }) => {
+            count(
+                "kommo",
+                if !connected {
+                    "foreign_account"
+                } else if new > 0 {
+                    "stored"
+                } else {
+                    "duplicate"
+                },
+            );
             if jobs > 0 {
                 ingress.queue.wake();
             }
             (StatusCode::OK, Json(json!({ "stored": new, "duplicates": duplicates }))).into_response()
         }
-        Err(error) => unavailable(&error),
+        Err(error) => {
+            count("kommo", "unavailable");
+            unavailable(&error)
+        }
     }
 }
 
@@ -131,6 +159,9 @@ async fn store_all(
         };
         if !events::insert(&mut tx, &event).await? {
             duplicates += 1;
+            if let Some(original) = events::id_by_dedup(&mut tx, tenant.client, &key).await? {
+                ingress.queue.caused_again(&mut tx, tenant.client, original).await?;
+            }
             continue;
         }
         new += 1;

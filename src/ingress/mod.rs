@@ -90,6 +90,12 @@ fn too_many(error: tower_governor::GovernorError) -> Response<Body> {
     }
 }
 
+/// Counts a webhook by source and what became of it.
+fn count(source: &'static str, outcome: &'static str) {
+    use crate::telemetry::metrics::{kv, metrics};
+    metrics().webhooks.add(1, &[kv("source", source), kv("outcome", outcome)]);
+}
+
 /// A storage failure at the ingress: 503, so Kommo and Flutterwave deliver again.
 fn unavailable(error: &dyn std::fmt::Display) -> Response<Body> {
     tracing::error!(%error, "could not store a webhook");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::tokens;
 use crate::error::Result;
-use crate::ids::ClientId;
+use crate::ids::{AgencyId, ClientId};
 use crate::store::{self, Db};
 use crate::tenants::flutterwave_keys::WEBHOOK_HASH;
 use crate::tenants::secrets;
@@ -21,6 +21,7 @@ const MAX_ENTRIES: usize = 200_000;
 #[derive(Debug)]
 pub struct Tenant {
     pub client: ClientId,
+    pub agency: AgencyId,
     pub token_hash: Vec<u8>,
     /// The connected Kommo account, if any.
     pub kommo_account: Option<i64>,
@@ -74,6 +75,7 @@ impl Tenants {
         tx.commit().await?;
         let tenant = Arc::new(Tenant {
             client: client.id,
+            agency: client.agency_id,
             token_hash: hash.clone(),
             kommo_account: connection.map(|c| c.account_id),
             webhook_hash,
@@ -85,6 +87,13 @@ impl Tenants {
             cache.insert(hash, (Instant::now(), tenant.clone()));
         }
         Ok(Some(tenant))
+    }
+
+    /// Names the tenant on the request's span, for traces (and for the agency's own exporter).
+    pub fn trace(tenant: &Tenant) {
+        let span = tracing::Span::current();
+        span.record("pipepay.client_id", tracing::field::display(tenant.client));
+        span.record("pipepay.agency_id", tracing::field::display(tenant.agency));
     }
 
     /// Forgets a client account's cached facts in this process (its keys or connection changed).

@@ -13,7 +13,9 @@ use super::{Kommo, KommoError, health};
 use crate::clock::now_ms;
 use crate::ids::ClientId;
 use crate::store;
+use crate::telemetry::metrics::{kv, metrics};
 use crate::vault::Secret;
+use tracing::Instrument;
 
 impl Kommo {
     /// One API call for the client's account; `None` for Kommo's 204 (not found, or empty).
@@ -86,12 +88,47 @@ impl Kommo {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, KommoError> {
-        let mut request = self.http.request(method, url).bearer_auth(access.expose());
+        let (host, template) = describe(url);
+        let span = tracing::info_span!(
+            "kommo.call",
+            otel.name = %format!("{method} {template}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            server.address = %host,
+            url.template = %template,
+            peer.service = "kommo",
+            pipepay.kommo.account_id = account_id,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let mut headers = reqwest::header::HeaderMap::new();
+        let _entered = span.enter();
+        crate::telemetry::context::inject(&mut headers);
+        drop(_entered);
+        let mut request = self.http.request(method, url).bearer_auth(access.expose()).headers(headers);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(KommoError::from_transport)?;
+        let sent = request.send().instrument(span.clone()).await;
+        let status_label = match &sent {
+            Ok(response) => response.status().as_u16().to_string(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics().upstream_duration.record(
+            started.elapsed().as_secs_f64(),
+            &[kv("vendor", "kommo"), kv("operation", template.clone()), kv("status", status_label)],
+        );
+        let response = sent.map_err(|e| {
+            span.record("otel.status_code", "ERROR");
+            KommoError::from_transport(e)
+        })?;
         let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if status >= 400 {
+            span.record("otel.status_code", "ERROR");
+        }
         let header_retry = response
             .headers()
             .get(RETRY_AFTER)
@@ -212,6 +249,23 @@ impl Kommo {
         self.call(client, Method::DELETE, "/api/v4/webhooks", Some(&body)).await?;
         Ok(())
     }
+}
+
+/// The host, and the path with ids replaced (`/api/v4/leads/{id}`): low-cardinality names for
+/// spans and metrics that carry no lead ids or query strings.
+fn describe(url: &str) -> (String, String) {
+    let Ok(parsed) = url::Url::parse(url) else { return (String::new(), String::new()) };
+    let template = parsed
+        .path()
+        .split('/')
+        .map(|segment| {
+            if !segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit()) { "{id}" } else { segment }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    // Behind the test fake the account host is the first path segment; keep only the API part.
+    let template = template.find("/api/").map_or(template.clone(), |at| template[at..].to_owned());
+    (parsed.host_str().unwrap_or_default().to_owned(), template)
 }
 
 /// The health a connection moves to after an answer, if it changes.

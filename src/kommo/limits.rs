@@ -66,7 +66,9 @@ impl Limits {
             }
         }
         self.process.until_ready().await;
-        Ok(started.elapsed())
+        let waited = started.elapsed();
+        crate::telemetry::metrics::metrics().rate_limit_wait.record(waited.as_secs_f64(), &[]);
+        Ok(waited)
     }
 
     /// Kommo answered 429: hold every request of the account for `retry_after`, on this

@@ -14,6 +14,7 @@ use crate::clock::{ms_after, now_ms};
 use crate::ids::ClientId;
 use crate::store::kommo::ConnectionRow;
 use crate::store::{self};
+use crate::telemetry::metrics::{kv, metrics};
 use crate::vault::{Secret, Slot};
 
 pub const ACCESS_TOKEN: Slot = Slot { table: "kommo_connections", field: "access_token" };
@@ -137,6 +138,12 @@ impl Kommo {
         let outcome =
             oauth::refresh(&self.http, &base, client_id, secret, &self.settings.redirect_uri, &refresh_token)
                 .await;
+        let counted = match &outcome {
+            Ok(_) => "refreshed",
+            Err(KommoError::Grant(_)) => "refused",
+            Err(_) => "failed",
+        };
+        metrics().token_refreshes.add(1, &[kv("outcome", counted)]);
         let pair = match outcome {
             Ok(pair) => pair,
             Err(KommoError::Grant(detail)) => {

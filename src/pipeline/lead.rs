@@ -148,6 +148,8 @@ impl Pipeline {
 
         // The reference is new for every link and recorded before Flutterwave hears of it.
         let tx_ref = format!("pp-{}", uuid::Uuid::now_v7().simple());
+        // The current span is the job's (steps have none of their own).
+        tracing::Span::current().record("pipepay.tx_ref", tx_ref.as_str());
         let id = uuid::Uuid::now_v7();
         let recorded = async {
             let mut tx = self.db.write().await?;
@@ -230,6 +232,7 @@ impl Pipeline {
         link: &LinkRow,
         replaced: Option<&LinkRow>,
     ) -> Outcome {
+        tracing::Span::current().record("pipepay.tx_ref", link.tx_ref.as_str());
         let url = link.link.clone().unwrap_or_default();
         if link.note_posted_at.is_none() {
             let (kind, old_amount) = match replaced {

@@ -17,15 +17,17 @@ use std::time::Duration;
 
 pub use self::activity::Activity;
 use crate::flutterwave::client::{Flutterwave, FlutterwaveError};
-use crate::ids::ClientId;
+use crate::ids::{AgencyId, ClientId};
 use crate::kommo::{Kommo, KommoError};
 use crate::queue::{Outcome, Queue, worker::Handler};
 use crate::store::jobs::JobRow;
 use crate::store::{self, Db, StoreError};
+use crate::telemetry::metrics::{kv, metrics};
 use crate::tenants::flutterwave_keys::SECRET_KEY;
 use crate::tenants::secrets;
 use crate::tenants::settings::ClientSettings;
 use crate::vault::{Secret, Vault};
+use tracing::Instrument;
 
 pub mod kinds {
     pub const LEAD: &str = "lead";
@@ -46,12 +48,16 @@ pub struct Pipeline {
 /// A job's client account, as the steps need it.
 pub(crate) struct Tenant {
     pub id: ClientId,
+    pub agency: AgencyId,
+    /// For traces only: the steps go through the Kommo client, which reads the connection.
+    pub kommo_account: Option<i64>,
     pub settings: ClientSettings,
     pub job: uuid::Uuid,
 }
 
 impl Handler for Pipeline {
     async fn handle(&self, job: &JobRow) -> Outcome {
+        let started = std::time::Instant::now();
         let payload: serde_json::Value = match serde_json::from_str(&job.payload) {
             Ok(payload) => payload,
             Err(error) => {
@@ -63,14 +69,53 @@ impl Handler for Pipeline {
             Ok(None) => return Outcome::Dead { error: "the client account no longer exists".into() },
             Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
         };
-        let outcome = match job.kind.as_str() {
-            kinds::LEAD => self.lead(&tenant, &payload).await,
-            kinds::PAYMENT => self.payment(&tenant, &payload).await,
-            kinds::RECONCILE => self.reconcile(&tenant).await,
-            other => Outcome::Dead { error: format!("unknown job kind {other:?}") },
-        };
-        self.record_outcome(&tenant, job, &outcome).await;
+        // One span per attempt, in the trace of the webhook that caused the job. It names the
+        // tenant and agency at creation, so every span inside it is routed to that agency.
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format!("job {}", job.kind),
+            otel.status_code = tracing::field::Empty,
+            pipepay.client_id = %tenant.id,
+            pipepay.agency_id = %tenant.agency,
+            pipepay.job.kind = %job.kind,
+            pipepay.job.attempt = job.attempts,
+            pipepay.lead_id = payload["lead_id"].as_i64(),
+            pipepay.tx_ref = payload["tx_ref"].as_str(),
+            pipepay.kommo.account_id = tenant.kommo_account,
+            pipepay.outcome = tracing::field::Empty,
+        );
+        crate::telemetry::context::adopt(&span, job.trace.as_deref());
+        let outcome = async {
+            let outcome = match job.kind.as_str() {
+                kinds::LEAD => self.lead(&tenant, &payload).await,
+                kinds::PAYMENT => self.payment(&tenant, &payload).await,
+                kinds::RECONCILE => self.reconcile(&tenant).await,
+                other => Outcome::Dead { error: format!("unknown job kind {other:?}") },
+            };
+            self.record_outcome(&tenant, job, &outcome).await;
+            outcome
+        }
+        .instrument(span.clone())
+        .await;
+        let label = outcome_label(&outcome);
+        span.record("pipepay.outcome", label);
+        if !matches!(outcome, Outcome::Done) {
+            span.record("otel.status_code", "ERROR");
+        }
+        let kind = job.kind.clone();
+        metrics()
+            .job_duration
+            .record(started.elapsed().as_secs_f64(), &[kv("kind", kind), kv("outcome", label)]);
         outcome
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Done => "done",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Pause { .. } => "paused",
+        Outcome::Dead { .. } => "dead",
     }
 }
 
@@ -78,10 +123,11 @@ impl Pipeline {
     async fn tenant(&self, job: &JobRow) -> Result<Option<Tenant>, StoreError> {
         let mut tx = self.db.read().await?;
         let row = store::clients::by_id(&mut tx, job.client_id).await?;
+        let kommo_account = store::kommo::connection(&mut tx, job.client_id).await?.map(|c| c.account_id);
         tx.commit().await?;
         Ok(row.and_then(|row| {
             let settings = serde_json::from_str(&row.settings).ok()?;
-            Some(Tenant { id: row.id, settings, job: job.id })
+            Some(Tenant { id: row.id, agency: row.agency_id, kommo_account, settings, job: job.id })
         }))
     }
 

@@ -81,6 +81,8 @@ impl Queue {
         dedup_key: Option<&str>,
     ) -> Result<bool, StoreError> {
         let payload = payload.to_string();
+        // The job joins the trace of whatever caused it (the webhook's request span).
+        let trace = crate::telemetry::context::current();
         let job = NewJob {
             id: uuid::Uuid::now_v7(),
             client,
@@ -88,11 +90,32 @@ impl Queue {
             event_id,
             payload: &payload,
             max_attempts: self.settings.max_attempts,
-            trace: None,
+            trace: trace.as_deref(),
             dedup_key,
             now: now_ms(),
         };
         jobs::insert(tx, &job).await
+    }
+
+    /// A webhook repeated `event` (a redelivery): the current request span links to the trace
+    /// of the job the original caused, and the job, if not finished, links back to it, so its
+    /// next attempt shows every delivery that asked for it.
+    pub async fn caused_again(
+        &self,
+        tx: &mut Tx,
+        client: ClientId,
+        event: uuid::Uuid,
+    ) -> Result<(), StoreError> {
+        let Some((id, state, stored)) = jobs::trace_by_event(tx, client, event).await? else {
+            return Ok(());
+        };
+        crate::telemetry::context::link_current(stored.as_deref());
+        if state != jobs::state::DONE
+            && let Some(linked) = crate::telemetry::context::with_link(stored.as_deref())
+        {
+            jobs::set_trace(tx, id, &linked).await?;
+        }
+        Ok(())
     }
 
     /// Claims the next job, taking client accounts in least-recently-served order.

@@ -37,6 +37,21 @@ pub async fn insert(tx: &mut Tx, event: &NewEvent<'_>) -> Result<bool, StoreErro
     Ok(done == 1)
 }
 
+/// The id of the event stored under `dedup_key`: the original a duplicate repeats.
+pub async fn id_by_dedup(
+    tx: &mut Tx,
+    client: ClientId,
+    dedup_key: &str,
+) -> Result<Option<uuid::Uuid>, StoreError> {
+    Ok(
+        on_tx!(tx, c => sqlx::query_scalar("SELECT id FROM inbound_events WHERE client_id = $1 AND dedup_key = $2")
+        .bind(client)
+        .bind(dedup_key)
+        .fetch_optional(c)
+        .await)?,
+    )
+}
+
 /// Whether the token hash still belongs to the client: checked in the transaction that stores
 /// a webhook, so a rotated or deleted token stops working at once, whatever any cache says.
 pub async fn token_is_current(tx: &mut Tx, client: ClientId, token_hash: &[u8]) -> Result<bool, StoreError> {

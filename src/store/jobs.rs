@@ -80,6 +80,31 @@ pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<bool, StoreError> {
     Ok(done == 1)
 }
 
+/// The job an event caused: its id, state and stored trace context.
+pub async fn trace_by_event(
+    tx: &mut Tx,
+    client: ClientId,
+    event: uuid::Uuid,
+) -> Result<Option<(uuid::Uuid, String, Option<String>)>, StoreError> {
+    Ok(
+        on_tx!(tx, c => sqlx::query_as("SELECT id, state, trace FROM jobs WHERE client_id = $1 AND event_id = $2")
+        .bind(client)
+        .bind(event)
+        .fetch_optional(c)
+        .await)?,
+    )
+}
+
+pub async fn set_trace(tx: &mut Tx, id: uuid::Uuid, trace: &str) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query("UPDATE jobs SET trace = $2 WHERE id = $1")
+        .bind(id)
+        .bind(trace)
+        .execute(c)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
 /// Client accounts with claimable work, least recently served first: the fairness rule.
 /// A client account with a job running (lease unexpired) or paused is skipped, so each
 /// client account's jobs run one at a time, in order.

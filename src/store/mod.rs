@@ -16,6 +16,8 @@ pub mod events;
 pub mod jobs;
 pub mod kommo;
 pub mod links;
+pub mod stats;
+pub mod telemetry;
 mod tx;
 mod url;
 pub mod users;

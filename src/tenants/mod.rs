@@ -10,5 +10,6 @@ pub mod members;
 pub mod notes;
 pub mod secrets;
 pub mod settings;
+pub mod telemetry;
 
 pub use self::settings::ClientSettings;

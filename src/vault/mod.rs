@@ -16,11 +16,13 @@ use zeroize::Zeroizing;
 pub use self::master::MasterKeys;
 pub use self::rotate::{RotationReport, rotate};
 pub use self::secret::{Secret, mask};
-use crate::ids::ClientId;
+use crate::ids::{AgencyId, ClientId};
 use crate::store::{self, Tx};
 
 /// The format version written in front of every sealed value.
 const FORMAT: &str = "pp1";
+/// The same, for agency secrets (sealed by a per-agency key derived from the master key).
+const AGENCY_FORMAT: &str = "pa1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -140,11 +142,57 @@ impl Vault {
         Ok(Secret::new(text))
     }
 
+    /// Seals an agency's secret (not a client account's: agencies have no data key). The key is
+    /// derived from the active master key for this agency; `keys rotate` re-seals these too.
+    pub fn seal_for_agency(
+        &self,
+        agency: AgencyId,
+        slot: Slot,
+        secret: &Secret,
+    ) -> Result<String, VaultError> {
+        let master = self.master.active();
+        let key = agency_key(&master.key, agency)?;
+        let sealed = cipher::seal(&key, agency_aad(agency, slot).as_bytes(), secret.expose().as_bytes())?;
+        Ok(format!("{AGENCY_FORMAT}.{}.{}", master.id, URL_SAFE_NO_PAD.encode(sealed)))
+    }
+
+    /// Opens what [`Vault::seal_for_agency`] produced for the same agency and slot.
+    pub fn open_for_agency(&self, agency: AgencyId, slot: Slot, sealed: &str) -> Result<Secret, VaultError> {
+        let mut parts = sealed.splitn(3, '.');
+        let (Some(AGENCY_FORMAT), Some(master_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VaultError::Malformed);
+        };
+        let master =
+            self.master.get(master_id).ok_or_else(|| VaultError::UnknownMasterKey(master_id.to_owned()))?;
+        let key = agency_key(&master.key, agency)?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| VaultError::Malformed)?;
+        let plain = Zeroizing::new(cipher::open(&key, agency_aad(agency, slot).as_bytes(), &bytes)?);
+        String::from_utf8(plain.to_vec()).map(Secret::new).map_err(|_| VaultError::Malformed)
+    }
+
+    /// Whether an agency secret is sealed under the active master key already.
+    pub fn is_current_for_agency(&self, sealed: &str) -> bool {
+        sealed.split('.').nth(1) == Some(self.master.active().id.as_str())
+    }
+
     /// Re-wraps one data key under the active master key.
     pub(crate) fn rewrap(&self, stored: &WrappedKey) -> Result<WrappedKey, VaultError> {
         let key = self.unwrap(stored)?;
         self.wrap(stored.client_id, &stored.key_id, &key)
     }
+}
+
+fn agency_key(master: &[u8; 32], agency: AgencyId) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"pipepay"), master)
+        .expand(format!("agency-key/v1/{agency}").as_bytes(), &mut key[..])
+        .map_err(|_| VaultError::Encrypt)?;
+    Ok(key)
+}
+
+fn agency_aad(agency: AgencyId, slot: Slot) -> String {
+    format!("pipepay/agency-secret/v1/{agency}/{}/{}", slot.table, slot.field)
 }
 
 fn wrap_aad(client: ClientId, key_id: &str) -> String {

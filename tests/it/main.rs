@@ -9,4 +9,5 @@ mod foundation;
 mod kommo;
 mod pipeline;
 mod storage;
+mod telemetry;
 mod tenancy;

@@ -578,6 +578,14 @@ impl FakeKommo {
         self.state().account(account_id).refreshes
     }
 
+    /// Every access and refresh token ever issued for the account, to prove none leaks.
+    pub fn issued_tokens(&self, account_id: i64) -> Vec<String> {
+        let st = self.state();
+        let access = st.access.iter().filter(|(_, t)| t.account_id == account_id).map(|(k, _)| k.clone());
+        let refresh = st.refresh.iter().filter(|(_, t)| t.account_id == account_id).map(|(k, _)| k.clone());
+        access.chain(refresh).collect()
+    }
+
     pub fn code_exchanges(&self, account_id: i64) -> usize {
         self.state().account(account_id).exchanges
     }

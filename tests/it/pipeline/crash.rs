@@ -32,19 +32,9 @@ async fn crash_between_link_and_note(engine: Engine) {
     let kommo = FakeKommo::start().await;
     let flw = FakeFlutterwave::start().await;
     let master = pipepay::vault::MasterKeys::generate_entry("crash");
-    let (auth, api, flw_url) = (kommo.auth_url(), kommo.api_url_template(), flw.base());
-    let env = [
-        ("PIPEPAY_DATABASE_URL", db.url.as_str()),
-        ("PIPEPAY_MASTER_KEYS", master.as_str()),
-        ("PIPEPAY_KOMMO_CLIENT_ID", CLIENT_ID),
-        ("PIPEPAY_KOMMO_CLIENT_SECRET", CLIENT_SECRET),
-        ("PIPEPAY_KOMMO_AUTH_URL", auth.as_str()),
-        ("PIPEPAY_KOMMO_API_URL", api.as_str()),
-        ("PIPEPAY_KOMMO_ALLOWED_HOSTS", "*.kommo.com"),
-        ("PIPEPAY_KOMMO_TIMEOUT", "60"),
-        ("PIPEPAY_FLUTTERWAVE_API_URL", flw_url.as_str()),
-        ("PIPEPAY_JOB_LEASE", "2"),
-    ];
+    let mut env = super::child_env(&db, &master, &kommo, &flw);
+    env.extend([("PIPEPAY_KOMMO_TIMEOUT", "60".into()), ("PIPEPAY_JOB_LEASE", "2".into())]);
+    let env = super::borrowed(&env);
     // A fixed port, so the webhook and OAuth URLs stay valid across the restart.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");

@@ -17,7 +17,7 @@ use crate::fakes::kommo::{AccountSpec, FakeKommo, LeadSpec};
 use crate::kommo::{ACME, app_with_kommo, connect};
 use crate::support::Agent;
 use crate::support::agent::Owner;
-use crate::support::{Engine, TestApp};
+use crate::support::{Engine, TestApp, TestDb};
 
 pub const SECRET: &str = "FLWSECK_TEST-0123456789abcdef0123456789abcdef-X";
 pub const HASH: &str = "acme-webhook-hash-7c1d2e3f4a5b";
@@ -143,6 +143,30 @@ pub async fn wire(
     agent.expect(Method::PUT, &format!("{base}/settings"), Some(settings), 200).await;
     let urls = agent.json(&format!("{base}/webhook-urls")).await;
     (urls["kommo"].as_str().unwrap().to_owned(), urls["flutterwave"].as_str().unwrap().to_owned())
+}
+
+/// The environment of a pipepay child process on `db`, wired to these fakes.
+pub fn child_env(
+    db: &TestDb,
+    master: &str,
+    kommo: &FakeKommo,
+    flw: &FakeFlutterwave,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("PIPEPAY_DATABASE_URL", db.url.clone()),
+        ("PIPEPAY_MASTER_KEYS", master.to_owned()),
+        ("PIPEPAY_KOMMO_CLIENT_ID", crate::kommo::CLIENT_ID.to_owned()),
+        ("PIPEPAY_KOMMO_CLIENT_SECRET", crate::kommo::CLIENT_SECRET.to_owned()),
+        ("PIPEPAY_KOMMO_AUTH_URL", kommo.auth_url()),
+        ("PIPEPAY_KOMMO_API_URL", kommo.api_url_template()),
+        ("PIPEPAY_KOMMO_ALLOWED_HOSTS", "*.kommo.com".to_owned()),
+        ("PIPEPAY_FLUTTERWAVE_API_URL", flw.base()),
+    ]
+}
+
+/// Borrows an owned environment for `Running::start_at`.
+pub fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Waits until `done` holds, polling; panics with `what` after `within`.

@@ -60,6 +60,13 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/api/v1/agencies/{agency}/clients/{client}/jobs", None),
     ("GET", "/api/v1/agencies/{agency}/clients/{client}/pipeline", None),
     ("POST", "/api/v1/agencies/{agency}/clients/{client}/jobs/{job}/replay", None),
+    ("GET", "/api/v1/agencies/{agency}/telemetry", None),
+    (
+        "PUT",
+        "/api/v1/agencies/{agency}/telemetry",
+        Some(r#"{"endpoint":"https://otlp.attacker.example","headers":{"x-api-key":"stolen"}}"#),
+    ),
+    ("DELETE", "/api/v1/agencies/{agency}/telemetry", None),
 ];
 
 /// Reads only admins may make: the webhook URLs carry the ingress token.
@@ -132,6 +139,16 @@ async fn agency(app: &TestApp, fake: &FakeKommo, account: i64, tag: &str) -> Age
             &format!("/api/v1/agencies/{}/invitations", owner.agency),
             Some(json!({"email": format!("pending@{tag}.example"), "role": "member"})),
             201,
+        )
+        .await;
+    owner
+        .agent
+        .expect(
+            Method::PUT,
+            &format!("/api/v1/agencies/{}/telemetry", owner.agency),
+            Some(json!({"endpoint": format!("https://otlp.{tag}.example"),
+                        "headers": {"x-api-key": format!("{tag}-vendor-key-0001")}})),
+            200,
         )
         .await;
     let (key, admin_key) = app.add_api_key(&owner.agent, &owner.agency, "admin").await;
