@@ -21,7 +21,13 @@ pub async fn problem_responses(request: Request, next: Next) -> axum::response::
     let request_id = request_id(request.headers());
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    // Pages render their own errors for people; only machine answers become problem+json.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_page {
         return response;
     }
     let (parts, body) = response.into_parts();

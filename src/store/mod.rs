@@ -16,6 +16,7 @@ pub mod events;
 pub mod jobs;
 pub mod kommo;
 pub mod links;
+pub mod overview;
 pub mod stats;
 pub mod telemetry;
 mod tx;

@@ -161,6 +161,34 @@ pub async fn revoke(db: &Db, access: &Access, id: InvitationId) -> Result<()> {
     Ok(())
 }
 
+/// What an invitation link offers, shown before it is accepted.
+#[derive(Debug, Clone)]
+pub struct InvitationPreview {
+    pub agency_name: String,
+    pub email: String,
+    pub role: Role,
+}
+
+/// The invitation behind a link, if it can still be accepted. Knowing the link is the
+/// credential: it shows only what the invited person is about to join.
+pub async fn preview(db: &Db, token: &str) -> Result<Option<InvitationPreview>> {
+    let mut tx = db.read().await?;
+    let invitation = store::agencies::invitation_by_token(&mut tx, &tokens::hash(token.trim())).await?;
+    let now = now_ms();
+    let Some(invitation) =
+        invitation.filter(|i| i.accepted_at.is_none() && i.revoked_at.is_none() && i.expires_at > now)
+    else {
+        return Ok(None);
+    };
+    let agency = store::agencies::get(&mut tx, invitation.agency_id).await?.ok_or(Error::NotFound)?;
+    tx.commit().await?;
+    Ok(Some(InvitationPreview {
+        agency_name: agency.name,
+        role: invitation.role.parse().unwrap_or(Role::Member),
+        email: invitation.email,
+    }))
+}
+
 /// Accepts an invitation. A logged-in user whose email it names joins at once; someone without
 /// an account creates one with `password` and is logged in.
 pub async fn accept(

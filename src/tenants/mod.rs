@@ -8,6 +8,7 @@ pub mod clients;
 pub mod flutterwave_keys;
 pub mod members;
 pub mod notes;
+pub mod overview;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;

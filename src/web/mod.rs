@@ -1,7 +1,15 @@
-//! The server-rendered side of pipepay: pages a browser (or Kommo's servers) reach outside the
-//! JSON API. Handlers call the same services as the API; templates only display.
+//! The server-rendered side of pipepay: the agency web app, and the pages a browser (or
+//! Kommo's servers) reach outside the JSON API. Handlers call the same services as the API;
+//! templates only display. Plain HTML forms work without JavaScript; `app.js` only adds copy
+//! buttons and confirmations.
 
+mod account;
+mod agency;
+mod client;
 mod kommo;
+mod people;
+mod session;
+mod view;
 
 use askama::Template;
 use axum::Router;
@@ -13,16 +21,30 @@ use crate::error::Error;
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(kommo::router()).route("/assets/app.css", get(stylesheet))
+    Router::new()
+        .merge(account::router())
+        .merge(agency::router())
+        .merge(client::router())
+        .merge(people::router())
+        .merge(kommo::router())
+        .route(
+            "/assets/app.css",
+            get(|| asset("text/css; charset=utf-8", include_str!("../../frontend/assets/app.css"))),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| asset("text/javascript; charset=utf-8", include_str!("../../frontend/assets/app.js"))),
+        )
 }
 
-async fn stylesheet() -> Response {
+/// Assets are compiled into the binary: nothing is fetched from anywhere else.
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
         ],
-        include_str!("../../frontend/assets/app.css"),
+        body,
     )
         .into_response()
 }
@@ -93,7 +115,10 @@ impl Message {
 
 /// A service error as a page: the status and the message the API would give, in HTML.
 pub fn error_page(error: Error) -> Page {
-    let problem = crate::http::Problem::from(error);
+    problem_page(crate::http::Problem::from(error))
+}
+
+fn problem_page(problem: crate::http::Problem) -> Page {
     let message = problem.detail.clone().unwrap_or_else(|| problem.title.clone());
     let errors: Vec<String> = problem.errors.iter().map(|e| e.message.clone()).collect();
     let message = if errors.is_empty() || errors.contains(&message) { message } else { errors.join(" ") };

@@ -11,3 +11,4 @@ mod pipeline;
 mod storage;
 mod telemetry;
 mod tenancy;
+mod web;

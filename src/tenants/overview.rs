@@ -1,0 +1,104 @@
+//! An agency's client accounts at a glance: the health facts the agency home page shows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{Datelike, TimeZone, Utc};
+use rust_decimal::Decimal;
+
+use super::{clients, secrets};
+use crate::auth::Access;
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::flutterwave::keys::{self, Mode};
+use crate::ids::ClientId;
+use crate::store::{self, Db};
+use crate::tenants::flutterwave_keys::SECRET_KEY;
+use crate::vault::Vault;
+
+#[derive(Debug, Clone)]
+pub struct ClientHealth {
+    pub id: ClientId,
+    pub name: String,
+    /// (health, subdomain) when Kommo is connected.
+    pub kommo: Option<(String, String)>,
+    /// The Flutterwave keys' mode when keys are set.
+    pub flutterwave: Option<Mode>,
+    pub last_webhook_at: Option<i64>,
+    pub open_links: i64,
+    /// Paid this calendar month (UTC), per currency: (currency, total, payments).
+    pub payments_this_month: Vec<(String, Decimal, usize)>,
+    /// Dead jobs: work that failed for good and waits for a replay.
+    pub failures: i64,
+    /// Why the pipeline waits for a person, if it does.
+    pub paused: Option<String>,
+}
+
+/// The first instant of this month, UTC, in ms.
+fn month_start(now: i64) -> i64 {
+    let now = Utc.timestamp_millis_opt(now).single().unwrap_or_else(Utc::now);
+    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().map_or(0, |d| d.timestamp_millis())
+}
+
+pub async fn clients(db: &Db, vault: &Vault, access: &Access) -> Result<Vec<ClientHealth>> {
+    let list = clients::list(db, access).await?;
+    let agency = access.agency;
+    let mut tx = db.read().await?;
+    let kommo: HashMap<ClientId, (String, String)> = store::overview::connections(&mut tx, agency)
+        .await?
+        .into_iter()
+        .map(|(client, health, subdomain)| (client, (health, subdomain)))
+        .collect();
+    let last: HashMap<ClientId, i64> =
+        store::overview::last_webhooks(&mut tx, agency).await?.into_iter().collect();
+    let open: HashMap<ClientId, i64> =
+        store::overview::open_links(&mut tx, agency).await?.into_iter().collect();
+    let dead: HashMap<ClientId, i64> =
+        store::overview::dead_jobs(&mut tx, agency).await?.into_iter().collect();
+    let paused: HashMap<ClientId, String> =
+        store::overview::pauses(&mut tx, agency).await?.into_iter().collect();
+    let mut paid: HashMap<ClientId, BTreeMap<String, (Decimal, usize)>> = HashMap::new();
+    for (client, amount, currency) in
+        store::overview::payments_since(&mut tx, agency, month_start(now_ms())).await?
+    {
+        // Stored as exact decimal text by the pipeline; a row that does not parse is skipped
+        // rather than guessed at.
+        let Ok(amount) = amount.parse::<Decimal>() else { continue };
+        let total = paid.entry(client).or_default().entry(currency).or_insert((Decimal::ZERO, 0));
+        total.0 += amount;
+        total.1 += 1;
+    }
+    let mut healths = Vec::with_capacity(list.len());
+    for client in list {
+        let key = secrets::open(&mut tx, vault, client.id, SECRET_KEY).await?;
+        healths.push(ClientHealth {
+            id: client.id,
+            kommo: kommo.get(&client.id).cloned(),
+            flutterwave: key.map(|k| keys::secret_key_mode(k.expose()).unwrap_or(Mode::Live)),
+            last_webhook_at: last.get(&client.id).copied(),
+            open_links: open.get(&client.id).copied().unwrap_or(0),
+            payments_this_month: paid
+                .remove(&client.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(currency, (total, count))| (currency, total, count))
+                .collect(),
+            failures: dead.get(&client.id).copied().unwrap_or(0),
+            paused: paused.get(&client.id).cloned(),
+            name: client.name,
+        });
+    }
+    tx.commit().await?;
+    Ok(healths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::month_start;
+
+    #[test]
+    fn a_month_starts_on_the_first_at_midnight_utc() {
+        // 2026-11-29T22:05:00Z
+        let now = 1_795_989_900_000;
+        assert_eq!(month_start(now), 1_793_491_200_000); // 2026-11-01T00:00:00Z
+    }
+}

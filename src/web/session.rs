@@ -1,0 +1,154 @@
+//! Who is looking at a page, and the forms they post: a logged-in person (API keys have no
+//! pages), their agencies for the navigation, and the session's CSRF token every form carries.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use super::error_page;
+use crate::auth::{Access, FormPrincipal, Principal, SessionCsrf};
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::ids::{AgencyId, SessionId, UserId};
+use crate::roles::Role;
+use crate::store;
+
+/// A logged-in person. Extracting it on a page sends anyone else to the log-in page, which
+/// brings them back here afterwards.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub user: UserId,
+    pub email: String,
+    pub session: SessionId,
+    pub csrf: String,
+    pub principal: Principal,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let FormPrincipal(principal) =
+            FormPrincipal::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let csrf = parts.extensions.get::<SessionCsrf>().map(|c| c.0.clone());
+        match (principal, csrf) {
+            (Some(principal @ Principal::User { .. }), Some(csrf)) => {
+                let Principal::User { user, ref email, session, .. } = principal else {
+                    return Err(login_redirect(parts));
+                };
+                Ok(Viewer { user, email: email.clone(), session, csrf, principal })
+            }
+            _ => Err(login_redirect(parts)),
+        }
+    }
+}
+
+/// `/login?next=<this page>`; only GETs come back (a form posted while logged out is lost).
+fn login_redirect(parts: &Parts) -> Response {
+    let here = if parts.method == axum::http::Method::GET {
+        parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/app".into())
+    } else {
+        "/app".into()
+    };
+    let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+/// Where to go after logging in: only a path on this site, never another origin.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_owned()
+        }
+        _ => "/app".to_owned(),
+    }
+}
+
+/// One of the viewer's agencies, for the navigation.
+#[derive(Debug, Clone)]
+pub struct AgencyLink {
+    pub id: AgencyId,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Viewer {
+    /// The viewer's standing in `agency`: a stranger gets the same 404 as a missing agency.
+    pub async fn access(&self, state: &AppState, agency: AgencyId) -> Result<Access> {
+        crate::api::access(state, &self.principal, agency).await
+    }
+
+    pub async fn agencies(&self, state: &AppState) -> Result<Vec<AgencyLink>> {
+        let mut tx = state.db.read().await?;
+        let rows = store::agencies::of_user(&mut tx, self.user).await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(a, role)| AgencyLink { id: a.id, name: a.name, role }).collect())
+    }
+}
+
+/// A posted form whose `csrf` field matched the session's token. The body is decoded with
+/// serde_html_form, so repeated fields (checkboxes, multi-selects) become lists.
+pub struct Posted<T> {
+    pub viewer: Viewer,
+    pub form: T,
+}
+
+#[derive(Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let request = Request::from_parts(parts, body);
+        let bytes = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        let field: CsrfField =
+            serde_html_form::from_bytes(&bytes).unwrap_or(CsrfField { csrf: String::new() });
+        if !bool::from(field.csrf.as_bytes().ct_eq(viewer.csrf.as_bytes())) {
+            return Err(error_page(Error::Forbidden("this form has expired; reload the page and try again"))
+                .into_response());
+        }
+        let form = serde_html_form::from_bytes(&bytes).map_err(|e| {
+            error_page(Error::Malformed(format!("the form could not be read: {e}"))).into_response()
+        })?;
+        Ok(Posted { viewer, form })
+    }
+}
+
+/// A form posted by someone not logged in (sign-up, log-in, accepting an invitation). The
+/// same-origin layer already refuses posts from other sites.
+pub struct PublicForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PublicForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        serde_html_form::from_bytes(&bytes).map(PublicForm).map_err(|e| {
+            error_page(Error::Malformed(format!("the form could not be read: {e}"))).into_response()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/app/agencies/x")), "/app/agencies/x");
+        assert_eq!(safe_next(Some("//evil.example/x")), "/app");
+        assert_eq!(safe_next(Some("https://evil.example")), "/app");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/app");
+        assert_eq!(safe_next(None), "/app");
+    }
+}
