@@ -69,7 +69,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(health::router())
         .merge(authenticated)
-        .fallback(|| async { Problem::not_found() })
+        .fallback(crate::web::not_found)
         .with_state(state)
         .merge(hooks);
     with_middleware(routes, &config)

@@ -37,6 +37,19 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// Any unknown address: a page for browsers, problem+json for everything else.
+pub async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if browser {
+        error_page(Error::NotFound).into_response()
+    } else {
+        crate::http::Problem::not_found().into_response()
+    }
+}
+
 /// Assets are compiled into the binary: nothing is fetched from anywhere else.
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

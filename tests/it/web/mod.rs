@@ -2,6 +2,9 @@
 //! without JavaScript would (forms, redirects, cookies); `browser` drives a real Chromium.
 
 mod account;
+mod browser;
+mod pages;
+mod story;
 
 use reqwest::Response;
 use scraper::{Html, Selector};
