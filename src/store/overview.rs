@@ -80,3 +80,25 @@ pub async fn pauses(tx: &mut Tx, agency: AgencyId) -> Result<Vec<(ClientId, Stri
     .fetch_all(c)
     .await)?)
 }
+
+/// One client account's payments closed since `since` (ms): when, amount (decimal text),
+/// currency. Filtered on the agency as well, so a client id alone can never reach another
+/// agency's rows.
+pub async fn client_payments_since(
+    tx: &mut Tx,
+    agency: AgencyId,
+    client: ClientId,
+    since: i64,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT l.closed_at, l.paid_amount, l.paid_currency FROM payment_links l \
+         JOIN clients c ON c.id = l.client_id \
+         WHERE c.agency_id = $1 AND l.client_id = $2 AND l.state = 'paid' AND l.closed_at >= $3 \
+         AND l.paid_amount IS NOT NULL AND l.paid_currency IS NOT NULL ORDER BY l.closed_at",
+    )
+    .bind(agency)
+    .bind(client)
+    .bind(since)
+    .fetch_all(c)
+    .await)?)
+}

@@ -5,6 +5,7 @@
 
 mod account;
 mod agency;
+mod chart;
 mod client;
 mod kommo;
 mod people;

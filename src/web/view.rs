@@ -131,6 +131,20 @@ impl FormErrors {
     pub fn invalid(&self, field: &str) -> &'static str {
         if self.fields.contains_key(field) { "true" } else { "false" }
     }
+
+    /// The first message for a list field or any of its items (`field`, `field[2]`): a form
+    /// shows a multi-select's errors in one place.
+    pub fn get_any(&self, field: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(name, _)| *name == field || name.strip_prefix(field).is_some_and(|r| r.starts_with('[')))
+            .map(|(_, message)| message.as_str())
+    }
+
+    /// `aria-invalid` for a list field or any of its items.
+    pub fn invalid_any(&self, field: &str) -> &'static str {
+        if self.get_any(field).is_some() { "true" } else { "false" }
+    }
 }
 
 /// A failed change: shown on the page that was posted (with the input kept) when the person can
@@ -144,7 +158,9 @@ impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
         let problem = Problem::from(error);
         let status = problem.status_code();
-        if status == StatusCode::NOT_FOUND || status.is_server_error() {
+        // A dependency's failure about one field (Flutterwave could not check a key) is
+        // something to show next to that field; any other server error is an error page.
+        if status == StatusCode::NOT_FOUND || (status.is_server_error() && problem.errors.is_empty()) {
             return Failure::Page(error_page_from(problem));
         }
         let mut errors = FormErrors::none();

@@ -3,6 +3,7 @@
 
 mod account;
 mod browser;
+mod client;
 mod pages;
 mod story;
 

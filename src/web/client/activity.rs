@@ -1,0 +1,200 @@
+//! A client account's activity: the timeline with filters and paging, the pause, the dead jobs
+//! and their replay, and the payments of the last 30 days as a chart.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{Days, Utc};
+use serde::Deserialize;
+
+use super::{ClientHead, NoFields, Opened, open, when, when_rfc3339};
+use crate::error::Result;
+use crate::http::AppState;
+use crate::ids::{AgencyId, ClientId};
+use crate::store::activity::Filter;
+use crate::tenants::pipeline::{self, KINDS, OUTCOMES};
+use crate::web::Page;
+use crate::web::chart::{self, Chart};
+use crate::web::session::{Posted, Viewer};
+use crate::web::view::{Chrome, done, page as render};
+
+const PAGE: i64 = 50;
+const CHART_DAYS: u64 = 30;
+
+/// Query values as typed: an empty select or number input arrives as an empty string.
+#[derive(Debug, Default, Deserialize)]
+pub struct ActivityQuery {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    lead_id: String,
+    #[serde(default)]
+    before: String,
+    done: Option<String>,
+}
+
+pub struct Choice {
+    pub value: &'static str,
+    pub selected: bool,
+}
+
+pub struct Entry {
+    pub at: String,
+    pub kind: String,
+    pub outcome: String,
+    pub tone: &'static str,
+    pub lead_id: String,
+    pub tx_ref: String,
+    pub detail: String,
+}
+
+pub struct DeadJob {
+    pub id: String,
+    pub kind: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub created_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "client_activity.html")]
+pub struct ActivityPage {
+    chrome: Chrome,
+    client: ClientHead,
+    kinds: Vec<Choice>,
+    outcomes: Vec<Choice>,
+    lead_id: String,
+    lead_error: Option<&'static str>,
+    filtered: bool,
+    entries: Vec<Entry>,
+    /// The next page's address, when there may be one.
+    older: Option<String>,
+    /// (reason, since)
+    paused: Option<(String, String)>,
+    dead: Vec<DeadJob>,
+    charts: Vec<Chart>,
+    chart_days: u64,
+}
+
+fn choices(values: &'static [&'static str], chosen: &str) -> Vec<Choice> {
+    values.iter().map(|v| Choice { value: v, selected: *v == chosen }).collect()
+}
+
+fn tone(outcome: &str) -> &'static str {
+    match outcome {
+        "ok" => "good",
+        "failed" => "bad",
+        _ => "none",
+    }
+}
+
+async fn activity_page(
+    state: &AppState,
+    viewer: &Viewer,
+    agency: AgencyId,
+    client: ClientId,
+    query: ActivityQuery,
+) -> Result<ActivityPage> {
+    let Opened { access, chrome, head, .. } =
+        open(state, viewer, agency, client, "activity", query.done.as_deref()).await?;
+    // Only the documented values filter; anything else shows everything rather than nothing.
+    let kind = KINDS.iter().find(|k| **k == query.kind).map(|k| (*k).to_owned());
+    let outcome = OUTCOMES.iter().find(|o| **o == query.outcome).map(|o| (*o).to_owned());
+    let lead_text = query.lead_id.trim().to_owned();
+    let lead_id = lead_text.parse::<i64>().ok();
+    let lead_error =
+        (!lead_text.is_empty() && lead_id.is_none()).then_some("must be a Kommo lead id (a whole number)");
+    let before = query.before.trim().parse::<uuid::Uuid>().ok();
+    let filter = Filter { kind: kind.clone(), outcome: outcome.clone(), lead_id, before };
+    let rows = pipeline::activity(&state.db, &access, client, &filter, PAGE).await?;
+    let older = match rows.last() {
+        Some(last) if i64::try_from(rows.len()).unwrap_or(0) >= PAGE => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in [
+                ("kind", kind.as_deref()),
+                ("outcome", outcome.as_deref()),
+                ("lead_id", lead_id.map(|_| lead_text.as_str())),
+            ] {
+                if let Some(value) = value {
+                    query.append_pair(name, value);
+                }
+            }
+            query.append_pair("before", &last.id.to_string());
+            Some(format!("{}/activity?{}", head.base, query.finish()))
+        }
+        _ => None,
+    };
+    let entries = rows
+        .into_iter()
+        .map(|r| Entry {
+            at: when(r.at_ms),
+            tone: tone(&r.outcome),
+            kind: r.kind,
+            outcome: r.outcome,
+            lead_id: r.lead_id.map(|l| l.to_string()).unwrap_or_default(),
+            tx_ref: r.tx_ref.unwrap_or_default(),
+            detail: r.detail,
+        })
+        .collect();
+    let status = pipeline::status(&state.db, &access, client).await?;
+    let dead = pipeline::jobs(&state.db, &access, client, Some(crate::store::jobs::state::DEAD), 100)
+        .await?
+        .into_iter()
+        .map(|j| DeadJob {
+            id: j.id.to_string(),
+            kind: j.kind,
+            attempts: j.attempts,
+            last_error: j.last_error.unwrap_or_default(),
+            created_at: when(j.created_at_ms),
+        })
+        .collect();
+    let today = Utc::now().date_naive();
+    let first = today.checked_sub_days(Days::new(CHART_DAYS - 1)).unwrap_or(today);
+    let since = first.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis());
+    let totals = pipeline::payments_per_day(&state.db, &access, client, since).await?;
+    Ok(ActivityPage {
+        chrome,
+        client: head,
+        kinds: choices(KINDS, kind.as_deref().unwrap_or_default()),
+        outcomes: choices(OUTCOMES, outcome.as_deref().unwrap_or_default()),
+        lead_id: lead_text,
+        lead_error,
+        filtered: kind.is_some() || outcome.is_some() || lead_id.is_some() || before.is_some(),
+        entries,
+        older,
+        paused: status.paused.map(|p| (p.reason, when_rfc3339(&p.since))),
+        dead,
+        charts: chart::per_currency(first, CHART_DAYS, &totals),
+        chart_days: CHART_DAYS,
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((agency, client)): Path<(AgencyId, ClientId)>,
+    Query(query): Query<ActivityQuery>,
+) -> Response {
+    render(
+        activity_page(&state, &viewer, agency, client, query).await.map(|p| Page::render(StatusCode::OK, &p)),
+    )
+}
+
+pub async fn replay(
+    State(state): State<AppState>,
+    Path((agency, client, job)): Path<(AgencyId, ClientId, uuid::Uuid)>,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let replayed = async {
+        let access = viewer.access(&state, agency).await?;
+        pipeline::replay(&state.db, &state.queue, &access, client, job).await
+    };
+    match replayed.await {
+        Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}/activity"), "job-replayed"),
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}

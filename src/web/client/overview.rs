@@ -1,0 +1,289 @@
+//! A client account's overview: its Kommo connection, its Flutterwave keys, the webhook URLs
+//! to paste into both, and the changes that go with them (connect, disconnect, keys, a new
+//! ingress token, deleting the account).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{ClientHead, NoFields, Opened, open, refused_or_again, when_rfc3339};
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::ids::{AgencyId, ClientId};
+use crate::kommo::connect::{self, ConnectionView, ManualSetup};
+use crate::kommo::health;
+use crate::tenants::clients::{self, WebhookUrls};
+use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
+use crate::vault::Secret;
+use crate::web::Page;
+use crate::web::agency::{flutterwave_label, kommo_label};
+use crate::web::session::{Posted, Viewer};
+use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
+
+type ClientPath = Path<(AgencyId, ClientId)>;
+
+/// The Kommo connection, worded for people.
+pub struct KommoStatus {
+    pub label: &'static str,
+    pub tone: &'static str,
+    pub reason: Option<String>,
+    pub subdomain: String,
+    pub account_name: String,
+    pub host: String,
+    pub connected_at: String,
+    pub subscribed: bool,
+    pub webhook_detail: Option<String>,
+    /// Steps to add the webhook by hand, when Kommo refused the subscription.
+    pub manual: Option<ManualSetup>,
+}
+
+impl From<ConnectionView> for KommoStatus {
+    fn from(view: ConnectionView) -> KommoStatus {
+        let (label, tone) = kommo_label(Some(view.health.as_str()));
+        KommoStatus {
+            label,
+            tone,
+            reason: view.health_reason,
+            subdomain: view.subdomain,
+            account_name: view.account_name,
+            host: view.host,
+            connected_at: when_rfc3339(&view.connected_at),
+            subscribed: view.webhook.status == connect::webhook::SUBSCRIBED,
+            webhook_detail: view.webhook.detail,
+            manual: view.webhook.manual_setup,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "client_overview.html")]
+pub struct OverviewPage {
+    chrome: Chrome,
+    client: ClientHead,
+    kommo: Option<KommoStatus>,
+    /// The connect button's words, when connecting (again) would help.
+    connect_label: Option<&'static str>,
+    keys: Option<KeysView>,
+    keys_label: &'static str,
+    keys_tone: &'static str,
+    /// Right after saving keys: what to set in Flutterwave's dashboard (with a generated
+    /// secret hash, shown this once).
+    saved: Option<Dashboard>,
+    /// Admins only: the URLs carry the ingress token.
+    urls: Option<WebhookUrls>,
+    errors: FormErrors,
+}
+
+fn connect_label(kommo: Option<&KommoStatus>, health: Option<&str>) -> Option<&'static str> {
+    match (kommo, health) {
+        (None, _) => Some("Connect Kommo"),
+        (Some(_), Some(health::NEEDS_REAUTH | health::REVOKED)) => Some("Reconnect Kommo"),
+        _ => None,
+    }
+}
+
+async fn overview(
+    state: &AppState,
+    viewer: &Viewer,
+    agency: AgencyId,
+    client: ClientId,
+    done: Option<&str>,
+) -> Result<OverviewPage> {
+    let Opened { access, chrome, head, .. } = open(state, viewer, agency, client, "overview", done).await?;
+    let connection = match connect::status(&state.kommo, &access, client).await {
+        Ok(view) => Some(view),
+        // The client account exists (checked above): not found means not connected.
+        Err(Error::NotFound) => None,
+        Err(error) => return Err(error),
+    };
+    let health = connection.as_ref().map(|c| c.health.clone());
+    let kommo = connection.map(KommoStatus::from);
+    let keys = flutterwave_keys::get(&state.db, &state.vault, &access, client).await?;
+    let (keys_label, keys_tone) = flutterwave_label(keys.as_ref().map(|k| k.mode));
+    let urls = if chrome.is_admin() {
+        Some(
+            clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client)
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(OverviewPage {
+        connect_label: connect_label(kommo.as_ref(), health.as_deref()),
+        chrome,
+        client: head,
+        kommo,
+        keys,
+        keys_label,
+        keys_tone,
+        saved: None,
+        urls,
+        errors: FormErrors::none(),
+    })
+}
+
+/// The connect form ends on Kommo's consent page, another origin the page policy must allow.
+fn render_page(state: &AppState, status: StatusCode, page: &OverviewPage) -> Page {
+    Page::render(status, page)
+        .allow_form_target(&state.kommo.settings.auth_url.origin().ascii_serialization())
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((agency, client)): ClientPath,
+    Query(done): Query<Done>,
+) -> Response {
+    render(
+        overview(&state, &viewer, agency, client, done.done.as_deref())
+            .await
+            .map(|p| render_page(&state, StatusCode::OK, &p)),
+    )
+}
+
+pub async fn connect_kommo(
+    State(state): State<AppState>,
+    Path((agency, client)): ClientPath,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let started = async {
+        let access = viewer.access(&state, agency).await?;
+        connect::start(&state.kommo, &access, viewer.session, client).await
+    };
+    match started.await {
+        Ok(consent) => {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = consent.as_str().parse() {
+                headers.insert(header::LOCATION, value);
+            }
+            (StatusCode::SEE_OTHER, headers).into_response()
+        }
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
+
+pub async fn disconnect_kommo(
+    State(state): State<AppState>,
+    Path((agency, client)): ClientPath,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let result = async {
+        let access = viewer.access(&state, agency).await?;
+        connect::disconnect(&state.kommo, &access, client).await?;
+        state.ingress.tenants.forget(client);
+        Ok::<_, Error>(())
+    };
+    match result.await {
+        Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}"), "kommo-disconnected"),
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
+
+/// Only what a person may see again: secrets typed into the form are never sent back.
+#[derive(Deserialize)]
+pub struct KeysForm {
+    #[serde(default)]
+    secret_key: String,
+    #[serde(default)]
+    webhook_hash: String,
+    #[serde(default)]
+    public_key: String,
+}
+
+impl KeysForm {
+    fn input(self) -> KeysInput {
+        let optional = |value: String| (!value.trim().is_empty()).then(|| Secret::new(value));
+        KeysInput {
+            secret_key: Secret::new(self.secret_key),
+            webhook_hash: optional(self.webhook_hash),
+            public_key: optional(self.public_key),
+        }
+    }
+}
+
+pub async fn save_keys(
+    State(state): State<AppState>,
+    Path((agency, client)): ClientPath,
+    posted: Posted<KeysForm>,
+) -> Response {
+    let Posted { viewer, form } = posted;
+    let saved = async {
+        let access = viewer.access(&state, agency).await?;
+        let urls = clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client)
+            .await?;
+        let keys = flutterwave_keys::set(
+            &state.db,
+            &state.vault,
+            &state.flutterwave,
+            &urls.flutterwave,
+            &access,
+            client,
+            form.input(),
+        )
+        .await?;
+        // The ingress caches the webhook hash; the new one applies from the next webhook.
+        state.ingress.tenants.forget(client);
+        Ok::<_, Error>(keys)
+    };
+    let saved = saved.await;
+    let page = overview(&state, &viewer, agency, client, None).await;
+    match (saved, page) {
+        (_, Err(error)) => crate::web::error_page(error).into_response(),
+        // Rendered here rather than redirected: a generated secret hash is shown only now.
+        (Ok(keys), Ok(mut page)) => {
+            page.saved = keys.dashboard;
+            page.chrome = page.chrome.with_notice(Some("keys-saved"));
+            render_page(&state, StatusCode::OK, &page).into_response()
+        }
+        (Err(error), Ok(mut page)) => refused_or_again(error, |status, errors| {
+            page.errors = errors;
+            render_page(&state, status, &page)
+        }),
+    }
+}
+
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    Path((agency, client)): ClientPath,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let rotated = async {
+        let access = viewer.access(&state, agency).await?;
+        let issued =
+            clients::rotate_ingress_token(&state.db, &state.vault, &state.public_url, &access, client)
+                .await?;
+        if let Some(old) = &issued.replaced {
+            // Kommo was subscribed to the old URL; move the subscription along with the token.
+            state.kommo.move_subscription(client, &old.kommo, &issued.webhook_urls.kommo).await;
+        }
+        state.ingress.tenants.forget(client);
+        Ok::<_, Error>(())
+    };
+    match rotated.await {
+        Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}"), "token-rotated"),
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((agency, client)): ClientPath,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let deleted = async {
+        let access = viewer.access(&state, agency).await?;
+        clients::delete(&state.db, &access, client).await?;
+        state.ingress.tenants.forget(client);
+        Ok::<_, Error>(())
+    };
+    match deleted.await {
+        Ok(()) => done(&format!("/app/agencies/{agency}"), "client-deleted"),
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
