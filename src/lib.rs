@@ -1,5 +1,7 @@
 //! pipepay: payments from the sales pipeline. See ARCHITECTURE.md for the map.
 
+/// Client account changes that also touch the ingress cache or Kommo, for the API and the web app.
+pub mod actions;
 /// The JSON API under /api/v1 and its OpenAPI document.
 pub mod api;
 /// Start-up: connect, migrate, bind and serve.
@@ -34,13 +36,13 @@ pub mod roles;
 pub mod shutdown;
 /// SQLite and PostgreSQL pools, migrations, queries.
 pub mod store;
-/// Logging and, later, traces and metrics.
+/// Logs, traces and metrics (OpenTelemetry), and each agency's own span export.
 pub mod telemetry;
 /// Agencies, client accounts, members, API keys, settings, audit: the shared services.
 pub mod tenants;
 /// Envelope encryption of tenant secrets.
 pub mod vault;
-/// Server-rendered pages: the OAuth landing pages, the claim page, later the agency web app.
+/// The agency web app (server-rendered pages), the OAuth landing pages, the claim page.
 pub mod web;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and start-up failures.

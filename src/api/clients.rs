@@ -109,7 +109,7 @@ async fn delete_client(
 ) -> Result<StatusCode> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    clients::delete(&state.db, &access, client).await?;
+    crate::actions::delete_client(&state, &access, client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -155,12 +155,7 @@ async fn rotate_token(
 ) -> Result<Json<TokenRotated>> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    let issued =
-        clients::rotate_ingress_token(&state.db, &state.vault, &state.public_url, &access, client).await?;
-    if let Some(old) = &issued.replaced {
-        // Kommo was subscribed to the old URL; move the subscription along with the token.
-        state.kommo.move_subscription(client, &old.kommo, &issued.webhook_urls.kommo).await;
-    }
+    let issued = crate::actions::rotate_ingress_token(&state, &access, client).await?;
     Ok(Json(TokenRotated {
         ingress_token: issued.token.expose().to_owned(),
         webhook_urls: issued.webhook_urls,
@@ -211,18 +206,5 @@ async fn put_flutterwave_keys(
 ) -> Result<Json<KeysView>> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    let urls =
-        clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client).await?;
-    let keys = flutterwave_keys::set(
-        &state.db,
-        &state.vault,
-        &state.flutterwave,
-        &urls.flutterwave,
-        &access,
-        client,
-        input,
-    )
-    .await?;
-    state.ingress.tenants.forget(client);
-    Ok(Json(keys))
+    Ok(Json(crate::actions::set_flutterwave_keys(&state, &access, client, input).await?))
 }

@@ -80,7 +80,7 @@ async fn disconnect(
 ) -> Result<StatusCode> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    connect::disconnect(&state.kommo, &access, client).await?;
+    crate::actions::disconnect_kommo(&state, &access, client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -173,9 +173,7 @@ pub async fn disconnect_kommo(
     let viewer = posted.viewer;
     let result = async {
         let access = viewer.access(&state, agency).await?;
-        connect::disconnect(&state.kommo, &access, client).await?;
-        state.ingress.tenants.forget(client);
-        Ok::<_, Error>(())
+        crate::actions::disconnect_kommo(&state, &access, client).await
     };
     match result.await {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}"), "kommo-disconnected"),
@@ -213,21 +211,7 @@ pub async fn save_keys(
     let Posted { viewer, form } = posted;
     let saved = async {
         let access = viewer.access(&state, agency).await?;
-        let urls = clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client)
-            .await?;
-        let keys = flutterwave_keys::set(
-            &state.db,
-            &state.vault,
-            &state.flutterwave,
-            &urls.flutterwave,
-            &access,
-            client,
-            form.input(),
-        )
-        .await?;
-        // The ingress caches the webhook hash; the new one applies from the next webhook.
-        state.ingress.tenants.forget(client);
-        Ok::<_, Error>(keys)
+        crate::actions::set_flutterwave_keys(&state, &access, client, form.input()).await
     };
     let saved = saved.await;
     let page = overview(&state, &viewer, agency, client, None).await;
@@ -254,15 +238,7 @@ pub async fn rotate_token(
     let viewer = posted.viewer;
     let rotated = async {
         let access = viewer.access(&state, agency).await?;
-        let issued =
-            clients::rotate_ingress_token(&state.db, &state.vault, &state.public_url, &access, client)
-                .await?;
-        if let Some(old) = &issued.replaced {
-            // Kommo was subscribed to the old URL; move the subscription along with the token.
-            state.kommo.move_subscription(client, &old.kommo, &issued.webhook_urls.kommo).await;
-        }
-        state.ingress.tenants.forget(client);
-        Ok::<_, Error>(())
+        crate::actions::rotate_ingress_token(&state, &access, client).await.map(drop)
     };
     match rotated.await {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}"), "token-rotated"),
@@ -278,9 +254,7 @@ pub async fn delete(
     let viewer = posted.viewer;
     let deleted = async {
         let access = viewer.access(&state, agency).await?;
-        clients::delete(&state.db, &access, client).await?;
-        state.ingress.tenants.forget(client);
-        Ok::<_, Error>(())
+        crate::actions::delete_client(&state, &access, client).await
     };
     match deleted.await {
         Ok(()) => done(&format!("/app/agencies/{agency}"), "client-deleted"),

@@ -59,7 +59,7 @@ fn broken_rules(path: &str, page: &Page, csrf: Option<&str>) -> Vec<String> {
     for form in page.html.select(&select("form")) {
         let method = form.value().attr("method").unwrap_or("get").to_lowercase();
         let action = form.value().attr("action").unwrap_or("");
-        if !(action.starts_with('/') && !action.starts_with("//")) {
+        if !action.starts_with('/') || action.starts_with("//") {
             fail(format!("form posts to another origin or nowhere: {action:?}"));
         }
         if method == "post"

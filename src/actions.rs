@@ -1,0 +1,63 @@
+//! Changes to a client account that reach past its own rows: the ingress cache of this process,
+//! and Kommo's webhook subscription. The JSON API and the web app both make them through here,
+//! so neither can forget a step.
+
+use crate::auth::Access;
+use crate::error::Result;
+use crate::http::AppState;
+use crate::ids::ClientId;
+use crate::kommo::connect;
+use crate::tenants::clients::{self, IssuedToken};
+use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
+
+/// A new ingress token; Kommo's subscription moves to the new URL. (The old token stops at
+/// once whatever the cache says: ingress checks the token in the transaction that stores.)
+pub async fn rotate_ingress_token(
+    state: &AppState,
+    access: &Access,
+    client: ClientId,
+) -> Result<IssuedToken> {
+    let issued =
+        clients::rotate_ingress_token(&state.db, &state.vault, &state.public_url, access, client).await?;
+    if let Some(old) = &issued.replaced {
+        state.kommo.move_subscription(client, &old.kommo, &issued.webhook_urls.kommo).await;
+    }
+    state.ingress.tenants.forget(client);
+    Ok(issued)
+}
+
+/// Checks and saves the Flutterwave keys; the ingress uses the new webhook hash from the next
+/// webhook on.
+pub async fn set_flutterwave_keys(
+    state: &AppState,
+    access: &Access,
+    client: ClientId,
+    input: KeysInput,
+) -> Result<KeysView> {
+    let urls =
+        clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, access, client).await?;
+    let keys = flutterwave_keys::set(
+        &state.db,
+        &state.vault,
+        &state.flutterwave,
+        &urls.flutterwave,
+        access,
+        client,
+        input,
+    )
+    .await?;
+    state.ingress.tenants.forget(client);
+    Ok(keys)
+}
+
+pub async fn disconnect_kommo(state: &AppState, access: &Access, client: ClientId) -> Result<()> {
+    connect::disconnect(&state.kommo, access, client).await?;
+    state.ingress.tenants.forget(client);
+    Ok(())
+}
+
+pub async fn delete_client(state: &AppState, access: &Access, client: ClientId) -> Result<()> {
+    clients::delete(&state.db, access, client).await?;
+    state.ingress.tenants.forget(client);
+    Ok(())
+}
