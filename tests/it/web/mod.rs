@@ -2,6 +2,7 @@
 //! without JavaScript would (forms, redirects, cookies); `browser` drives a real Chromium.
 
 mod account;
+mod people;
 
 use reqwest::Response;
 use scraper::{Html, Selector};
