@@ -5,6 +5,7 @@ mod account;
 mod browser;
 mod client;
 mod pages;
+mod people;
 mod story;
 
 use reqwest::Response;

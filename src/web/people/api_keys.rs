@@ -1,0 +1,165 @@
+//! The agency's API keys for automation. Only people with the admin role create or revoke them
+//! (the service decides); the key itself exists only in the response that created it.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{Empty, ShownOnce, parse_role, row_failure, when};
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::ids::{AgencyId, ApiKeyId};
+use crate::roles::Role;
+use crate::tenants::api_keys;
+use crate::web::session::{Posted, Viewer};
+use crate::web::view::{Chrome, Done, FormErrors, again, done, page as render};
+use crate::web::{Page, error_page};
+
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub role: &'static str,
+    /// The key's first characters, so people can tell which key a script uses.
+    pub prefix: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "people_api_keys.html")]
+struct KeysPage {
+    chrome: Chrome,
+    keys: Vec<KeyRow>,
+    roles: [&'static str; 2],
+    name: String,
+    role: String,
+    errors: FormErrors,
+    action_error: Option<String>,
+    once: Option<ShownOnce>,
+}
+
+async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<&str>) -> Result<KeysPage> {
+    let access = viewer.access(state, agency).await?;
+    let chrome = Chrome::new(state, viewer, Some(agency), "api-keys").await?.with_notice(done);
+    let keys = api_keys::list(&state.db, &access)
+        .await?
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id.to_string(),
+            name: k.name,
+            role: k.role.as_str(),
+            prefix: k.prefix,
+            created: when(&k.created_at),
+            last_used: k.last_used_at.as_deref().map_or_else(|| "Never".to_owned(), when),
+            revoked: k.revoked_at.as_deref().map(when),
+        })
+        .collect();
+    Ok(KeysPage {
+        chrome,
+        keys,
+        roles: [Role::Member.as_str(), Role::Admin.as_str()],
+        name: String::new(),
+        role: Role::Member.as_str().to_owned(),
+        errors: FormErrors::none(),
+        action_error: None,
+        once: None,
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(agency): Path<AgencyId>,
+    Query(done): Query<Done>,
+) -> Response {
+    render(
+        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
+    )
+}
+
+async fn refused(
+    state: &AppState,
+    viewer: &Viewer,
+    agency: AgencyId,
+    error: Error,
+    fill: impl FnOnce(&mut KeysPage, FormErrors),
+) -> Response {
+    match view(state, viewer, agency, None).await {
+        Ok(mut page) => again(error, |status, errors| {
+            fill(&mut page, errors);
+            Page::render(status, &page)
+        }),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewKey {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// Answers with the page itself: only a hash of the key is stored, so this response is the one
+/// chance to copy it.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(agency): Path<AgencyId>,
+    posted: Posted<NewKey>,
+) -> Response {
+    let Posted { viewer, form } = posted;
+    let created = async {
+        let access = viewer.access(&state, agency).await?;
+        let role = parse_role("role", &form.role)?;
+        api_keys::create(&state.db, &access, &form.name, role).await
+    };
+    match created.await {
+        Ok((key, secret)) => render(view(&state, &viewer, agency, None).await.map(|mut p| {
+            p.once = Some(ShownOnce {
+                id: "new-api-key",
+                label: "New API key",
+                value: secret.expose().to_owned(),
+                advice: format!(
+                    "The key \u{201c}{}\u{201d} ({} role) is ready. Copy it now into your automation's secret \
+                     store: pipepay keeps only a fingerprint of it and will not show it again. Send it as \
+                     Authorization: Bearer followed by the key.",
+                    key.name, key.role
+                ),
+            });
+            Page::render(StatusCode::OK, &p)
+        })),
+        Err(error) => {
+            refused(&state, &viewer, agency, error, |page, errors| {
+                page.name = form.name;
+                page.role = form.role;
+                page.errors = errors;
+            })
+            .await
+        }
+    }
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path((agency, key)): Path<(AgencyId, ApiKeyId)>,
+    posted: Posted<Empty>,
+) -> Response {
+    let viewer = posted.viewer;
+    let revoked = async {
+        let access = viewer.access(&state, agency).await?;
+        api_keys::revoke(&state.db, &access, key).await
+    };
+    match revoked.await {
+        Ok(()) => done(&format!("/app/agencies/{agency}/api-keys"), "key-revoked"),
+        Err(error) => {
+            refused(&state, &viewer, agency, error, |page, errors| {
+                page.action_error = row_failure(errors, &[]).summary;
+            })
+            .await
+        }
+    }
+}

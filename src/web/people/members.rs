@@ -1,0 +1,236 @@
+//! Members, their roles, and invitations. Only owners change any of it (the service says so);
+//! everyone else reads.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::{Empty, ShownOnce, parse_role, row_failure, when};
+use crate::error::Result;
+use crate::http::AppState;
+use crate::ids::{AgencyId, InvitationId, UserId};
+use crate::roles::Role;
+use crate::tenants::members;
+use crate::web::session::{Posted, Viewer};
+use crate::web::view::{Chrome, Done, FormErrors, again, done, page as render};
+use crate::web::{Page, error_page};
+
+pub struct MemberRow {
+    pub id: String,
+    pub email: String,
+    pub role: &'static str,
+    pub joined: String,
+    pub is_me: bool,
+}
+
+pub struct InvitationRow {
+    pub id: String,
+    pub email: String,
+    pub role: &'static str,
+    pub expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "people_members.html")]
+struct MembersPage {
+    chrome: Chrome,
+    /// Owners manage members and invitations.
+    is_owner: bool,
+    members: Vec<MemberRow>,
+    invitations: Vec<InvitationRow>,
+    roles: [&'static str; 3],
+    /// The invite form's input.
+    email: String,
+    role: String,
+    errors: FormErrors,
+    /// Why a change from a table row (role, removal, revocation) was refused.
+    action_error: Option<String>,
+    once: Option<ShownOnce>,
+}
+
+async fn view(
+    state: &AppState,
+    viewer: &Viewer,
+    agency: AgencyId,
+    done: Option<&str>,
+) -> Result<MembersPage> {
+    let access = viewer.access(state, agency).await?;
+    let chrome = Chrome::new(state, viewer, Some(agency), "members").await?.with_notice(done);
+    let members = members::list(&state.db, &access)
+        .await?
+        .into_iter()
+        .map(|m| MemberRow {
+            id: m.user_id.to_string(),
+            email: m.email,
+            role: m.role.as_str(),
+            joined: when(&m.joined_at),
+            is_me: m.user_id == viewer.user,
+        })
+        .collect();
+    let invitations = members::pending(&state.db, &access)
+        .await?
+        .into_iter()
+        .map(|i| InvitationRow {
+            id: i.id.to_string(),
+            email: i.email,
+            role: i.role.as_str(),
+            expires: when(&i.expires_at),
+        })
+        .collect();
+    Ok(MembersPage {
+        chrome,
+        is_owner: access.role == Role::Owner,
+        members,
+        invitations,
+        roles: [Role::Member.as_str(), Role::Admin.as_str(), Role::Owner.as_str()],
+        email: String::new(),
+        role: Role::Member.as_str().to_owned(),
+        errors: FormErrors::none(),
+        action_error: None,
+        once: None,
+    })
+}
+
+fn path(agency: AgencyId) -> String {
+    format!("/app/agencies/{agency}/members")
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(agency): Path<AgencyId>,
+    Query(done): Query<Done>,
+) -> Response {
+    render(
+        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
+    )
+}
+
+/// The members page again after a refused change, with `fill` placing the errors.
+async fn refused(
+    state: &AppState,
+    viewer: &Viewer,
+    agency: AgencyId,
+    error: crate::error::Error,
+    fill: impl FnOnce(&mut MembersPage, FormErrors),
+) -> Response {
+    match view(state, viewer, agency, None).await {
+        Ok(mut page) => again(error, |status, errors| {
+            fill(&mut page, errors);
+            Page::render(status, &page)
+        }),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
+/// A row action's failure goes to the page's alert.
+fn row_error(fields: &'static [&'static str]) -> impl FnOnce(&mut MembersPage, FormErrors) {
+    move |page, errors| page.action_error = row_failure(errors, fields).summary
+}
+
+#[derive(Deserialize)]
+pub struct InviteForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// Answers with the page itself rather than a redirect: the accept link exists only in this
+/// response (the database keeps its hash), so it is shown here, once.
+pub async fn invite(
+    State(state): State<AppState>,
+    Path(agency): Path<AgencyId>,
+    posted: Posted<InviteForm>,
+) -> Response {
+    let Posted { viewer, form } = posted;
+    let invited = async {
+        let access = viewer.access(&state, agency).await?;
+        let role = parse_role("role", &form.role)?;
+        members::invite(&state.db, &state.public_url, &access, &form.email, role).await
+    };
+    match invited.await {
+        Ok((invitation, _token, link)) => render(view(&state, &viewer, agency, Some("invited")).await.map(|mut p| {
+            p.once = Some(ShownOnce {
+                id: "invitation-link",
+                label: "Invitation link",
+                value: link,
+                advice: format!(
+                    "Send this link to {} yourself, privately: whoever opens it can join as {}. It works once, \
+                     expires on {}, and is not shown again.",
+                    invitation.email,
+                    invitation.role,
+                    when(&invitation.expires_at)
+                ),
+            });
+            Page::render(StatusCode::OK, &p)
+        })),
+        Err(error) => {
+            refused(&state, &viewer, agency, error, |page, errors| {
+                page.email = form.email;
+                page.role = form.role;
+                page.errors = errors;
+            })
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RoleForm {
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn set_role(
+    State(state): State<AppState>,
+    Path((agency, user)): Path<(AgencyId, UserId)>,
+    posted: Posted<RoleForm>,
+) -> Response {
+    let Posted { viewer, form } = posted;
+    let changed = async {
+        let access = viewer.access(&state, agency).await?;
+        let role = parse_role("role", &form.role)?;
+        members::set_role(&state.db, &access, user, role).await
+    };
+    match changed.await {
+        Ok(_) => done(&path(agency), "member-updated"),
+        Err(error) => refused(&state, &viewer, agency, error, row_error(&["role"])).await,
+    }
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path((agency, user)): Path<(AgencyId, UserId)>,
+    posted: Posted<Empty>,
+) -> Response {
+    let viewer = posted.viewer;
+    let removed = async {
+        let access = viewer.access(&state, agency).await?;
+        members::remove(&state.db, &access, user).await
+    };
+    match removed.await {
+        // Someone who left has no page in this agency any more.
+        Ok(()) if user == viewer.user => Redirect::to("/app").into_response(),
+        Ok(()) => done(&path(agency), "member-removed"),
+        Err(error) => refused(&state, &viewer, agency, error, row_error(&["user_id"])).await,
+    }
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path((agency, invitation)): Path<(AgencyId, InvitationId)>,
+    posted: Posted<Empty>,
+) -> Response {
+    let viewer = posted.viewer;
+    let revoked = async {
+        let access = viewer.access(&state, agency).await?;
+        members::revoke(&state.db, &access, invitation).await
+    };
+    match revoked.await {
+        Ok(()) => done(&path(agency), "invitation-revoked"),
+        Err(error) => refused(&state, &viewer, agency, error, row_error(&[])).await,
+    }
+}
