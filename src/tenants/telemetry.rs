@@ -66,6 +66,12 @@ fn check_endpoint(checks: &mut Checks, endpoint: &str, allow_private: bool) {
         checks.check(!private, "endpoint", "must be a public host");
     }
     checks.check(url.query().is_none() && url.fragment().is_none(), "endpoint", "must not carry a query");
+    // Credentials belong in the sealed headers; in the URL they would be shown and audited.
+    checks.check(
+        url.username().is_empty() && url.password().is_none(),
+        "endpoint",
+        "must not carry a user name or password; put credentials in the headers",
+    );
     checks.check(endpoint.len() <= 2048, "endpoint", "is too long");
 }
 
@@ -205,6 +211,12 @@ mod tests {
         let mut checks = Checks::new();
         check_endpoint(&mut checks, endpoint, allow_private);
         checks.finish().is_err()
+    }
+
+    #[test]
+    fn credentials_go_in_headers_not_in_the_endpoint() {
+        assert!(refused("https://user:secret@otlp.example.com", false));
+        assert!(refused("https://token@otlp.example.com", false));
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{INVOICE, NEW, SALES, SECRET, eventually};
+use super::{INVOICE, SECRET, eventually};
 use crate::fakes::flutterwave::FakeFlutterwave;
-use crate::fakes::kommo::{AccountSpec, FakeKommo, Fault, LeadSpec};
+use crate::fakes::kommo::{FakeKommo, Fault};
 use crate::kommo::{ACME, CLIENT_ID, CLIENT_SECRET};
 use crate::support::process::Running;
 use crate::support::{Agent, Engine, TestDb};
@@ -41,13 +41,7 @@ async fn crash_between_link_and_note(engine: Engine) {
     let first = Running::start_at(dir.path(), &env, &listen);
 
     kommo.register_integration(CLIENT_ID, CLIENT_SECRET, &first.url("/oauth/kommo/callback"));
-    kommo.add_account(AccountSpec {
-        id: ACME,
-        subdomain: "acme".into(),
-        host: "acme.kommo.com".into(),
-        currency: "KES".into(),
-    });
-    kommo.add_pipeline(ACME, SALES, "Sales", &[NEW, INVOICE]);
+    super::open_acme(&kommo);
     let mut owner = Agent::new(first.url(""));
     let me = owner
         .expect(Method::POST, "/api/v1/auth/signup", Some(json!({"email": "crash@agency.ke", "password": crate::support::agent::PASSWORD, "agency_name": "Crash"})), 201)
@@ -66,19 +60,7 @@ async fn crash_between_link_and_note(engine: Engine) {
     super::wire(&owner, &agency, &client, &kommo, &flw).await;
 
     kommo.add_contact(ACME, 70, "Achieng", Some("achieng@example.co.ke"), None);
-    kommo.add_lead(
-        ACME,
-        LeadSpec {
-            id: 7,
-            name: "Crash order".into(),
-            price: 450,
-            price_with_minor_units: None,
-            pipeline_id: SALES,
-            status_id: NEW,
-            contact_ids: vec![70],
-            custom_fields_values: None,
-        },
-    );
+    kommo.add_lead(ACME, super::sale(7, "Crash order", 450, 70));
     assert_eq!(kommo.move_lead(ACME, 7, INVOICE).await, [200]);
 
     // The moment Flutterwave has created the link, Kommo stops answering: the note is in

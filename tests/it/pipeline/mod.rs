@@ -53,13 +53,7 @@ impl Shop {
         }
         let app = app_with_kommo(engine, &kommo, &args).await;
         let flw = app.flw.clone();
-        kommo.add_account(AccountSpec {
-            id: ACME,
-            subdomain: "acme".into(),
-            host: "acme.kommo.com".into(),
-            currency: "KES".into(),
-        });
-        kommo.add_pipeline(ACME, SALES, "Sales", &[NEW, INVOICE]);
+        open_acme(&kommo);
         let owner = app.sign_up("shop@agency.co.ke", "Shop Agency").await;
         let (client, _) = app.add_client(&owner.agent, &owner.agency, "Acme Kenya").await;
         let (kommo_hook, flw_hook) = wire(&owner.agent, &owner.agency, &client, &kommo, &flw).await;
@@ -111,6 +105,31 @@ impl Shop {
 
     pub fn stage(&self, lead: i64) -> i64 {
         self.kommo.lead(ACME, lead).unwrap()["status_id"].as_i64().unwrap()
+    }
+}
+
+/// The ACME Kommo account (KES) with its Sales pipeline: New, then Invoice.
+pub fn open_acme(kommo: &FakeKommo) {
+    kommo.add_account(AccountSpec {
+        id: ACME,
+        subdomain: "acme".into(),
+        host: "acme.kommo.com".into(),
+        currency: "KES".into(),
+    });
+    kommo.add_pipeline(ACME, SALES, "Sales", &[NEW, INVOICE]);
+}
+
+/// A deal in the first stage of Sales, in whole currency units, for one contact.
+pub fn sale(id: i64, name: &str, price: i64, contact: i64) -> LeadSpec {
+    LeadSpec {
+        id,
+        name: name.into(),
+        price,
+        price_with_minor_units: None,
+        pipeline_id: SALES,
+        status_id: NEW,
+        contact_ids: vec![contact],
+        custom_fields_values: None,
     }
 }
 

@@ -160,15 +160,6 @@ impl Browser {
         found.unwrap_or_else(|e| panic!("no button or link {label:?}: {e}")).click().await.unwrap();
     }
 
-    /// Picks the `<option>` with this visible text in a `<select>`.
-    pub async fn choose(&self, css: &str, option: &str) {
-        self.find(css)
-            .await
-            .select_by_label(option)
-            .await
-            .unwrap_or_else(|e| panic!("{css}: no option {option:?}: {e}"));
-    }
-
     pub async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.unwrap()
     }
@@ -180,9 +171,18 @@ impl Browser {
 
     /// Waits until the page's text contains `what` (reloading, as a person would, if asked).
     pub async fn wait_for_text(&self, what: &str, reload: bool) {
+        self.wait_for_text_in("body", what, reload).await;
+    }
+
+    /// Waits until the element matching `css` (present once the page is) contains `what`.
+    pub async fn wait_for_text_in(&self, css: &str, what: &str, reload: bool) {
         let started = Instant::now();
         loop {
-            if self.page_text().await.contains(what) {
+            let found = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await.unwrap_or_default().contains(what),
+                Err(_) => false,
+            };
+            if found {
                 return;
             }
             assert!(started.elapsed() < WAIT, "{what:?} never appeared on {}", self.url().await);

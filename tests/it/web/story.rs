@@ -4,9 +4,9 @@
 //! the deal is won. A second agency cannot reach any of it.
 
 use crate::fakes::flutterwave::{Shape, Signature};
-use crate::fakes::kommo::{AccountSpec, FakeKommo, LeadSpec};
+use crate::fakes::kommo::FakeKommo;
 use crate::kommo::{ACME, app_with_kommo};
-use crate::pipeline::{HASH, INVOICE, NEW, SALES, SECRET};
+use crate::pipeline::{HASH, INVOICE, SALES, SECRET};
 use crate::support::Engine;
 use crate::support::agent::PASSWORD;
 
@@ -29,13 +29,7 @@ async fn sign_up(browser: &Browser, base: &str, agency: &str, email: &str) {
 async fn an_agency_takes_its_first_payment_in_the_browser() {
     let kommo = FakeKommo::start().await;
     let app = app_with_kommo(Engine::Sqlite, &kommo, &["--job-retry-base", "200"]).await;
-    kommo.add_account(AccountSpec {
-        id: ACME,
-        subdomain: "acme".into(),
-        host: "acme.kommo.com".into(),
-        currency: "KES".into(),
-    });
-    kommo.add_pipeline(ACME, SALES, "Sales", &[NEW, INVOICE]);
+    crate::pipeline::open_acme(&kommo);
     app.flutterwave_merchant(SECRET, HASH);
     let base = app.url("");
     let (app_ref, kommo_ref) = (&app, &kommo);
@@ -65,45 +59,38 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
         // Paste the Flutterwave keys; they are checked with Flutterwave and shown masked.
         browser.fill("#secret_key", SECRET).await;
         browser.fill("#webhook_hash", HASH).await;
-        browser.press("Save keys").await;
+        browser.press("Check and save keys").await;
         browser.wait_for_text("Test keys", false).await;
         assert!(!browser.client.source().await.unwrap().contains(SECRET), "the key is never shown again");
 
         // Where Flutterwave must send webhooks: the fake's checkout delivers to it.
-        let flw_hook = browser.find("#webhook-flutterwave").await.prop("value").await.unwrap().unwrap();
+        let flw_hook = browser.find("#flutterwave-url").await.prop("value").await.unwrap().unwrap();
         app.flw.set_webhook_target(SECRET, &flw_hook, Shape::V3, Signature::VerifHash);
 
         // Pick the stage that sends the link.
         browser.goto(&format!("{client_page}/settings")).await;
-        browser.choose("#trigger_stage", &format!("Sales: stage {INVOICE}")).await;
+        browser
+            .find("[id='trigger.stage_ids']")
+            .await
+            .select_by_value(&format!("{SALES}:{INVOICE}"))
+            .await
+            .unwrap();
         browser.press("Save settings").await;
         browser.wait_for_text("Settings saved.", false).await;
 
         // A salesperson moves a deal; the link appears in the activity.
         kommo.add_contact(ACME, 901, "Amani Otieno", Some("amani@example.co.ke"), Some("+254700000009"));
-        kommo.add_lead(
-            ACME,
-            LeadSpec {
-                id: 90,
-                name: "Solar kit".into(),
-                price: 15000,
-                price_with_minor_units: None,
-                pipeline_id: SALES,
-                status_id: NEW,
-                contact_ids: vec![901],
-                custom_fields_values: None,
-            },
-        );
+        kommo.add_lead(ACME, crate::pipeline::sale(90, "Solar kit", 15000, 901));
         assert_eq!(kommo.move_lead(ACME, 90, INVOICE).await, [200]);
         browser.goto(&format!("{client_page}/activity")).await;
-        browser.wait_for_text("link_created", true).await;
+        browser.wait_for_text_in("table.activity", "link_created", true).await;
 
         // The customer pays on the hosted checkout; the deal is won.
         let link = app.flw.created(SECRET)[0].link.clone();
         browser.goto(&link).await;
         browser.press("Pay").await;
         browser.goto(&format!("{client_page}/activity")).await;
-        browser.wait_for_text("deal_closed", true).await;
+        browser.wait_for_text_in("table.activity", "deal_closed", true).await;
         assert_eq!(kommo.lead(ACME, 90).unwrap()["status_id"], 142);
 
         // Another agency, in the same browser after logging out, reaches none of it.
