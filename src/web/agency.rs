@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::session::{Posted, Viewer};
-use super::view::{Chrome, Done, FormErrors, again, done, page};
+use super::view::{Chrome, Done, FormErrors, done, page, refused, when};
 use super::{Page, error_page};
 use crate::error::Result;
 use crate::flutterwave::keys::Mode;
@@ -71,12 +71,6 @@ pub fn flutterwave_label(mode: Option<Mode>) -> (&'static str, &'static str) {
         Some(Mode::Test) => ("Test keys", "warn"),
         Some(Mode::Live) => ("Live keys", "good"),
     }
-}
-
-/// A time as people read it, in UTC.
-pub fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
 }
 
 fn row(client: overview::ClientHealth) -> HealthRow {
@@ -158,13 +152,8 @@ async fn create_client(
     match created.await {
         Ok((client, _)) => done(&format!("/app/agencies/{agency}/clients/{}", client.id), "client-created"),
         Err(error) => {
-            match home_page(&state, &viewer, agency, None, form.name.clone(), FormErrors::none()).await {
-                Ok(mut home) => again(error, |status, errors| {
-                    home.errors = errors;
-                    Page::render(status, &home)
-                }),
-                Err(error) => error_page(error).into_response(),
-            }
+            let home = home_page(&state, &viewer, agency, None, form.name.clone(), FormErrors::none());
+            refused(home, error, |home, errors| home.errors = errors).await
         }
     }
 }

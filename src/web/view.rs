@@ -189,10 +189,37 @@ pub fn again(error: Error, form: impl FnOnce(StatusCode, FormErrors) -> Page) ->
     }
 }
 
+/// The page again after a refused change: `view` rebuilds it as it is now, `fill` puts the
+/// errors (and any input worth keeping) on it.
+pub async fn refused<T: askama::Template>(
+    view: impl std::future::Future<Output = Result<T>>,
+    error: Error,
+    fill: impl FnOnce(&mut T, FormErrors),
+) -> Response {
+    match view.await {
+        Ok(mut page) => again(error, |status, errors| {
+            fill(&mut page, errors);
+            Page::render(status, &page)
+        }),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
 /// Renders a page's result: the page, or the error page.
 pub fn page(result: Result<Page>) -> Response {
     match result {
         Ok(page) => page.into_response(),
         Err(error) => error_page(error).into_response(),
     }
+}
+
+/// A stored time (ms) as people read it, in UTC.
+pub fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+/// An RFC 3339 time from a service view, as people read it.
+pub fn when_rfc3339(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at).map_or_else(|_| at.to_owned(), |t| when(t.timestamp_millis()))
 }

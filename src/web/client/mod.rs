@@ -96,12 +96,4 @@ pub fn refused_or_again(error: Error, form: impl FnOnce(StatusCode, FormErrors) 
     again(error, form)
 }
 
-/// A stored time (ms) as people read it, in UTC.
-pub fn when(ms: i64) -> String {
-    super::agency::when(ms)
-}
-
-/// An RFC 3339 time from a service view, as people read it.
-pub fn when_rfc3339(at: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(at).map_or_else(|_| at.to_owned(), |t| when(t.timestamp_millis()))
-}
+pub use super::view::{when, when_rfc3339};

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::{Empty, ShownOnce, parse_role, row_failure, when};
@@ -13,9 +13,9 @@ use crate::http::AppState;
 use crate::ids::{AgencyId, ApiKeyId};
 use crate::roles::Role;
 use crate::tenants::api_keys;
+use crate::web::Page;
 use crate::web::session::{Posted, Viewer};
-use crate::web::view::{Chrome, Done, FormErrors, again, done, page as render};
-use crate::web::{Page, error_page};
+use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct KeyRow {
     pub id: String,
@@ -87,13 +87,7 @@ async fn refused(
     error: Error,
     fill: impl FnOnce(&mut KeysPage, FormErrors),
 ) -> Response {
-    match view(state, viewer, agency, None).await {
-        Ok(mut page) => again(error, |status, errors| {
-            fill(&mut page, errors);
-            Page::render(status, &page)
-        }),
-        Err(error) => error_page(error).into_response(),
-    }
+    refused_page(view(state, viewer, agency, None), error, fill).await
 }
 
 #[derive(Deserialize)]

@@ -13,9 +13,9 @@ use crate::http::AppState;
 use crate::ids::{AgencyId, InvitationId, UserId};
 use crate::roles::Role;
 use crate::tenants::members;
+use crate::web::Page;
 use crate::web::session::{Posted, Viewer};
-use crate::web::view::{Chrome, Done, FormErrors, again, done, page as render};
-use crate::web::{Page, error_page};
+use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct MemberRow {
     pub id: String,
@@ -116,13 +116,7 @@ async fn refused(
     error: crate::error::Error,
     fill: impl FnOnce(&mut MembersPage, FormErrors),
 ) -> Response {
-    match view(state, viewer, agency, None).await {
-        Ok(mut page) => again(error, |status, errors| {
-            fill(&mut page, errors);
-            Page::render(status, &page)
-        }),
-        Err(error) => error_page(error).into_response(),
-    }
+    refused_page(view(state, viewer, agency, None), error, fill).await
 }
 
 /// A row action's failure goes to the page's alert.

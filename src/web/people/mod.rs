@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::view::FormErrors;
+use super::view::when_rfc3339 as when;
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::roles::Role;
@@ -48,13 +49,6 @@ pub struct ShownOnce {
 /// A role picked in a form; an unknown one is a field error rather than an unreadable form.
 fn parse_role(field: &str, role: &str) -> Result<Role> {
     role.parse().map_err(|_| Error::invalid(field, "choose one of the roles offered"))
-}
-
-/// A service timestamp (RFC 3339) as people read it, in UTC.
-fn when(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| super::agency::when(t.timestamp_millis()))
-        .unwrap_or_else(|_| rfc3339.to_owned())
 }
 
 /// A failed row action (a button in a table) has no field next to it: its message goes to the

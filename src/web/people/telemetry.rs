@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::{Empty, when};
@@ -14,9 +14,9 @@ use crate::error::{Error, FieldError, Result};
 use crate::http::AppState;
 use crate::ids::AgencyId;
 use crate::tenants::telemetry::{self, TelemetryInput};
+use crate::web::Page;
 use crate::web::session::{Posted, Viewer};
-use crate::web::view::{Chrome, Done, FormErrors, again, done, page as render};
-use crate::web::{Page, error_page};
+use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct Current {
     pub endpoint: String,
@@ -100,17 +100,14 @@ async fn refused(
     error: Error,
     endpoint: Option<String>,
 ) -> Response {
-    match view(state, viewer, agency, None).await {
-        Ok(mut page) => again(error, |status, errors| {
-            if let Some(endpoint) = endpoint {
-                page.endpoint = endpoint;
-                page.headers_cleared = true;
-            }
-            page.errors = errors;
-            Page::render(status, &page)
-        }),
-        Err(error) => error_page(error).into_response(),
-    }
+    refused_page(view(state, viewer, agency, None), error, |page, errors| {
+        if let Some(endpoint) = endpoint {
+            page.endpoint = endpoint;
+            page.headers_cleared = true;
+        }
+        page.errors = errors;
+    })
+    .await
 }
 
 #[derive(Deserialize)]
