@@ -101,7 +101,7 @@ where
     let _ = client.close().await;
 }
 
-/// Saves what the browser shows under `target/browser-failures/` and prints it.
+/// Saves what the browser shows under `$CARGO_TARGET_DIR/tmp/browser-failures/` and prints it.
 async fn leave_screenshot(client: &Client, name: &str) {
     let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
     match client.screenshot().await {
@@ -167,6 +167,20 @@ impl Browser {
     /// The whole page's visible text.
     pub async fn page_text(&self) -> String {
         self.text("body").await
+    }
+
+    /// Waits until the browser has arrived at `path`. A click on a form's button may return
+    /// before the navigation it starts has finished; going elsewhere before then races it.
+    pub async fn wait_for_path(&self, path: &str) {
+        let started = Instant::now();
+        loop {
+            let url = self.url().await;
+            if url::Url::parse(&url).is_ok_and(|u| u.path() == path) {
+                return;
+            }
+            assert!(started.elapsed() < WAIT, "never arrived at {path}; still on {url}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the page's text contains `what` (reloading, as a person would, if asked).

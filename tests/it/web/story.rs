@@ -89,12 +89,14 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
         let link = app.flw.created(SECRET)[0].link.clone();
         browser.goto(&link).await;
         browser.press("Pay").await;
+        browser.wait_for_text("Payment successful", false).await;
         browser.goto(&format!("{client_page}/activity")).await;
         browser.wait_for_text_in("table.activity", "deal_closed", true).await;
         assert_eq!(kommo.lead(ACME, 90).unwrap()["status_id"], 142);
 
         // Another agency, in the same browser after logging out, reaches none of it.
         browser.press("Log out").await;
+        browser.wait_for_path("/login").await;
         sign_up(&browser, &base, "Rival Agency", "owner@rival.example").await;
         for page in
             [client_page.clone(), format!("{client_page}/settings"), format!("{client_page}/activity")]
