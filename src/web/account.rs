@@ -1,7 +1,7 @@
 //! Being someone: sign up, log in, log out, join an agency by invitation, change password.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -9,7 +9,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::session::{Posted, PublicForm, Viewer, safe_next};
+use super::session::{PagePath, Posted, PublicForm, Viewer, safe_next};
 use super::view::{Chrome, Done, Failure, FormErrors, again, page};
 use super::{Page, error_page};
 use crate::api::extract::ClientIp;
@@ -176,7 +176,7 @@ async fn join_page(
     State(state): State<AppState>,
     FormPrincipal(principal): FormPrincipal,
     csrf: Option<Extension<SessionCsrf>>,
-    Path(token): Path<String>,
+    PagePath(token): PagePath<String>,
 ) -> Response {
     let csrf = csrf.map(|Extension(SessionCsrf(c))| c);
     page(
@@ -197,7 +197,7 @@ async fn join(
     ClientIp(ip): ClientIp,
     FormPrincipal(principal): FormPrincipal,
     csrf: Option<Extension<SessionCsrf>>,
-    Path(token): Path<String>,
+    PagePath(token): PagePath<String>,
     PublicForm(form): PublicForm<JoinForm>,
 ) -> Response {
     let csrf = csrf.map(|Extension(SessionCsrf(c))| c);

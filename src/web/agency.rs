@@ -2,13 +2,13 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::{Posted, Viewer};
+use super::session::{PagePath, Posted, Viewer};
 use super::view::{Chrome, Done, FormErrors, done, page, refused, when};
 use super::{Page, error_page};
 use crate::error::Result;
@@ -123,7 +123,7 @@ async fn home_page(
 async fn home(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     Query(done): Query<Done>,
 ) -> Response {
     page(
@@ -141,7 +141,7 @@ struct NewClient {
 
 async fn create_client(
     State(state): State<AppState>,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     posted: Posted<NewClient>,
 ) -> Response {
     let Posted { viewer, form } = posted;

@@ -2,7 +2,7 @@
 //! pages), their agencies for the navigation, and the session's CSRF token every form carries.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -136,6 +136,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PublicForm<T> {
         serde_html_form::from_bytes(&bytes).map(PublicForm).map_err(|e| {
             error_page(Error::Malformed(format!("the form could not be read: {e}"))).into_response()
         })
+    }
+}
+
+/// The ids in a page's address. An address whose id is not an id names no page: it gets the
+/// same HTML 404 as any other unknown address, not the 400 meant for programs.
+pub struct PagePath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PagePath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PagePath(value)),
+            Err(_) => Err(error_page(Error::NotFound).into_response()),
+        }
     }
 }
 

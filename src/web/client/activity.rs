@@ -2,7 +2,7 @@
 //! and their replay, and the payments of the last 30 days as a chart.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{Days, Utc};
@@ -16,7 +16,7 @@ use crate::store::activity::Filter;
 use crate::tenants::pipeline::{self, KINDS, OUTCOMES};
 use crate::web::Page;
 use crate::web::chart::{self, Chart};
-use crate::web::session::{Posted, Viewer};
+use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, done, page as render};
 
 const PAGE: i64 = 50;
@@ -175,7 +175,7 @@ async fn activity_page(
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path((agency, client)): Path<(AgencyId, ClientId)>,
+    PagePath((agency, client)): PagePath<(AgencyId, ClientId)>,
     Query(query): Query<ActivityQuery>,
 ) -> Response {
     render(
@@ -185,7 +185,7 @@ pub async fn page(
 
 pub async fn replay(
     State(state): State<AppState>,
-    Path((agency, client, job)): Path<(AgencyId, ClientId, uuid::Uuid)>,
+    PagePath((agency, client, job)): PagePath<(AgencyId, ClientId, uuid::Uuid)>,
     posted: Posted<NoFields>,
 ) -> Response {
     let viewer = posted.viewer;

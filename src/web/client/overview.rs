@@ -3,7 +3,7 @@
 //! ingress token, deleting the account).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -19,10 +19,10 @@ use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
 use crate::vault::Secret;
 use crate::web::Page;
 use crate::web::agency::{flutterwave_label, kommo_label};
-use crate::web::session::{Posted, Viewer};
+use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
 
-type ClientPath = Path<(AgencyId, ClientId)>;
+type ClientPath = PagePath<(AgencyId, ClientId)>;
 
 /// The Kommo connection, worded for people.
 pub struct KommoStatus {
@@ -133,7 +133,7 @@ fn render_page(state: &AppState, status: StatusCode, page: &OverviewPage) -> Pag
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     Query(done): Query<Done>,
 ) -> Response {
     render(
@@ -145,7 +145,7 @@ pub async fn page(
 
 pub async fn connect_kommo(
     State(state): State<AppState>,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     posted: Posted<NoFields>,
 ) -> Response {
     let viewer = posted.viewer;
@@ -167,7 +167,7 @@ pub async fn connect_kommo(
 
 pub async fn disconnect_kommo(
     State(state): State<AppState>,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     posted: Posted<NoFields>,
 ) -> Response {
     let viewer = posted.viewer;
@@ -205,7 +205,7 @@ impl KeysForm {
 
 pub async fn save_keys(
     State(state): State<AppState>,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     posted: Posted<KeysForm>,
 ) -> Response {
     let Posted { viewer, form } = posted;
@@ -232,7 +232,7 @@ pub async fn save_keys(
 
 pub async fn rotate_token(
     State(state): State<AppState>,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     posted: Posted<NoFields>,
 ) -> Response {
     let viewer = posted.viewer;
@@ -248,7 +248,7 @@ pub async fn rotate_token(
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     posted: Posted<NoFields>,
 ) -> Response {
     let viewer = posted.viewer;

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
@@ -22,10 +22,10 @@ use crate::tenants::settings::{
     CURRENCIES, ClientSettings, KOMMO_LOST, KOMMO_WON, PAYMENT_OPTIONS, Tax, Trigger,
 };
 use crate::web::Page;
-use crate::web::session::{Posted, Viewer};
+use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
 
-type ClientPath = Path<(AgencyId, ClientId)>;
+type ClientPath = PagePath<(AgencyId, ClientId)>;
 
 /// The form exactly as typed, so a refused save shows it again unchanged. Field names are the
 /// settings document's paths, so the service's field errors land next to their fields.
@@ -422,7 +422,7 @@ fn note_label(kind: NoteKind) -> &'static str {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     Query(done): Query<Done>,
 ) -> Response {
     render(
@@ -434,7 +434,7 @@ pub async fn page(
 
 pub async fn save(
     State(state): State<AppState>,
-    Path((agency, client)): ClientPath,
+    PagePath((agency, client)): ClientPath,
     posted: Posted<SettingsForm>,
 ) -> Response {
     let Posted { viewer, form } = posted;

@@ -2,7 +2,7 @@
 //! (the service decides); the key itself exists only in the response that created it.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use crate::ids::{AgencyId, ApiKeyId};
 use crate::roles::Role;
 use crate::tenants::api_keys;
 use crate::web::Page;
-use crate::web::session::{Posted, Viewer};
+use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct KeyRow {
@@ -72,7 +72,7 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     Query(done): Query<Done>,
 ) -> Response {
     render(
@@ -102,7 +102,7 @@ pub struct NewKey {
 /// chance to copy it.
 pub async fn create(
     State(state): State<AppState>,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     posted: Posted<NewKey>,
 ) -> Response {
     let Posted { viewer, form } = posted;
@@ -139,7 +139,7 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Path((agency, key)): Path<(AgencyId, ApiKeyId)>,
+    PagePath((agency, key)): PagePath<(AgencyId, ApiKeyId)>,
     posted: Posted<Empty>,
 ) -> Response {
     let viewer = posted.viewer;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use crate::ids::{AgencyId, AuditId, ClientId};
 use crate::tenants::{audit, clients};
 use crate::vault::mask;
 use crate::web::Page;
-use crate::web::session::Viewer;
+use crate::web::session::{PagePath, Viewer};
 use crate::web::view::{Chrome, page as render};
 
 const PAGE_SIZE: u32 = 50;
@@ -67,7 +67,7 @@ fn parse_id<T: std::str::FromStr>(value: Option<&str>, invalid: Error) -> Result
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     Query(query): Query<AuditQuery>,
 ) -> Response {
     render(view(&state, &viewer, agency, query).await.map(|p| Page::render(StatusCode::OK, &p)))

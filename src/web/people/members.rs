@@ -2,7 +2,7 @@
 //! everyone else reads.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use crate::ids::{AgencyId, InvitationId, UserId};
 use crate::roles::Role;
 use crate::tenants::members;
 use crate::web::Page;
-use crate::web::session::{Posted, Viewer};
+use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct MemberRow {
@@ -100,7 +100,7 @@ fn path(agency: AgencyId) -> String {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     Query(done): Query<Done>,
 ) -> Response {
     render(
@@ -136,7 +136,7 @@ pub struct InviteForm {
 /// response (the database keeps its hash), so it is shown here, once.
 pub async fn invite(
     State(state): State<AppState>,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     posted: Posted<InviteForm>,
 ) -> Response {
     let Posted { viewer, form } = posted;
@@ -180,7 +180,7 @@ pub struct RoleForm {
 
 pub async fn set_role(
     State(state): State<AppState>,
-    Path((agency, user)): Path<(AgencyId, UserId)>,
+    PagePath((agency, user)): PagePath<(AgencyId, UserId)>,
     posted: Posted<RoleForm>,
 ) -> Response {
     let Posted { viewer, form } = posted;
@@ -197,7 +197,7 @@ pub async fn set_role(
 
 pub async fn remove(
     State(state): State<AppState>,
-    Path((agency, user)): Path<(AgencyId, UserId)>,
+    PagePath((agency, user)): PagePath<(AgencyId, UserId)>,
     posted: Posted<Empty>,
 ) -> Response {
     let viewer = posted.viewer;
@@ -215,7 +215,7 @@ pub async fn remove(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Path((agency, invitation)): Path<(AgencyId, InvitationId)>,
+    PagePath((agency, invitation)): PagePath<(AgencyId, InvitationId)>,
     posted: Posted<Empty>,
 ) -> Response {
     let viewer = posted.viewer;

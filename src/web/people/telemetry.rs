@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use crate::http::AppState;
 use crate::ids::AgencyId;
 use crate::tenants::telemetry::{self, TelemetryInput};
 use crate::web::Page;
-use crate::web::session::{Posted, Viewer};
+use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct Current {
@@ -85,7 +85,7 @@ fn path(agency: AgencyId) -> String {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     Query(done): Query<Done>,
 ) -> Response {
     render(
@@ -170,7 +170,7 @@ fn point_at_lines(error: Error, lines: &[(usize, String)]) -> Error {
 
 pub async fn save(
     State(state): State<AppState>,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     posted: Posted<TelemetryForm>,
 ) -> Response {
     let Posted { viewer, form } = posted;
@@ -191,7 +191,7 @@ pub async fn save(
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(agency): Path<AgencyId>,
+    PagePath(agency): PagePath<AgencyId>,
     posted: Posted<Empty>,
 ) -> Response {
     let viewer = posted.viewer;

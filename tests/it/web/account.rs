@@ -286,5 +286,22 @@ async fn another_agencys_pages_are_not_found(engine: Engine) {
     let posted =
         submit(&second.agent, &format!("/app/agencies/{agency}/clients"), &[("name", "Intruder")]).await;
     assert_eq!(posted.status(), 404);
+    // An address whose id is no id at all is a page that does not exist, as a page.
+    for path in [
+        "/app/agencies/not-an-id".to_owned(),
+        format!("/app/agencies/{agency}/clients/42/settings"),
+        format!("/app/agencies/{agency}/clients/42/activity"),
+    ] {
+        let page = get(&first.agent, &path).await;
+        assert_eq!(page.status, 404, "{path}");
+        assert!(page.text.starts_with("<!doctype html>"), "{path} is a page: {}", page.text);
+        assert!(page.csp.is_some_and(|csp| csp.contains("default-src 'none'")), "{path}");
+    }
+    for path in [
+        format!("/app/agencies/{agency}/clients/42/delete"),
+        format!("/app/agencies/{agency}/members/x/remove"),
+    ] {
+        assert_eq!(submit(&first.agent, &path, &[]).await.status(), 404, "{path}");
+    }
     app.stop().await;
 }
