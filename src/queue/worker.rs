@@ -66,32 +66,53 @@ async fn work<H: Handler>(
     }
 }
 
+enum Ended {
+    Finished(Outcome),
+    /// Shutdown: the job goes back to the queue.
+    Abandoned,
+    /// The lease ran out or was taken over: another worker may be running the job.
+    Lost,
+}
+
 async fn run_one<H: Handler>(queue: &Queue, handler: &H, job: &JobRow, abandon: &CancellationToken) {
-    let beat = queue.settings().lease / 3;
+    let lease = queue.settings().lease;
+    let beat = lease / 3;
+    // Until when this worker surely holds the job: past it another worker may have claimed it.
+    let mut held_until = tokio::time::Instant::now() + lease;
     let handled = handler.handle(job);
     tokio::pin!(handled);
     let outcome = loop {
         tokio::select! {
-            outcome = &mut handled => break Some(outcome),
-            () = abandon.cancelled() => break None,
+            outcome = &mut handled => break Ended::Finished(outcome),
+            () = abandon.cancelled() => break Ended::Abandoned,
             () = tokio::time::sleep(beat) => {
+                let asked = tokio::time::Instant::now();
                 match queue.heartbeat(job).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(job = %job.id, "lost the job's lease; another worker may run it"),
+                    Ok(true) => held_until = asked + lease,
+                    Ok(false) => break Ended::Lost,
                     Err(error) => tracing::warn!(job = %job.id, %error, "heartbeat failed"),
+                }
+                if tokio::time::Instant::now() >= held_until {
+                    break Ended::Lost;
                 }
             }
         }
     };
+    // Dropping the handler mid-way is a crash as far as the job is concerned, and every step
+    // is safe to crash between (each records its outcome before the next starts); running on
+    // beside the worker that now holds the job is not.
     match outcome {
-        Some(outcome) => match queue.finish(job, &outcome).await {
+        Ended::Lost => {
+            tracing::warn!(job = %job.id, "lost the job's lease; stopped it so that only one worker runs it");
+        }
+        Ended::Finished(outcome) => match queue.finish(job, &outcome).await {
             Ok(true) => tracing::debug!(job = %job.id, kind = %job.kind, ?outcome, "job finished"),
             Ok(false) => tracing::warn!(job = %job.id, "job was reclaimed meanwhile; its outcome is dropped"),
             Err(error) => {
                 tracing::error!(job = %job.id, %error, "could not record a job's outcome; it will run again")
             }
         },
-        None => {
+        Ended::Abandoned => {
             if let Err(error) = queue.release(job).await {
                 tracing::warn!(job = %job.id, %error, "could not release a job at shutdown; its lease will expire");
             }

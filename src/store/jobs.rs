@@ -125,7 +125,10 @@ pub async fn next_clients(tx: &mut Tx, now: i64, limit: i64) -> Result<Vec<Clien
 }
 
 /// Claims the client account's next job: its oldest ready job, or one whose worker's lease
-/// ran out. Bumps the attempt (the fencing token) and records the turn.
+/// ran out. Bumps the attempt (the fencing token) and records the turn. Checks again that no
+/// job of the account is running: on PostgreSQL another instance may have claimed one after
+/// `next_clients` looked and before the turn row was locked (each statement sees the latest
+/// commits, so the check here is the one that counts).
 pub async fn claim_for(
     tx: &mut Tx,
     client: ClientId,
@@ -189,6 +192,8 @@ const CLAIM_POSTGRES: &str = concat!(
     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
      lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
      AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+     AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = $1 AND b.state = 'running' \
+                     AND b.lease_until >= $3) \
      ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING ",
     job_columns!()
@@ -198,6 +203,8 @@ const CLAIM_SQLITE: &str = concat!(
     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
      lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
      AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+     AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = $1 AND b.state = 'running' \
+                     AND b.lease_until >= $3) \
      ORDER BY run_at, id LIMIT 1) \
      RETURNING ",
     job_columns!()

@@ -16,18 +16,20 @@ use crate::support::{Engine, TestDb};
 
 on_both_engines!(
     a_stale_worker_cannot_finish_a_reclaimed_job,
+    a_claimer_that_saw_the_account_idle_takes_nothing_once_another_claimed,
+    a_worker_that_loses_its_lease_stops_the_job,
     a_job_that_keeps_failing_dies_visibly_and_can_be_replayed,
     ten_thousand_jobs_of_one_client_account_do_not_hold_back_another,
     pipelines_complete_while_kommo_fails_a_third_of_its_calls,
     shutdown_hands_a_running_job_back_to_the_queue,
 );
 
-async fn a_stale_worker_cannot_finish_a_reclaimed_job(engine: Engine) {
+/// A database with one client account holding `jobs` ready jobs.
+async fn one_client_with_jobs(engine: Engine, count: usize) -> (TestDb, pipepay::store::Db, ClientId) {
     let test_db = TestDb::new(engine).await;
     let url: pipepay::store::DatabaseUrl = test_db.url.parse().unwrap();
     let db = pipepay::store::Db::connect(&url, 2).await.unwrap();
     db.migrate().await.unwrap();
-    // A client account row for the job to belong to.
     let client = ClientId::new();
     let mut tx = db.write().await.unwrap();
     let agency = pipepay::store::agencies::AgencyRow {
@@ -45,30 +47,37 @@ async fn a_stale_worker_cannot_finish_a_reclaimed_job(engine: Engine) {
         updated_at: 0,
     };
     pipepay::store::clients::insert(&mut tx, &row, b"hash-of-q").await.unwrap();
-    let job = NewJob {
-        id: uuid::Uuid::now_v7(),
-        client,
-        kind: "lead",
-        event_id: None,
-        payload: "{}",
-        max_attempts: 5,
-        trace: None,
-        dedup_key: None,
-        now: pipepay::clock::now_ms(),
-    };
-    jobs::insert(&mut tx, &job).await.unwrap();
-    tx.commit().await.unwrap();
-
-    let queue = pipepay::queue::Queue::new(
-        db.clone(),
-        pipepay::queue::Settings {
-            workers: 1,
-            lease: Duration::from_millis(300),
+    for _ in 0..count {
+        let job = NewJob {
+            id: uuid::Uuid::now_v7(),
+            client,
+            kind: "lead",
+            event_id: None,
+            payload: "{}",
             max_attempts: 5,
-            poll: Duration::from_secs(1),
-            retry_base: Duration::from_millis(100),
-        },
-    );
+            trace: None,
+            dedup_key: None,
+            now: pipepay::clock::now_ms(),
+        };
+        jobs::insert(&mut tx, &job).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    (test_db, db, client)
+}
+
+fn queue_settings(lease: Duration) -> pipepay::queue::Settings {
+    pipepay::queue::Settings {
+        workers: 1,
+        lease,
+        max_attempts: 5,
+        poll: Duration::from_secs(1),
+        retry_base: Duration::from_millis(100),
+    }
+}
+
+async fn a_stale_worker_cannot_finish_a_reclaimed_job(engine: Engine) {
+    let (_test_db, db, client) = one_client_with_jobs(engine, 1).await;
+    let queue = pipepay::queue::Queue::new(db.clone(), queue_settings(Duration::from_millis(300)));
     let first = queue.claim("worker-a").await.unwrap().expect("worker A claims");
     assert!(queue.claim("worker-b").await.unwrap().is_none(), "one job per client account at a time");
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -85,6 +94,92 @@ async fn a_stale_worker_cannot_finish_a_reclaimed_job(engine: Engine) {
     let state = jobs::state_of(&mut tx, client, first.id).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(state.as_deref(), Some("done"));
+    db.close().await;
+}
+
+/// On PostgreSQL a claimer picks client accounts in one statement and locks one in the next;
+/// another instance may claim and commit in between. The claim itself must see that.
+async fn a_claimer_that_saw_the_account_idle_takes_nothing_once_another_claimed(engine: Engine) {
+    let (_test_db, db, client) = one_client_with_jobs(engine, 2).await;
+    let queue = pipepay::queue::Queue::new(db.clone(), queue_settings(Duration::from_secs(60)));
+    let now = pipepay::clock::now_ms();
+    let mut late = db.write().await.unwrap();
+    if engine == Engine::Postgres {
+        // The late claimer sees the account idle before the other instance claims.
+        assert_eq!(jobs::next_clients(&mut late, now, 8).await.unwrap(), [client]);
+        let first = queue.claim("instance-a").await.unwrap().expect("instance A claims");
+        assert_eq!(first.attempts, 1);
+    } else {
+        // SQLite serialises writers, so the interleaving cannot happen; the rule still holds.
+        late.commit().await.unwrap();
+        queue.claim("instance-a").await.unwrap().expect("instance A claims");
+        late = db.write().await.unwrap();
+    }
+    let second = jobs::claim_for(&mut late, client, "instance-b", now, now + 60_000).await.unwrap();
+    late.commit().await.unwrap();
+    assert!(second.is_none(), "a second job of one client account ran at once: {second:?}");
+    db.close().await;
+}
+
+/// A job that never ends; it says when it starts and when the worker drops it.
+struct Stuck {
+    started: tokio::sync::mpsc::UnboundedSender<uuid::Uuid>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl pipepay::queue::worker::Handler for Stuck {
+    fn handle(&self, job: &jobs::JobRow) -> impl Future<Output = pipepay::queue::Outcome> + Send {
+        let (started, guard, id) = (self.started.clone(), SetOnDrop(self.dropped.clone()), job.id);
+        async move {
+            let _guard = guard;
+            started.send(id).unwrap();
+            std::future::pending().await
+        }
+    }
+}
+
+/// Once another worker may hold the job (here: it was taken back while this worker ran it),
+/// this worker stops running it rather than carrying on beside the other.
+async fn a_worker_that_loses_its_lease_stops_the_job(engine: Engine) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_test_db, db, _client) = one_client_with_jobs(engine, 1).await;
+    let queue = pipepay::queue::Queue::new(db.clone(), queue_settings(Duration::from_millis(300)));
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let dropped = std::sync::Arc::new(AtomicBool::new(false));
+    let handler = std::sync::Arc::new(Stuck { started, dropped: dropped.clone() });
+    let (stop, abandon) =
+        (tokio_util::sync::CancellationToken::new(), tokio_util::sync::CancellationToken::new());
+    let workers = tokio::spawn(pipepay::queue::worker::run(
+        queue.clone(),
+        db.clone(),
+        handler,
+        stop.clone(),
+        abandon.clone(),
+    ));
+    let job = tokio::time::timeout(Duration::from_secs(5), starts.recv()).await.unwrap().unwrap();
+    // Heartbeats keep the job while nothing else touches it.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!dropped.load(Ordering::SeqCst), "a worker that holds its lease keeps running the job");
+    // The job is taken from under the worker (as a reclaim after a missed lease would).
+    let mut tx = db.write().await.unwrap();
+    let far = pipepay::clock::now_ms() + 3_600_000;
+    assert!(jobs::finish(&mut tx, job, 1, "ready", far, Some("taken back"), 0).await.unwrap());
+    tx.commit().await.unwrap();
+    eventually(Duration::from_secs(3), "the worker dropping the job", || async {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    stop.cancel();
+    abandon.cancel();
+    workers.await.unwrap();
     db.close().await;
 }
 
