@@ -142,6 +142,19 @@ pub async fn remove_member(tx: &mut Tx, agency: AgencyId, user: UserId) -> Resul
     Ok(done == 1)
 }
 
+/// Serialises changes to an agency's members until the transaction ends, so two owners
+/// demoting each other at once cannot leave it with none. SQLite already runs one writer at a
+/// time (`BEGIN IMMEDIATE`); PostgreSQL's READ COMMITTED would let both counts see two owners.
+pub async fn lock_members(tx: &mut Tx, agency: AgencyId) -> Result<(), StoreError> {
+    if let Tx::Postgres(t) = tx {
+        sqlx::query("SELECT id FROM agencies WHERE id = $1 FOR UPDATE")
+            .bind(agency)
+            .execute(&mut **t)
+            .await?;
+    }
+    Ok(())
+}
+
 pub async fn count_owners(tx: &mut Tx, agency: AgencyId) -> Result<i64, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_scalar(
         "SELECT COUNT(*) FROM memberships WHERE agency_id = $1 AND role = 'owner'",

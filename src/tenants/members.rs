@@ -55,6 +55,7 @@ pub async fn list(db: &Db, access: &Access) -> Result<Vec<MemberView>> {
 /// Changes a member's role; the agency always keeps at least one owner.
 pub async fn set_role(db: &Db, access: &Access, user: UserId, role: Role) -> Result<MemberView> {
     let mut tx = db.write().await?;
+    store::agencies::lock_members(&mut tx, access.agency).await?;
     let current = store::agencies::role_of(&mut tx, access.agency, user).await?.ok_or(Error::NotFound)?;
     access.require_person(Role::Owner)?;
     if current == Role::Owner
@@ -81,6 +82,7 @@ pub async fn set_role(db: &Db, access: &Access, user: UserId, role: Role) -> Res
 /// Removes a member (an owner's power, or anyone leaving); never the last owner.
 pub async fn remove(db: &Db, access: &Access, user: UserId) -> Result<()> {
     let mut tx = db.write().await?;
+    store::agencies::lock_members(&mut tx, access.agency).await?;
     let current = store::agencies::role_of(&mut tx, access.agency, user).await?.ok_or(Error::NotFound)?;
     if access.user != Some(user) {
         access.require_person(Role::Owner)?;

@@ -58,13 +58,28 @@ fn login_redirect(parts: &Parts) -> Response {
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
-/// Where to go after logging in: only a path on this site, never another origin.
+/// Where to go after logging in: only a path on this site, never another origin. The value is
+/// read the way a browser will read the redirect (which drops tabs and newlines and treats `\`
+/// as `/`), and what goes out is the parsed path, so nothing the browser would read differently
+/// is ever sent.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
-            path.to_owned()
+    const HOME: &str = "/app";
+    let Some(path) = next.filter(|p| p.starts_with('/')) else {
+        return HOME.to_owned();
+    };
+    let Ok(base) = url::Url::parse("http://pipepay.invalid/") else {
+        return HOME.to_owned();
+    };
+    match base.join(path) {
+        Ok(url) if url.origin() == base.origin() && url.username().is_empty() && url.password().is_none() => {
+            let mut here = url.path().to_owned();
+            if let Some(query) = url.query() {
+                here.push('?');
+                here.push_str(query);
+            }
+            here
         }
-        _ => "/app".to_owned(),
+        _ => HOME.to_owned(),
     }
 }
 
@@ -169,5 +184,12 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/app");
         assert_eq!(safe_next(Some("/\\evil.example")), "/app");
         assert_eq!(safe_next(None), "/app");
+        assert_eq!(safe_next(Some("/app/agencies/x?kind=dead")), "/app/agencies/x?kind=dead");
+        // Browsers drop tabs and newlines from URLs: these read as `//evil.example`.
+        for sneaky in ["/\t/evil.example/x", "/\n/evil.example", "/\r\n/evil.example", "/\t\\evil.example"] {
+            assert_eq!(safe_next(Some(sneaky)), "/app", "{sneaky:?}");
+        }
+        // Nothing a header cannot carry goes out.
+        assert_eq!(safe_next(Some("/x\r\nSet-Cookie: a=b")), "/xSet-Cookie:%20a=b");
     }
 }

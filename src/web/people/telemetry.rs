@@ -110,6 +110,31 @@ async fn refused(
     .await
 }
 
+/// What of a refused endpoint goes back into the form: never its user, password, query or
+/// fragment, which are refused precisely because vendors' keys travel there.
+fn echoable(endpoint: &str) -> String {
+    match url::Url::parse(endpoint.trim()) {
+        Ok(url)
+            if url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && url.fragment().is_none() =>
+        {
+            endpoint.to_owned()
+        }
+        Ok(mut url) => {
+            // Only URLs that cannot have credentials refuse these, and those have none to strip.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) if !endpoint.contains(['@', '?', '#']) => endpoint.to_owned(),
+        Err(_) => String::new(),
+    }
+}
+
 #[derive(Deserialize)]
 pub struct TelemetryForm {
     #[serde(default)]
@@ -185,7 +210,7 @@ pub async fn save(
     };
     match saved.await {
         Ok(()) => done(&path(agency), "telemetry-saved"),
-        Err(error) => refused(&state, &viewer, agency, error, Some(form.endpoint)).await,
+        Err(error) => refused(&state, &viewer, agency, error, Some(echoable(&form.endpoint))).await,
     }
 }
 

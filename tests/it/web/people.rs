@@ -13,6 +13,7 @@ use crate::support::{Agent, TestApp};
 on_both_engines!(
     an_owner_invites_and_the_link_is_shown_once,
     owners_change_roles_and_remove_members_admins_cannot,
+    two_owners_demoting_each_other_at_once_leave_one_owner,
     api_keys_are_shown_once_authenticate_and_revoke,
     the_audit_log_shows_changes_filters_and_pages,
     telemetry_headers_never_come_back_in_html,
@@ -165,6 +166,40 @@ async fn owners_change_roles_and_remove_members_admins_cannot(engine: Engine) {
     app.stop().await;
 }
 
+/// Two owners each demote the other at the same moment, round after round: one wins, the
+/// other is told the agency needs an owner, and the agency never ends up with none.
+async fn two_owners_demoting_each_other_at_once_leave_one_owner(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let first = app.sign_up("owner@thika.example", "Thika").await;
+    let second = app.add_member(&first, "partner@thika.example", "owner").await;
+    let members = format!("{}/members", base(&first));
+    let (first_id, second_id) =
+        (user_id(&first, "owner@thika.example").await, user_id(&first, "partner@thika.example").await);
+    let owners = || async {
+        let roles = first.agent.json(&format!("/api/v1/agencies/{}/members", first.agency)).await;
+        roles.as_array().unwrap().iter().filter(|m| m["role"] == "owner").count()
+    };
+    for round in 0..15 {
+        let (demote_second, demote_first) =
+            (format!("{members}/{second_id}"), format!("{members}/{first_id}"));
+        let (a, b) = tokio::join!(
+            submit(&first.agent, &demote_second, &[("role", "member")]),
+            submit(&second, &demote_first, &[("role", "member")]),
+        );
+        // The one that lost is refused: as no longer an owner (403), or as the last one (409).
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort_unstable();
+        assert!(matches!(statuses, [303, 403 | 409]), "round {round}: {statuses:?}");
+        assert_eq!(owners().await, 1, "round {round}");
+        // Whoever is still owner makes the other owner again for the next round.
+        let (winner, loser) =
+            if a.status() == 303 { (&first.agent, &second_id) } else { (&second, &first_id) };
+        let restored = submit(winner, &format!("{members}/{loser}"), &[("role", "owner")]).await;
+        assert_eq!(restored.status(), 303, "round {round}");
+    }
+    app.stop().await;
+}
+
 async fn api_keys_are_shown_once_authenticate_and_revoke(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let owner = app.sign_up("owner@nakuru.example", "Nakuru").await;
@@ -288,6 +323,20 @@ async fn telemetry_headers_never_come_back_in_html(engine: Engine) {
     assert!(!page.one("#endpoint-error").is_empty());
     assert!(!page.text.contains(SECRET));
     assert_eq!(page.one("#headers"), "");
+
+    // A key pasted into the URL is refused, and not sent back either.
+    for endpoint in [
+        format!("https://team:{SECRET}@otlp.example.com/v1"),
+        format!("https://otlp.example.com/v1?api_key={SECRET}"),
+        format!("https://otlp.example.com/v1#{SECRET}"),
+        format!("otlp.example.com?api_key={SECRET}"),
+    ] {
+        let refused = submit(&owner.agent, &telemetry, &[("endpoint", &endpoint), ("headers", "")]).await;
+        assert_eq!(refused.status(), 422, "{endpoint}");
+        let page = Page::read(refused).await;
+        assert!(!page.one("#endpoint-error").is_empty(), "{endpoint}");
+        assert!(!page.text.contains(SECRET), "{endpoint} came back");
+    }
 
     let malformed =
         submit(&owner.agent, &telemetry, &[("endpoint", "https://otlp.example.com"), ("headers", SECRET)])
