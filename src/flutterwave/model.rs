@@ -38,7 +38,8 @@ impl Transaction {
             None | Some(Value::Null) => amount,
             Some(value) => decimal(value)?,
         };
-        let currency = non_empty(data.get("currency")?)?;
+        // Codes are compared with our links' upper-case ones; "kes" is still KES.
+        let currency = non_empty(data.get("currency")?)?.trim().to_ascii_uppercase();
         let status = non_empty(data.get("status")?)?.to_ascii_lowercase();
         let text = |key: &str| data.get(key).and_then(non_empty).unwrap_or_default();
         let customer_email = data.get("customer").and_then(|c| c.get("email")).and_then(non_empty);
@@ -141,6 +142,8 @@ mod tests {
         let tx = Transaction::from_verify(&data).unwrap();
         assert_eq!((tx.id, tx.amount, tx.charged_amount), (8415006, dec("100.10"), dec("101.5")));
         assert_eq!(tx.status, "successful", "status is lower-cased");
+        let lower = json!({"id": 1, "tx_ref": "r", "amount": 1, "currency": " kes ", "status": "successful"});
+        assert_eq!(Transaction::from_verify(&lower).unwrap().currency, "KES", "currency is upper-cased");
         assert_eq!((tx.flw_ref.as_str(), tx.payment_type.as_str(), tx.customer_email), ("", "", None));
 
         // 0.1 + 0.2 is where f64 shows itself; an exact decimal does not.

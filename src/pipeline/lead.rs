@@ -85,22 +85,22 @@ impl Pipeline {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
-        let amount = self.amount(tenant, lead);
+        let currency = match self.currency(tenant, lead).await {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
+        // Checked after rounding: 0.004 USD is no price either, and Flutterwave would refuse it.
+        let amount = match &currency {
+            Ok(currency) => round_for(currency, self.amount(tenant, lead)),
+            Err(_) => self.amount(tenant, lead),
+        };
         if amount <= Decimal::ZERO {
             missing.push("the lead has no price (the amount is 0)".to_owned());
         }
-        let currency = match self.currency(tenant, lead).await {
-            Ok(Some(currency)) => Some(currency),
-            Ok(None) => {
-                missing.push("no currency: set one in pipepay or in the lead's currency field".to_owned());
-                None
-            }
-            Err(outcome) => return outcome,
-        };
+        let currency = currency.map_err(|problem| missing.push(problem)).ok();
         let (Some(customer), Some(currency), true) = (customer, currency, missing.is_empty()) else {
             return self.missing_details(tenant, lead, &missing).await;
         };
-        let amount = round_for(&currency, amount);
 
         let existing = match self.links_of(tenant, lead.id).await {
             Ok(existing) => existing,
@@ -325,19 +325,27 @@ impl Pipeline {
         amount
     }
 
-    /// The lead's currency field, else the settings, else the Kommo account's.
-    async fn currency(&self, tenant: &Tenant, lead: &Lead) -> Result<Option<String>, Outcome> {
+    /// The lead's currency field, else the settings, else the Kommo account's; `Err(problem)`
+    /// when there is none, or when the lead's field names something Flutterwave does not take
+    /// (falling back would charge "1500" in the wrong currency).
+    async fn currency(&self, tenant: &Tenant, lead: &Lead) -> Result<Result<String, String>, Outcome> {
         let from_field = tenant
             .settings
             .currency_field_id
             .and_then(|field| lead.field(field))
             .map(|value| value.trim().to_uppercase())
-            .filter(|value| CURRENCIES.contains(&value.as_str()));
-        if from_field.is_some() {
-            return Ok(from_field);
+            .filter(|value| !value.is_empty());
+        if let Some(value) = from_field {
+            if CURRENCIES.contains(&value.as_str()) {
+                return Ok(Ok(value));
+            }
+            let shown: String = value.chars().take(20).collect();
+            return Ok(Err(format!(
+                "the lead's currency field says \"{shown}\", which is not a currency code pipepay takes (such as KES, NGN, USD)"
+            )));
         }
         if let Some(currency) = &tenant.settings.currency {
-            return Ok(Some(currency.clone()));
+            return Ok(Ok(currency.clone()));
         }
         let connection = async {
             let mut tx = self.db.read().await?;
@@ -346,9 +354,10 @@ impl Pipeline {
             Ok::<_, StoreError>(row.and_then(|r| r.currency))
         };
         match connection.await {
-            Ok(currency) => {
-                Ok(currency.map(|c| c.to_uppercase()).filter(|c| CURRENCIES.contains(&c.as_str())))
-            }
+            Ok(currency) => Ok(currency
+                .map(|c| c.to_uppercase())
+                .filter(|c| CURRENCIES.contains(&c.as_str()))
+                .ok_or_else(|| "no currency: set one in pipepay or in the lead's currency field".to_owned())),
             Err(error) => Err(Outcome::Retry { error: error.to_string(), after: None }),
         }
     }

@@ -12,6 +12,7 @@ use crate::queue::Outcome;
 use crate::store::StoreError;
 use crate::store::links::{self, LinkRow, Step, state};
 use crate::tenants::notes::{NoteKind, render};
+use crate::tenants::settings::KOMMO_WON;
 
 impl Pipeline {
     pub(super) async fn payment(&self, tenant: &Tenant, payload: &Value) -> Outcome {
@@ -72,7 +73,7 @@ impl Pipeline {
             return Outcome::Done;
         }
         match transaction.status.as_str() {
-            "successful" => self.close(tenant, link, transaction).await,
+            _ if transaction.is_successful() => self.close(tenant, link, transaction).await,
             "failed" => self.failed_attempt(tenant, link, transaction).await,
             "pending" => {
                 Outcome::Retry { error: "the payment is still pending at Flutterwave".into(), after: None }
@@ -135,11 +136,15 @@ impl Pipeline {
             ))
             .record(&self.db)
             .await;
-        let pipeline = tenant.settings.trigger.as_ref().map_or(link.pipeline_id, |t| t.pipeline_id);
+        // The deal is won in the pipeline its link was made in. A chosen won stage belongs to the
+        // trigger pipeline; if the settings have moved to another pipeline since, Kommo's own
+        // "closed - won" (the same id in every pipeline) is the won stage that exists there.
+        let won = match &tenant.settings.trigger {
+            Some(trigger) if trigger.pipeline_id != link.pipeline_id => KOMMO_WON,
+            _ => tenant.settings.won_stage(),
+        };
         // Moving to won twice is harmless, so the move comes first and the record after.
-        if let Err(error) =
-            self.kommo.move_lead(tenant.id, link.lead_id, pipeline, tenant.settings.won_stage()).await
-        {
+        if let Err(error) = self.kommo.move_lead(tenant.id, link.lead_id, link.pipeline_id, won).await {
             return kommo_outcome(error);
         }
         let recorded = async {
@@ -163,7 +168,7 @@ impl Pipeline {
                 Activity::new(tenant, "deal_closed", "ok")
                     .lead(link.lead_id)
                     .tx_ref(&link.tx_ref)
-                    .detail(format!("moved to stage {}", tenant.settings.won_stage()))
+                    .detail(format!("moved to stage {won}"))
                     .record(&self.db)
                     .await;
             }

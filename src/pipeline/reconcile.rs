@@ -14,6 +14,7 @@ use crate::store::links::{self, LinkRow};
 use crate::store::{Db, StoreError};
 
 /// Links checked per client account per run; Flutterwave's limits are per merchant account.
+/// They are taken least recently checked first, so every open link's turn comes.
 const PER_RUN: i64 = 25;
 
 impl Pipeline {
@@ -30,6 +31,11 @@ impl Pipeline {
             Err(outcome) => return outcome,
         };
         for link in &open {
+            // Marked first: a link whose check fails (its lead deleted in Kommo, say) then waits
+            // behind the others instead of stopping every run at the same place.
+            if let Err(error) = self.checked(link).await {
+                return Outcome::Retry { error: error.to_string(), after: None };
+            }
             let found = match self.flutterwave.verify_by_reference(&secret, &link.tx_ref).await {
                 Ok(found) => found,
                 Err(error) => return flutterwave_outcome(error),
@@ -44,6 +50,12 @@ impl Pipeline {
             }
         }
         Outcome::Done
+    }
+
+    async fn checked(&self, link: &LinkRow) -> Result<(), StoreError> {
+        let mut tx = self.db.write().await?;
+        links::checked(&mut tx, link.id, now_ms()).await?;
+        tx.commit().await
     }
 
     async fn open_links(&self, tenant: &Tenant) -> Result<Vec<LinkRow>, StoreError> {

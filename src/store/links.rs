@@ -104,7 +104,8 @@ pub async fn by_tx_ref(tx: &mut Tx, client: ClientId, tx_ref: &str) -> Result<Op
     .await)?)
 }
 
-/// Open links created before `before`, oldest first: what reconciliation checks.
+/// Open links created before `before`, least recently checked first (never checked: oldest
+/// first): what reconciliation checks next.
 pub async fn open_before(
     tx: &mut Tx,
     client: ClientId,
@@ -113,7 +114,7 @@ pub async fn open_before(
 ) -> Result<Vec<LinkRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         concat!("SELECT ", link_columns!(), " FROM payment_links WHERE client_id = $1 AND state IN ('open', 'uncertain') AND created_at < $2 \
-         ORDER BY created_at LIMIT $3"),
+         ORDER BY COALESCE(checked_at, 0), created_at, id LIMIT $3"),
     )
     .bind(client)
     .bind(before)
@@ -122,10 +123,24 @@ pub async fn open_before(
     .await)?)
 }
 
-/// Client accounts with open links, for scheduling reconciliation.
+/// Reconciliation asked Flutterwave about this link (whatever came of it): it goes to the back
+/// of the line.
+pub async fn checked(tx: &mut Tx, id: uuid::Uuid, now: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query("UPDATE payment_links SET checked_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+/// Client accounts with open links, those whose links waited longest for a check first, so
+/// that past `limit` the next run reaches the others.
 pub async fn clients_with_open_links(tx: &mut Tx, limit: i64) -> Result<Vec<ClientId>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT DISTINCT client_id FROM payment_links WHERE state IN ('open', 'uncertain') LIMIT $1",
+        "SELECT client_id FROM payment_links WHERE state IN ('open', 'uncertain') \
+         GROUP BY client_id ORDER BY MIN(COALESCE(checked_at, 0)), client_id LIMIT $1",
     )
     .bind(limit)
     .fetch_all(c)

@@ -18,7 +18,10 @@ on_both_engines!(
     forgeries_underpayments_wrong_currencies_and_strangers_close_nothing,
     a_changed_amount_replaces_the_link_and_a_lost_lead_disables_it,
     a_lead_without_an_email_gets_one_note_saying_so,
+    a_currency_or_price_that_will_not_do_gets_a_note_not_a_link,
     reconciliation_closes_a_deal_whose_webhook_never_came,
+    reconciliation_reaches_a_new_link_behind_many_nobody_pays,
+    a_deal_is_won_in_its_own_pipeline_after_the_settings_moved_on,
     a_revoked_kommo_connection_pauses_the_pipeline_until_reconnected,
     a_link_whose_creation_timed_out_is_never_posted_again,
 );
@@ -230,6 +233,36 @@ async fn a_lead_without_an_email_gets_one_note_saying_so(engine: Engine) {
     shop.app.stop().await;
 }
 
+/// The lead's currency field names something that is no currency, or its price rounds to
+/// nothing: no link in another currency or for 0, a note saying what to fix instead.
+async fn a_currency_or_price_that_will_not_do_gets_a_note_not_a_link(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let settings = serde_json::json!({
+        "display_name": "Acme Kenya",
+        "trigger": {"pipeline_id": super::SALES, "stage_ids": [super::INVOICE]},
+        "currency": "KES",
+        "currency_field_id": 555,
+    });
+    shop.owner.agent.expect(reqwest::Method::PUT, &shop.path("/settings"), Some(settings), 200).await;
+    let currency = |code: &str| Some(serde_json::json!([{"field_id": 555, "values": [{"value": code}]}]));
+    for (id, code, price) in [(51, "Ksh", "1500"), (52, " ugx ", "1500"), (53, "USD", "0.004")] {
+        shop.kommo.add_contact(ACME, id * 10, "Achieng Odhiambo", Some("achieng@example.co.ke"), None);
+        let mut lead = crate::pipeline::sale(id, "Order", 0, id * 10);
+        lead.price_with_minor_units = Some(price.to_owned());
+        lead.custom_fields_values = currency(code);
+        shop.kommo.add_lead(ACME, lead);
+        shop.to_invoice(id).await;
+    }
+    eventually(WAIT, "three notes", || async { (51..=53).all(|id| shop.notes(id).len() == 1) }).await;
+    assert!(shop.notes(51)[0].contains("\"KSH\", which is not a currency code"), "{:?}", shop.notes(51));
+    assert!(shop.notes(53)[0].contains("no price"), "{:?}", shop.notes(53));
+    let created = shop.flw.created(SECRET);
+    assert_eq!(created.len(), 1, "only the lead in UGX gets a link");
+    assert_eq!(created[0].request["currency"], "UGX");
+    assert_eq!(created[0].request["amount"], "1500");
+    shop.app.stop().await;
+}
+
 async fn reconciliation_closes_a_deal_whose_webhook_never_came(engine: Engine) {
     let shop = Shop::open_with(engine, &["--reconcile-every", "5"]).await;
     shop.lead(41, "300");
@@ -241,6 +274,66 @@ async fn reconciliation_closes_a_deal_whose_webhook_never_came(engine: Engine) {
     eventually(Duration::from_secs(30), "the deal won by reconciliation", || async { shop.stage(41) == 142 })
         .await;
     assert!(shop.flw.verify_calls(SECRET).iter().any(|c| c.contains("verify_by_reference")));
+    shop.app.stop().await;
+}
+
+/// Links nobody pays stay open for good; however many there are (more than one run checks),
+/// a newer link whose payment's webhook was lost still gets its turn.
+async fn reconciliation_reaches_a_new_link_behind_many_nobody_pays(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--reconcile-every", "5"]).await;
+    let client = pipepay::ids::ClientId(shop.client.parse().unwrap());
+    let long_ago = pipepay::clock::now_ms() - 86_400_000;
+    let mut tx = shop.app.db.write().await.unwrap();
+    for n in 0..40 {
+        let id = uuid::Uuid::now_v7();
+        let tx_ref = format!("pp-abandoned-{n}");
+        pipepay::store::links::insert_creating(
+            &mut tx,
+            id,
+            client,
+            7000 + n,
+            super::SALES,
+            &tx_ref,
+            "10",
+            "KES",
+            long_ago + n,
+        )
+        .await
+        .unwrap();
+        pipepay::store::links::set_state(&mut tx, id, "open", long_ago + n).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    shop.lead(42, "300");
+    shop.to_invoice(42).await;
+    eventually(WAIT, "the link", || async { shop.notes(42).len() == 1 }).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    shop.flw.pay(&tx_ref, Payment::card(Outcome::Successful));
+    // No webhook is delivered.
+    eventually(Duration::from_secs(40), "the deal won by reconciliation", || async { shop.stage(42) == 142 })
+        .await;
+    shop.app.stop().await;
+}
+
+/// The trigger moves to another pipeline (with its own won stage) while a link from the first
+/// one is still open: its payment wins the deal where the deal is, not in the new pipeline.
+async fn a_deal_is_won_in_its_own_pipeline_after_the_settings_moved_on(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(43, "700");
+    shop.to_invoice(43).await;
+    eventually(WAIT, "the link", || async { shop.notes(43).len() == 1 }).await;
+    shop.kommo.add_pipeline(ACME, 8001, "Wholesale", &[8002, 8003, 8004]);
+    let settings = serde_json::json!({
+        "display_name": "Acme Kenya",
+        "trigger": {"pipeline_id": 8001, "stage_ids": [8003]},
+        "won_stage_id": 8004,
+    });
+    shop.owner.agent.expect(reqwest::Method::PUT, &shop.path("/settings"), Some(settings), 200).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    let paid = shop.flw.pay(&tx_ref, Payment::card(Outcome::Successful));
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "the deal won", || async { shop.stage(43) == 142 }).await;
+    assert_eq!(shop.kommo.lead(ACME, 43).unwrap()["pipeline_id"], super::SALES);
     shop.app.stop().await;
 }
 
