@@ -143,8 +143,19 @@ async fn store_all(
     let (mut new, mut duplicates, mut jobs) = (0, 0, 0);
     for lead in &hook.leads {
         let key = lead.dedup_key();
-        let acts = matches!(lead.action, LeadAction::Status | LeadAction::Add);
-        let detail = if acts { None } else { Some("a lead event pipepay does not act on") };
+        let (acts, detail) = match &lead.action {
+            LeadAction::Status | LeadAction::Add => (true, None),
+            // An edit matters only in a trigger stage (a price set or changed there); every
+            // other edit of every lead would be a job that reads the lead for nothing.
+            LeadAction::Other(action) if action == "update" => {
+                let in_trigger = tenant.trigger.as_ref().is_some_and(|t| {
+                    lead.pipeline_id == Some(t.pipeline_id)
+                        && lead.status_id.is_some_and(|stage| t.stage_ids.contains(&stage))
+                });
+                (in_trigger, (!in_trigger).then_some("a lead edit outside the trigger stages"))
+            }
+            LeadAction::Other(_) => (false, Some("a lead event pipepay does not act on")),
+        };
         let event_id = uuid::Uuid::now_v7();
         let payload = lead.raw.to_string();
         let event = NewEvent {

@@ -12,6 +12,7 @@ use crate::ids::{AgencyId, ClientId};
 use crate::store::{self, Db};
 use crate::tenants::flutterwave_keys::WEBHOOK_HASH;
 use crate::tenants::secrets;
+use crate::tenants::settings::{ClientSettings, Trigger};
 use crate::vault::{Secret, Vault};
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
@@ -27,6 +28,9 @@ pub struct Tenant {
     pub kommo_account: Option<i64>,
     /// The Flutterwave webhook hash, opened from the vault.
     pub webhook_hash: Option<Secret>,
+    /// The stages that send a link, to tell which lead edits are worth a job (up to
+    /// `FRESH_FOR` old; the job reads the settings afresh anyway).
+    pub trigger: Option<Trigger>,
 }
 
 /// Token hash → when it was read, and what was read.
@@ -79,6 +83,7 @@ impl Tenants {
             token_hash: hash.clone(),
             kommo_account: connection.map(|c| c.account_id),
             webhook_hash,
+            trigger: serde_json::from_str::<ClientSettings>(&client.settings).ok().and_then(|s| s.trigger),
         });
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= MAX_ENTRIES {

@@ -239,7 +239,7 @@ impl Kommo {
     }
 
     pub async fn subscribe(&self, client: ClientId, destination: &str) -> Result<(), KommoError> {
-        let body = json!({ "destination": destination, "settings": ["status_lead", "add_lead"], "sort": 10 });
+        let body = json!({ "destination": destination, "settings": super::connect::EVENTS, "sort": 10 });
         self.call(client, Method::POST, "/api/v4/webhooks", Some(&body)).await?;
         Ok(())
     }

@@ -24,8 +24,10 @@ use crate::tenants::{audit, clients, secrets};
 
 /// How long a consent started from the app may take.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
-/// The events pipepay subscribes to.
-pub const EVENTS: [&str; 2] = ["status_lead", "add_lead"];
+/// The events pipepay subscribes to. Edits (`update_lead`) matter for leads in a trigger
+/// stage: a price set or changed there needs a link for the new amount, and Kommo sometimes
+/// sends only the edit hook for a stage change.
+pub const EVENTS: [&str; 3] = ["status_lead", "add_lead", "update_lead"];
 
 pub mod webhook {
     pub const SUBSCRIBED: &str = "subscribed";
@@ -506,7 +508,8 @@ pub async fn status(kommo: &Kommo, access: &Access, client: ClientId) -> Result<
             steps: vec![
                 format!("In Kommo ({}), open Settings > Integrations > Web hooks.", row.host),
                 "Add a webhook with the URL below.".into(),
-                "Tick the events \"Lead status changed\" and \"Lead added\", then save.".into(),
+                "Tick the events \"Lead status changed\", \"Lead added\" and \"Lead edited\", then save."
+                    .into(),
             ],
             url,
             events: EVENTS.iter().map(|e| (*e).to_owned()).collect(),

@@ -776,11 +776,41 @@ impl FakeKommo {
             lead.closed_at = is_closed(status_id).then_some(now);
             lead.updated_at = now;
             let account = &*account;
-            let body = status_webhook_form(account, &[&account.leads[&lead_id]]);
+            let body = lead_webhook_form(account, "status", &[&account.leads[&lead_id]]);
             let destinations: Vec<String> = account
                 .webhooks
                 .iter()
                 .filter(|h| h["settings"].as_array().is_some_and(|s| s.iter().any(|e| e == "status_lead")))
+                .filter_map(|h| h["destination"].as_str().map(str::to_owned))
+                .collect();
+            (body, destinations)
+        };
+        let mut statuses = Vec::new();
+        for destination in destinations {
+            statuses.push(self.deliver(&destination, body.clone()).await);
+        }
+        statuses
+    }
+
+    /// A user edits the lead's price in its card: the lead changes (its stage does not), then
+    /// an `update_lead` hook goes to every destination subscribed to edits.
+    pub async fn edit_price(&self, account_id: i64, lead_id: i64, price_with_minor_units: &str) -> Vec<u16> {
+        let exact: serde_json::Number = serde_json::from_str(price_with_minor_units).unwrap();
+        let (body, destinations) = {
+            let mut w = self.state();
+            let now = w.tick();
+            let account = w.account(account_id);
+            let lead = account.leads.get_mut(&lead_id).unwrap_or_else(|| panic!("no lead {lead_id}"));
+            let whole = price_with_minor_units.parse::<rust_decimal::Decimal>().unwrap().trunc();
+            lead.price = i64::try_from(whole).unwrap();
+            lead.price_with_minor_units = Some(exact);
+            lead.updated_at = now;
+            let account = &*account;
+            let body = lead_webhook_form(account, "update", &[&account.leads[&lead_id]]);
+            let destinations: Vec<String> = account
+                .webhooks
+                .iter()
+                .filter(|h| h["settings"].as_array().is_some_and(|s| s.iter().any(|e| e == "update_lead")))
                 .filter_map(|h| h["destination"].as_str().map(str::to_owned))
                 .collect();
             (body, destinations)
@@ -801,7 +831,7 @@ impl FakeKommo {
                 .iter()
                 .map(|id| account.leads.get(id).unwrap_or_else(|| panic!("no lead {id}")))
                 .collect();
-            status_webhook_form(account, &leads)
+            lead_webhook_form(account, "status", &leads)
         };
         self.deliver(url, body).await
     }
@@ -1808,7 +1838,9 @@ fn delete_webhook(w: &mut World, account_id: i64, body: &[u8]) -> Response {
 // The status_lead webhook body
 // ----------------------------------------------------------------------------------------------
 
-fn status_webhook_form(account: &Account, leads: &[&Lead]) -> String {
+/// A v2 lead hook: `leads[{action}][i][...]` for each lead, as Kommo sends for `status`,
+/// `update`, `add`.
+fn lead_webhook_form(account: &Account, action: &str, leads: &[&Lead]) -> String {
     let spec = &account.spec;
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("account[subdomain]", &spec.subdomain);
@@ -1816,7 +1848,7 @@ fn status_webhook_form(account: &Account, leads: &[&Lead]) -> String {
     // Real captures show .amocrm.com here even for Kommo accounts.
     form.append_pair("account[_links][self]", &format!("https://{}.amocrm.com", spec.subdomain));
     for (i, lead) in leads.iter().enumerate() {
-        let p = format!("leads[status][{i}]");
+        let p = format!("leads[{action}][{i}]");
         let mut put = |key: &str, value: String| {
             form.append_pair(&format!("{p}{key}"), &value);
         };

@@ -17,6 +17,7 @@ on_both_engines!(
     repeated_webhooks_give_one_link_one_closing_and_one_note_each,
     forgeries_underpayments_wrong_currencies_and_strangers_close_nothing,
     a_changed_amount_replaces_the_link_and_a_lost_lead_disables_it,
+    a_price_edited_in_the_trigger_stage_gets_a_link_for_the_new_amount,
     a_lead_without_an_email_gets_one_note_saying_so,
     a_currency_or_price_that_will_not_do_gets_a_note_not_a_link,
     reconciliation_closes_a_deal_whose_webhook_never_came,
@@ -202,6 +203,48 @@ async fn a_changed_amount_replaces_the_link_and_a_lost_lead_disables_it(engine: 
         shop.flw.created(SECRET).iter().any(|c| c.request["meta"]["lead_id"] == 22 && c.disabled)
     })
     .await;
+    shop.app.stop().await;
+}
+
+/// The deal stays in the trigger stage while its price is set or changed: Kommo sends only an
+/// edit hook. A price set after a "no price" note gets its link; a changed price replaces the
+/// open link (the old one stops working). Edits elsewhere make no job.
+async fn a_price_edited_in_the_trigger_stage_gets_a_link_for_the_new_amount(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    assert!(
+        shop.kommo.webhooks(ACME)[0]["settings"].as_array().unwrap().iter().any(|e| e == "update_lead"),
+        "pipepay asks Kommo for edits: {:?}",
+        shop.kommo.webhooks(ACME)
+    );
+    shop.lead(24, "0");
+    shop.to_invoice(24).await;
+    eventually(WAIT, "the no-price note", || async { shop.notes(24).len() == 1 }).await;
+    assert!(shop.notes(24)[0].contains("no price"), "{:?}", shop.notes(24));
+
+    assert_eq!(shop.kommo.edit_price(ACME, 24, "1200").await, [200]);
+    eventually(WAIT, "the link once priced", || async { shop.notes(24).len() == 2 }).await;
+    assert_eq!(shop.flw.created(SECRET)[0].request["amount"], "1200");
+
+    assert_eq!(shop.kommo.edit_price(ACME, 24, "1350.50").await, [200]);
+    eventually(WAIT, "the replacement", || async { shop.notes(24).len() == 3 }).await;
+    let created = shop.flw.created(SECRET);
+    assert_eq!(created.len(), 2);
+    assert!(created[0].disabled, "the 1200 link no longer works");
+    assert_eq!(created[1].request["amount"], "1350.50");
+
+    // Outside the trigger stages an edit is recorded and nothing more.
+    shop.lead(25, "500");
+    let jobs_before = shop.owner.agent.json(&shop.path("/jobs")).await.as_array().unwrap().len();
+    assert_eq!(shop.kommo.edit_price(ACME, 25, "650").await, [200]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs_after = shop.owner.agent.json(&shop.path("/jobs")).await.as_array().unwrap().len();
+    assert_eq!(jobs_after, jobs_before, "no job for an edit outside the trigger stages");
+    let activity = shop.activity().await;
+    assert!(
+        activity.iter().any(|a| a["lead_id"] == 25 && a["outcome"] == "ignored"),
+        "the edit is on the record: {activity:?}"
+    );
+    assert!(shop.notes(25).is_empty());
     shop.app.stop().await;
 }
 
