@@ -77,6 +77,7 @@ impl Application {
                 max_attempts: config.job_max_attempts,
                 poll: Duration::from_secs(1),
                 retry_base: Duration::from_millis(config.job_retry_base_ms),
+                retry_max: Duration::from_secs(config.job_retry_max_secs),
             },
         );
         let ingress = Arc::new(Ingress {

@@ -121,10 +121,15 @@ pub struct Config {
     pub job_max_attempts: i64,
 
     /// Milliseconds before a failed job's first retry; each further retry waits twice as long
-    /// (capped at 30 minutes, ±25% jitter). An upstream's Retry-After is honoured if longer.
+    /// (up to --job-retry-max, ±25% jitter). An upstream's Retry-After is honoured if longer.
     #[arg(long = "job-retry-base", env = "PIPEPAY_JOB_RETRY_BASE_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(10..=600_000), global = true)]
     pub job_retry_base_ms: u64,
+
+    /// Seconds a failed job waits at most before its next retry.
+    #[arg(long = "job-retry-max", env = "PIPEPAY_JOB_RETRY_MAX", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub job_retry_max_secs: u64,
 
     /// Seconds between checks of open payment links at Flutterwave, for payments whose webhook
     /// never came.

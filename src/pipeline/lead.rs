@@ -251,8 +251,12 @@ impl Pipeline {
                     ("lead_id", &lead_id),
                 ],
             );
-            if let Err(error) = self.kommo.add_note(tenant.id, lead.id, &text).await {
-                return kommo_outcome(error);
+            let attempted = match self.attempt(link, Step::Note).await {
+                Ok(attempted) => attempted,
+                Err(outcome) => return outcome,
+            };
+            if let Err(outcome) = self.post_note(tenant, lead.id, &text, attempted).await {
+                return outcome;
             }
             if let Err(error) = self.mark(link, Step::Note).await {
                 return Outcome::Retry { error: error.to_string(), after: None };
@@ -380,20 +384,21 @@ impl Pipeline {
 
     /// Posts a note keyed by `key` at most once, even across crashes and repeats.
     pub(super) async fn notice_once(&self, tenant: &Tenant, lead_id: i64, key: &str, text: &str) -> Outcome {
+        // Claimed before sending: a claim still pending on a later attempt may have been sent.
         let claim = async {
             let mut tx = self.db.write().await?;
             let fresh = links::claim_notice(&mut tx, tenant.id, key).await?;
             let pending = fresh || links::notice_pending(&mut tx, tenant.id, key).await?;
             tx.commit().await?;
-            Ok::<_, StoreError>(pending)
+            Ok::<_, StoreError>((pending, !fresh))
         };
-        match claim.await {
-            Ok(true) => {}
-            Ok(false) => return Outcome::Done,
+        let attempted = match claim.await {
+            Ok((true, attempted)) => attempted,
+            Ok((false, _)) => return Outcome::Done,
             Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        }
-        if let Err(error) = self.kommo.add_note(tenant.id, lead_id, text).await {
-            return kommo_outcome(error);
+        };
+        if let Err(outcome) = self.post_note(tenant, lead_id, text, attempted).await {
+            return outcome;
         }
         let posted = async {
             let mut tx = self.db.write().await?;

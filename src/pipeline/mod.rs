@@ -9,6 +9,7 @@
 
 mod activity;
 mod lead;
+mod notes;
 mod payment;
 pub mod reconcile;
 

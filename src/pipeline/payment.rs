@@ -208,8 +208,12 @@ impl Pipeline {
         if replaced {
             text.push_str(" (This payment used an earlier payment link that had been replaced.)");
         }
-        if let Err(error) = self.kommo.add_note(tenant.id, link.lead_id, &text).await {
-            return kommo_outcome(error);
+        let attempted = match self.attempt(&current, Step::PaidNote).await {
+            Ok(attempted) => attempted,
+            Err(outcome) => return outcome,
+        };
+        if let Err(outcome) = self.post_note(tenant, link.lead_id, &text, attempted).await {
+            return outcome;
         }
         if let Err(error) = self.mark(&current, Step::PaidNote).await {
             return Outcome::Retry { error: error.to_string(), after: None };

@@ -43,6 +43,8 @@ pub struct Settings {
     pub poll: Duration,
     /// The first retry's wait; it doubles with each attempt.
     pub retry_base: Duration,
+    /// The longest wait between two attempts.
+    pub retry_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -148,7 +150,8 @@ impl Queue {
         let moved = match outcome {
             Outcome::Done => jobs::finish(&mut tx, job.id, job.attempts, state::DONE, now, None, now).await?,
             Outcome::Retry { error, after } if job.attempts < job.max_attempts => {
-                let wait = backoff(self.settings.retry_base, job.attempts).max(after.unwrap_or_default());
+                let wait = backoff(self.settings.retry_base, self.settings.retry_max, job.attempts)
+                    .max(after.unwrap_or_default());
                 let run_at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                 jobs::finish(&mut tx, job.id, job.attempts, state::READY, run_at, Some(error), now).await?
             }
@@ -185,9 +188,9 @@ pub async fn resume(tx: &mut Tx, client: ClientId) -> Result<u64, StoreError> {
 
 /// base, 2×base, 4×base ... up to 30 minutes, each ±25% so retries of many jobs do not arrive
 /// together.
-pub fn backoff(first: Duration, attempt: i64) -> Duration {
+pub fn backoff(first: Duration, max: Duration, attempt: i64) -> Duration {
     let exponent = u32::try_from(attempt.clamp(1, 20) - 1).unwrap_or(0);
-    let base = first.saturating_mul(2u32.saturating_pow(exponent)).min(Duration::from_secs(1800));
+    let base = first.saturating_mul(2u32.saturating_pow(exponent)).min(max);
     let jitter = 0.75 + rand::random::<f64>() * 0.5;
     base.mul_f64(jitter)
 }
@@ -200,14 +203,16 @@ mod tests {
     fn backoff_grows_with_jitter_and_is_capped() {
         let two = Duration::from_secs(2);
         for _ in 0..100 {
-            let first = backoff(two, 1);
+            let max = Duration::from_secs(1800);
+            let first = backoff(two, max, 1);
             assert!(
                 first >= Duration::from_millis(1500) && first <= Duration::from_millis(2500),
                 "{first:?}"
             );
-            let fourth = backoff(two, 4);
+            let fourth = backoff(two, max, 4);
             assert!(fourth >= Duration::from_secs(12) && fourth <= Duration::from_secs(20), "{fourth:?}");
-            assert!(backoff(two, 40) <= Duration::from_secs(1800 * 5 / 4));
+            assert!(backoff(two, max, 40) <= Duration::from_secs(1800 * 5 / 4));
+            assert!(backoff(two, Duration::from_secs(3), 10) <= Duration::from_millis(3750));
         }
     }
 }

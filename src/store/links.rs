@@ -190,6 +190,27 @@ pub async fn mark(tx: &mut Tx, id: uuid::Uuid, step: Step, now: i64) -> Result<(
     Ok(())
 }
 
+/// A note is about to be sent: records the first attempt and says whether an earlier one was
+/// made (and so may have reached Kommo). Only `Note` and `PaidNote` are notes.
+pub async fn attempt(tx: &mut Tx, id: uuid::Uuid, step: Step, now: i64) -> Result<bool, StoreError> {
+    let (read, write): (&'static str, &'static str) = match step {
+        Step::Note => (
+            "SELECT note_attempted_at FROM payment_links WHERE id = $1",
+            "UPDATE payment_links SET note_attempted_at = $2 WHERE id = $1 AND note_attempted_at IS NULL",
+        ),
+        Step::PaidNote => (
+            "SELECT paid_note_attempted_at FROM payment_links WHERE id = $1",
+            "UPDATE payment_links SET paid_note_attempted_at = $2 WHERE id = $1 AND paid_note_attempted_at IS NULL",
+        ),
+        Step::Field => return Ok(false),
+    };
+    let earlier: Option<Option<i64>> =
+        on_tx!(tx, c => sqlx::query_scalar(read).bind(id).fetch_optional(c).await)?;
+    let earlier = earlier.flatten();
+    on_tx!(tx, c => sqlx::query(write).bind(id).bind(now).execute(c).await.map(drop))?;
+    Ok(earlier.is_some())
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Step {
     Note,

@@ -106,6 +106,17 @@ pub enum Fault {
     /// Plain-text `403 Forbidden`, as an IP block after repeated 429s looks.
     Forbidden,
     Unauthorized,
+    /// Kommo does what was asked, then the answer never arrives: the gateway's 504. The caller
+    /// cannot tell this from a request that never ran.
+    AnswerLost,
+}
+
+/// A note as the account keeps it: with its id and when it was made.
+#[derive(Clone, Debug)]
+struct StoredNote {
+    id: i64,
+    created_at: i64,
+    note: Note,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +240,8 @@ struct Lead {
 #[derive(Default)]
 struct Faults {
     next: VecDeque<Fault>,
+    /// (method, path) → fault, for the next such request only.
+    next_on: Vec<(String, String, Fault)>,
     rate: f64,
     pool: Vec<Fault>,
     too_many_served: usize,
@@ -241,7 +254,7 @@ struct Account {
     contacts: BTreeMap<i64, Value>,
     leads: BTreeMap<i64, Lead>,
     lead_fields: Vec<LeadField>,
-    notes: Vec<Note>,
+    notes: Vec<StoredNote>,
     webhooks: Vec<Value>,
     webhook_refusal: Option<(u16, String)>,
     faults: Faults,
@@ -365,7 +378,8 @@ impl World {
             return (index, Admission::RateLimited);
         }
         let faults = &mut account.faults;
-        let fault = match faults.next.pop_front() {
+        let aimed = faults.next_on.iter().position(|(m, p, _)| m == method.as_str() && p == path);
+        let fault = match aimed.map(|at| faults.next_on.remove(at).2).or_else(|| faults.next.pop_front()) {
             Some(f) => Some(f),
             None if !faults.pool.is_empty() && rand::random_bool(faults.rate.clamp(0.0, 1.0)) => {
                 Some(faults.pool[rand::random_range(0..faults.pool.len())].clone())
@@ -737,7 +751,12 @@ impl FakeKommo {
 
     pub fn notes(&self, account_id: i64, lead_id: i64) -> Vec<Note> {
         let mut w = self.state();
-        w.account(account_id).notes.iter().filter(|n| n.lead_id == lead_id).cloned().collect()
+        w.account(account_id)
+            .notes
+            .iter()
+            .filter(|n| n.note.lead_id == lead_id)
+            .map(|n| n.note.clone())
+            .collect()
     }
 
     // --- Webhooks -------------------------------------------------------------------------------
@@ -855,6 +874,11 @@ impl FakeKommo {
 
     pub fn fail_next(&self, account_id: i64, faults: Vec<Fault>) {
         self.state().account(account_id).faults.next.extend(faults);
+    }
+
+    /// The next `method` request to `path` (e.g. `POST`, `/api/v4/leads/notes`) meets `fault`.
+    pub fn fail_next_on(&self, account_id: i64, method: &str, path: &str, fault: Fault) {
+        self.state().account(account_id).faults.next_on.push((method.to_owned(), path.to_owned(), fault));
     }
 
     pub fn set_fault_rate(&self, account_id: i64, rate: f64, faults: Vec<Fault>) {
@@ -1036,11 +1060,20 @@ async fn account_host(
     let (index, admission) = lock(&shared).admit(account_id, &method, rest, query);
     let response = match admission {
         Admission::RateLimited => too_many_requests(RATE_LIMIT_RETRY_AFTER, true),
+        Admission::Fault(Fault::AnswerLost, _) => {
+            drop(api(&mut lock(&shared), account_id, &method, rest, query, &headers, &body));
+            gateway_timeout()
+        }
         Admission::Fault(fault, json_body) => fault_response(fault, json_body).await,
         Admission::Proceed => api(&mut lock(&shared), account_id, &method, rest, query, &headers, &body),
     };
     lock(&shared).requests[index].status = response.status().as_u16();
     response
+}
+
+/// The gateway gives up; its page is nginx HTML, not problem+json (UNVERIFIED).
+fn gateway_timeout() -> Response {
+    text(StatusCode::GATEWAY_TIMEOUT, "text/html", "<html><body><h1>504 Gateway Time-out</h1></body></html>")
 }
 
 async fn fault_response(fault: Fault, json_body: bool) -> Response {
@@ -1059,13 +1092,9 @@ async fn fault_response(fault: Fault, json_body: bool) -> Response {
         ),
         Fault::Timeout => {
             tokio::time::sleep(FAULT_HOLD).await;
-            // The gateway gives up; its page is nginx HTML, not problem+json (UNVERIFIED).
-            text(
-                StatusCode::GATEWAY_TIMEOUT,
-                "text/html",
-                "<html><body><h1>504 Gateway Time-out</h1></body></html>",
-            )
+            gateway_timeout()
         }
+        Fault::AnswerLost => gateway_timeout(),
         Fault::PaymentRequired => {
             problem(StatusCode::PAYMENT_REQUIRED, "Payment Required", "Payment required")
         }
@@ -1261,6 +1290,9 @@ fn api(
         (["leads", "pipelines", id], "GET") if num(id).is_some() => get_pipelines(w, account_id, num(id)),
         (["leads", "custom_fields"], "GET") => get_lead_fields(w, account_id, param("page")),
         (["leads", id, "notes"], "POST") if num(id).is_some() => add_notes(w, account_id, num(id), body),
+        (["leads", id, "notes"], "GET") if num(id).is_some() => {
+            lead_notes(w, account_id, num(id).unwrap_or_default(), &params)
+        }
         (["leads", id], "GET") if num(id).is_some() => {
             let account = w.account(account_id);
             match account.leads.get(&num(id).unwrap_or_default()) {
@@ -1699,6 +1731,7 @@ fn add_notes(w: &mut World, account_id: i64, path_lead: Option<i64>, body: &[u8]
     for _ in &items {
         ids.push(w.next_id());
     }
+    let now = w.tick();
     let account = w.account(account_id);
     let host = account.spec.host.clone();
     let mut invalid = Vec::new();
@@ -1738,7 +1771,8 @@ fn add_notes(w: &mut World, account_id: i64, path_lead: Option<i64>, body: &[u8]
     }
     let mut out = Vec::new();
     for (id, lead_id, note_type, text, request_id) in accepted {
-        account.notes.push(Note { lead_id, text: text.unwrap_or("").to_owned(), note_type });
+        let note = Note { lead_id, text: text.unwrap_or("").to_owned(), note_type };
+        account.notes.push(StoredNote { id, created_at: now, note });
         out.push(json!({
             "id": id, "entity_id": lead_id, "request_id": request_id,
             "_links": {"self": {"href": format!("https://{host}/api/v4/leads/{lead_id}/notes/{id}")}},
@@ -1747,6 +1781,53 @@ fn add_notes(w: &mut World, account_id: i64, path_lead: Option<i64>, body: &[u8]
     hal(json!({
         "_links": {"self": {"href": format!("https://{host}/api/v4/leads/notes")}},
         "_embedded": {"notes": out},
+    }))
+}
+
+/// `GET /api/v4/leads/{id}/notes`: the lead's notes, `_embedded.notes[]` with `params.text`;
+/// `filter[note_type]`, `order[id]` or `order[created_at]` (`asc`/`desc`, default ascending by
+/// id), `limit` (default 50, at most 250) and `page`. Nothing to show is a 204, as for every
+/// Kommo list.
+fn lead_notes(w: &mut World, account_id: i64, lead_id: i64, params: &[(String, String)]) -> Response {
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let account = w.account(account_id);
+    let host = account.spec.host.clone();
+    let limit = match param("limit").map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(limit @ 1..=250)) => limit,
+        Some(_) => return problem(StatusCode::BAD_REQUEST, "Bad Request", "limit must be 1 to 250"),
+    };
+    let page = param("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let mut notes: Vec<&StoredNote> = account
+        .notes
+        .iter()
+        .filter(|n| n.note.lead_id == lead_id)
+        .filter(|n| param("filter[note_type]").is_none_or(|t| n.note.note_type == t))
+        .collect();
+    if param("order[id]") == Some("desc") || param("order[created_at]") == Some("desc") {
+        notes.reverse();
+    }
+    let shown: Vec<Value> = notes
+        .into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|n| {
+            json!({
+                "id": n.id, "entity_id": lead_id, "created_by": USER_ID, "updated_by": USER_ID,
+                "created_at": n.created_at, "updated_at": n.created_at, "responsible_user_id": USER_ID,
+                "group_id": 0, "note_type": n.note.note_type, "params": {"text": n.note.text},
+                "account_id": account_id,
+                "_links": {"self": {"href": format!("https://{host}/api/v4/leads/{lead_id}/notes/{}", n.id)}},
+            })
+        })
+        .collect();
+    if shown.is_empty() {
+        return no_content();
+    }
+    hal(json!({
+        "_page": page,
+        "_links": {"self": {"href": format!("https://{host}/api/v4/leads/{lead_id}/notes?page={page}&limit={limit}")}},
+        "_embedded": {"notes": shown},
     }))
 }
 
@@ -2315,6 +2396,20 @@ mod self_tests {
             fake.notes(ACME, 1),
             [Note { lead_id: 1, text: "Paid 12.50 NGN".into(), note_type: "common".into() }]
         );
+        // Past the 7-per-second meter with the calls above.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let listed = format!(
+            "{}/api/v4/leads/1/notes?filter[note_type]=common&order[id]=desc&limit=50",
+            fake.api_base(ACME)
+        );
+        let listed: Value =
+            http().get(&listed).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed["_embedded"]["notes"][0]["params"]["text"], "Paid 12.50 NGN");
+        assert_eq!(listed["_embedded"]["notes"][0]["entity_id"], 1);
+        let none = format!("{}/api/v4/leads/1/notes?filter[note_type]=call_in", fake.api_base(ACME));
+        assert_eq!(http().get(&none).bearer_auth(&token).send().await.unwrap().status(), 204);
+        let too_many = format!("{}/api/v4/leads/1/notes?limit=251", fake.api_base(ACME));
+        assert_eq!(http().get(&too_many).bearer_auth(&token).send().await.unwrap().status(), 400);
         let orphan = json!([{"entity_id": 404, "note_type": "common", "params": {"text": "?"}}]);
         let orphan = http().post(&notes).bearer_auth(&token).json(&orphan).send().await.unwrap();
         assert_eq!(orphan.status(), 400);

@@ -25,6 +25,7 @@ on_both_engines!(
     a_deal_is_won_in_its_own_pipeline_after_the_settings_moved_on,
     a_revoked_kommo_connection_pauses_the_pipeline_until_reconnected,
     a_link_whose_creation_timed_out_is_never_posted_again,
+    a_note_whose_answer_was_lost_is_not_posted_again,
 );
 
 async fn a_deal_in_the_invoice_stage_is_paid_and_won(engine: Engine) {
@@ -417,5 +418,52 @@ async fn a_link_whose_creation_timed_out_is_never_posted_again(engine: Engine) {
     let paid = shop.flw.pay(&created[0].tx_ref, Payment::card(Outcome::Successful));
     assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
     eventually(WAIT, "the deal won", || async { shop.stage(71) == 142 }).await;
+    shop.app.stop().await;
+}
+
+/// Kommo takes a note and its answer is lost (a gateway 504): the job retries, finds the note
+/// on the lead and does not send it again. For the link note, the payment note and a note
+/// about missing details; a note that truly failed is still sent on the retry.
+async fn a_note_whose_answer_was_lost_is_not_posted_again(engine: Engine) {
+    use crate::fakes::kommo::Fault;
+    let shop = Shop::open(engine).await;
+    let notes_sent = || {
+        shop.kommo
+            .requests(ACME)
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/api/v4/leads/notes")
+            .count()
+    };
+    let notes_read = |lead: i64| {
+        let path = format!("/api/v4/leads/{lead}/notes");
+        shop.kommo.requests(ACME).iter().filter(|r| r.method == "GET" && r.path == path).count()
+    };
+
+    shop.lead(61, "450");
+    shop.kommo.fail_next_on(ACME, "POST", "/api/v4/leads/notes", Fault::AnswerLost);
+    shop.to_invoice(61).await;
+    eventually(WAIT, "the link note, once", || async { notes_read(61) == 1 && !shop.notes(61).is_empty() })
+        .await;
+    let created = shop.flw.created(SECRET);
+    let paid = shop.flw.pay(&created[0].tx_ref, Payment::card(Outcome::Successful));
+    shop.kommo.fail_next_on(ACME, "POST", "/api/v4/leads/notes", Fault::AnswerLost);
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "the payment note looked for", || async {
+        shop.stage(61) == 142 && notes_read(61) == 2
+    })
+    .await;
+
+    // Missing details: the first sending fails for real (500, nothing taken), the retry sends.
+    shop.kommo.add_contact(ACME, 620, "No Email", None, Some("+254700000062"));
+    shop.kommo.add_lead(ACME, crate::pipeline::sale(62, "Order 62", 300, 620));
+    shop.kommo.fail_next_on(ACME, "POST", "/api/v4/leads/notes", Fault::ServerError);
+    shop.to_invoice(62).await;
+    eventually(WAIT, "the missing-details note", || async { shop.notes(62).len() == 1 }).await;
+    assert_eq!(notes_read(62), 1, "the retry looked before sending");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.notes(61).len(), 2, "one link note and one payment note: {:?}", shop.notes(61));
+    assert_eq!(shop.notes(62).len(), 1, "{:?}", shop.notes(62));
+    assert_eq!(notes_sent(), 4, "two notes sent once each after their lost answers, one sent twice");
     shop.app.stop().await;
 }
