@@ -796,19 +796,9 @@ impl FakeKommo {
             lead.updated_at = now;
             let account = &*account;
             let body = lead_webhook_form(account, "status", &[&account.leads[&lead_id]]);
-            let destinations: Vec<String> = account
-                .webhooks
-                .iter()
-                .filter(|h| h["settings"].as_array().is_some_and(|s| s.iter().any(|e| e == "status_lead")))
-                .filter_map(|h| h["destination"].as_str().map(str::to_owned))
-                .collect();
-            (body, destinations)
+            (body, subscribers(account, "status_lead"))
         };
-        let mut statuses = Vec::new();
-        for destination in destinations {
-            statuses.push(self.deliver(&destination, body.clone()).await);
-        }
-        statuses
+        self.deliver_to_all(&destinations, &body).await
     }
 
     /// A user edits the lead's price in its card: the lead changes (its stage does not), then
@@ -826,19 +816,9 @@ impl FakeKommo {
             lead.updated_at = now;
             let account = &*account;
             let body = lead_webhook_form(account, "update", &[&account.leads[&lead_id]]);
-            let destinations: Vec<String> = account
-                .webhooks
-                .iter()
-                .filter(|h| h["settings"].as_array().is_some_and(|s| s.iter().any(|e| e == "update_lead")))
-                .filter_map(|h| h["destination"].as_str().map(str::to_owned))
-                .collect();
-            (body, destinations)
+            (body, subscribers(account, "update_lead"))
         };
-        let mut statuses = Vec::new();
-        for destination in destinations {
-            statuses.push(self.deliver(&destination, body.clone()).await);
-        }
-        statuses
+        self.deliver_to_all(&destinations, &body).await
     }
 
     /// One `status_lead` hook carrying these leads (as they are now) to `url`.
@@ -853,6 +833,14 @@ impl FakeKommo {
             lead_webhook_form(account, "status", &leads)
         };
         self.deliver(url, body).await
+    }
+
+    async fn deliver_to_all(&self, destinations: &[String], body: &str) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for destination in destinations {
+            statuses.push(self.deliver(destination, body.to_owned()).await);
+        }
+        statuses
     }
 
     async fn deliver(&self, url: &str, body: String) -> u16 {
@@ -1918,6 +1906,16 @@ fn delete_webhook(w: &mut World, account_id: i64, body: &[u8]) -> Response {
 // ----------------------------------------------------------------------------------------------
 // The status_lead webhook body
 // ----------------------------------------------------------------------------------------------
+
+/// Where the account sends `event` hooks (`status_lead`, `update_lead`, ...).
+fn subscribers(account: &Account, event: &str) -> Vec<String> {
+    account
+        .webhooks
+        .iter()
+        .filter(|h| h["settings"].as_array().is_some_and(|s| s.iter().any(|e| e == event)))
+        .filter_map(|h| h["destination"].as_str().map(str::to_owned))
+        .collect()
+}
 
 /// A v2 lead hook: `leads[{action}][i][...]` for each lead, as Kommo sends for `status`,
 /// `update`, `add`.
