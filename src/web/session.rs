@@ -77,7 +77,9 @@ pub fn safe_next(next: Option<&str>) -> String {
                 here.push('?');
                 here.push_str(query);
             }
-            here
+            // `/..//evil.example` normalises to a path that a Location header would read as
+            // another host.
+            if here.starts_with("//") || here.starts_with("/\\") { HOME.to_owned() } else { here }
         }
         _ => HOME.to_owned(),
     }
@@ -186,6 +188,15 @@ mod tests {
         assert_eq!(safe_next(None), "/app");
         assert_eq!(safe_next(Some("/app/agencies/x?kind=dead")), "/app/agencies/x?kind=dead");
         // Browsers drop tabs and newlines from URLs: these read as `//evil.example`.
+        for sneaky in [
+            "/..//evil.example",
+            "/.//evil.example/x",
+            "/a/..//evil.example",
+            "/%2e%2e//evil.example",
+            "/./\\evil.example",
+        ] {
+            assert_eq!(safe_next(Some(sneaky)), "/app", "{sneaky:?}");
+        }
         for sneaky in ["/\t/evil.example/x", "/\n/evil.example", "/\r\n/evil.example", "/\t\\evil.example"] {
             assert_eq!(safe_next(Some(sneaky)), "/app", "{sneaky:?}");
         }

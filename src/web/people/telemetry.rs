@@ -113,25 +113,26 @@ async fn refused(
 /// What of a refused endpoint goes back into the form: never its user, password, query or
 /// fragment, which are refused precisely because vendors' keys travel there.
 fn echoable(endpoint: &str) -> String {
+    // `team:KEY@host` parses as a URL with the scheme `team`: only http(s) URLs with a host
+    // are taken apart; anything else that could hide a key comes back empty.
     match url::Url::parse(endpoint.trim()) {
-        Ok(url)
-            if url.username().is_empty()
+        Ok(mut url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            let clean = url.username().is_empty()
                 && url.password().is_none()
                 && url.query().is_none()
-                && url.fragment().is_none() =>
-        {
-            endpoint.to_owned()
-        }
-        Ok(mut url) => {
-            // Only URLs that cannot have credentials refuse these, and those have none to strip.
+                && url.fragment().is_none();
+            if clean {
+                return endpoint.to_owned();
+            }
+            // Neither can fail on an http(s) URL with a host.
             let _ = url.set_username("");
             let _ = url.set_password(None);
             url.set_query(None);
             url.set_fragment(None);
             url.to_string()
         }
-        Err(_) if !endpoint.contains(['@', '?', '#']) => endpoint.to_owned(),
-        Err(_) => String::new(),
+        _ if !endpoint.contains(['@', '?', '#', ':']) => endpoint.to_owned(),
+        _ => String::new(),
     }
 }
 

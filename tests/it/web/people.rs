@@ -330,6 +330,8 @@ async fn telemetry_headers_never_come_back_in_html(engine: Engine) {
         format!("https://otlp.example.com/v1?api_key={SECRET}"),
         format!("https://otlp.example.com/v1#{SECRET}"),
         format!("otlp.example.com?api_key={SECRET}"),
+        format!("team:{SECRET}@otlp.example.com"),
+        format!("ftp://team:{SECRET}@otlp.example.com"),
     ] {
         let refused = submit(&owner.agent, &telemetry, &[("endpoint", &endpoint), ("headers", "")]).await;
         assert_eq!(refused.status(), 422, "{endpoint}");
