@@ -52,12 +52,22 @@ pub async fn list(db: &Db, access: &Access) -> Result<Vec<MemberView>> {
         .collect())
 }
 
+/// The actor is an owner as of now, under `lock_members`: `access` was read before the lock,
+/// and another owner may have demoted them in between.
+async fn owner_now(tx: &mut store::Tx, access: &Access) -> Result<()> {
+    let me = access.require_person(Role::Owner)?;
+    match store::agencies::role_of(tx, access.agency, me).await? {
+        Some(Role::Owner) => Ok(()),
+        _ => Err(Error::Forbidden("only an owner of the agency can do this")),
+    }
+}
+
 /// Changes a member's role; the agency always keeps at least one owner.
 pub async fn set_role(db: &Db, access: &Access, user: UserId, role: Role) -> Result<MemberView> {
     let mut tx = db.write().await?;
     store::agencies::lock_members(&mut tx, access.agency).await?;
     let current = store::agencies::role_of(&mut tx, access.agency, user).await?.ok_or(Error::NotFound)?;
-    access.require_person(Role::Owner)?;
+    owner_now(&mut tx, access).await?;
     if current == Role::Owner
         && role != Role::Owner
         && store::agencies::count_owners(&mut tx, access.agency).await? <= 1
@@ -85,7 +95,7 @@ pub async fn remove(db: &Db, access: &Access, user: UserId) -> Result<()> {
     store::agencies::lock_members(&mut tx, access.agency).await?;
     let current = store::agencies::role_of(&mut tx, access.agency, user).await?.ok_or(Error::NotFound)?;
     if access.user != Some(user) {
-        access.require_person(Role::Owner)?;
+        owner_now(&mut tx, access).await?;
     }
     if current == Role::Owner && store::agencies::count_owners(&mut tx, access.agency).await? <= 1 {
         return Err(Error::conflict("user_id", "the agency needs at least one owner"));
