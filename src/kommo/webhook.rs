@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use url::form_urlencoded;
 
 /// Kommo's deepest key is `leads[status][0][custom_fields][0][values][0][value]`, 8 levels;
@@ -166,18 +167,25 @@ impl LeadEvent {
     /// "kommo:status:30307415:142:1689281821". Kommo repeats deliveries; two deliveries of the
     /// same change give the same key, a later change of the same lead gives a different one.
     /// A missing status or time shows as `-`; without a time (Digital Pipeline hooks carry
-    /// none) a return to the same stage cannot be told from a repeat.
+    /// none) a return to the same stage cannot be told from a repeat. Edits (`update`) also
+    /// carry a digest of the entity as sent: two edits within one second (a price, then a
+    /// currency field) differ in their fields, while a repeated delivery is the same body.
     pub fn dedup_key(&self) -> String {
-        // The action is the only free text, and the three fields after it never hold a colon,
-        // so two different events cannot spell the same key.
+        // The action is the only free text, and the fields after it never hold a colon, so two
+        // different events cannot spell the same key.
         let or_dash = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-        format!(
+        let key = format!(
             "kommo:{}:{}:{}:{}",
             self.action.as_str(),
             self.lead_id,
             or_dash(self.status_id),
             or_dash(self.modified_at)
-        )
+        );
+        if self.action.as_str() != "update" {
+            return key;
+        }
+        let digest = Sha256::digest(self.raw.to_string().as_bytes());
+        format!("{key}:{}", hex::encode(&digest[..8]))
     }
 }
 
@@ -516,7 +524,20 @@ mod tests {
         // A new lead has no last_modified; its creation time stands in.
         assert_eq!(hook.leads[0].modified_at, Some(100));
         assert_eq!(hook.leads[0].dedup_key(), "kommo:add:7:-:100");
-        assert_eq!(hook.leads[3].dedup_key(), "kommo:update:9:-:-");
+        assert!(
+            hook.leads[3].dedup_key().starts_with("kommo:update:9:-:-:"),
+            "{}",
+            hook.leads[3].dedup_key()
+        );
+        // Two edits within one second are two events; the same edit sent again is one.
+        let edit = |price: &str| {
+            let body = format!(
+                "leads[update][0][id]=9&leads[update][0][last_modified]=500&leads[update][0][price]={price}"
+            );
+            parse(body.as_bytes()).unwrap().leads[0].dedup_key()
+        };
+        assert_ne!(edit("100"), edit("120"));
+        assert_eq!(edit("100"), edit("100"));
     }
 
     #[test]
