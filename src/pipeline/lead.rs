@@ -251,11 +251,11 @@ impl Pipeline {
                     ("lead_id", &lead_id),
                 ],
             );
-            let attempted = match self.attempt(link, Step::Note).await {
-                Ok(attempted) => attempted,
+            let earlier = match self.attempt(link, Step::Note, &text).await {
+                Ok(earlier) => earlier,
                 Err(outcome) => return outcome,
             };
-            if let Err(outcome) = self.post_note(tenant, lead.id, &text, attempted).await {
+            if let Err(outcome) = self.post_note(tenant, lead.id, &text, earlier).await {
                 return outcome;
             }
             if let Err(error) = self.mark(link, Step::Note).await {
@@ -389,15 +389,17 @@ impl Pipeline {
             let mut tx = self.db.write().await?;
             let fresh = links::claim_notice(&mut tx, tenant.id, key).await?;
             let pending = fresh || links::notice_pending(&mut tx, tenant.id, key).await?;
+            let earlier =
+                if pending { links::notice_attempt(&mut tx, tenant.id, key, text).await? } else { None };
             tx.commit().await?;
-            Ok::<_, StoreError>((pending, !fresh))
+            Ok::<_, StoreError>((pending, earlier))
         };
-        let attempted = match claim.await {
-            Ok((true, attempted)) => attempted,
+        let earlier = match claim.await {
+            Ok((true, earlier)) => earlier,
             Ok((false, _)) => return Outcome::Done,
             Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
         };
-        if let Err(outcome) = self.post_note(tenant, lead_id, text, attempted).await {
+        if let Err(outcome) = self.post_note(tenant, lead_id, text, earlier).await {
             return outcome;
         }
         let posted = async {

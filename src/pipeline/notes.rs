@@ -3,21 +3,21 @@
 //! for on the lead before it is sent again.
 
 use super::{Outcome, Pipeline, Tenant, kommo_outcome};
-use crate::clock::now_ms;
 use crate::store::StoreError;
 use crate::store::links::{self, LinkRow, Step};
 
 impl Pipeline {
-    /// Sends `text` to the lead unless `attempted` (an earlier attempt got as far as sending it)
-    /// and the lead already has it.
+    /// Sends `text` to the lead, or, when an earlier attempt sent `earlier`, those same words
+    /// unless the lead already has them.
     pub(super) async fn post_note(
         &self,
         tenant: &Tenant,
         lead_id: i64,
         text: &str,
-        attempted: bool,
+        earlier: Option<String>,
     ) -> Result<(), Outcome> {
-        if attempted {
+        let text = earlier.as_deref().unwrap_or(text);
+        if earlier.is_some() {
             match self.kommo.lead_has_note(tenant.id, lead_id, text).await {
                 Ok(true) => {
                     tracing::info!(
@@ -33,12 +33,17 @@ impl Pipeline {
         self.kommo.add_note(tenant.id, lead_id, text).await.map_err(kommo_outcome)
     }
 
-    /// Records that a link's note (`Step::Note` or `Step::PaidNote`) is being sent; `true` if an
-    /// earlier attempt already was.
-    pub(super) async fn attempt(&self, link: &LinkRow, step: Step) -> Result<bool, Outcome> {
+    /// Records that a link's note (`Step::Note` or `Step::PaidNote`) is being sent as `text`;
+    /// the words of an earlier attempt, if one was made.
+    pub(super) async fn attempt(
+        &self,
+        link: &LinkRow,
+        step: Step,
+        text: &str,
+    ) -> Result<Option<String>, Outcome> {
         let recorded = async {
             let mut tx = self.db.write().await?;
-            let earlier = links::attempt(&mut tx, link.id, step, now_ms()).await?;
+            let earlier = links::attempt(&mut tx, link.id, step, text).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(earlier)
         };

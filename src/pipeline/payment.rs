@@ -208,11 +208,11 @@ impl Pipeline {
         if replaced {
             text.push_str(" (This payment used an earlier payment link that had been replaced.)");
         }
-        let attempted = match self.attempt(&current, Step::PaidNote).await {
-            Ok(attempted) => attempted,
+        let earlier = match self.attempt(&current, Step::PaidNote, &text).await {
+            Ok(earlier) => earlier,
             Err(outcome) => return outcome,
         };
-        if let Err(outcome) = self.post_note(tenant, link.lead_id, &text, attempted).await {
+        if let Err(outcome) = self.post_note(tenant, link.lead_id, &text, earlier).await {
             return outcome;
         }
         if let Err(error) = self.mark(&current, Step::PaidNote).await {

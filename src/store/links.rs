@@ -190,25 +190,56 @@ pub async fn mark(tx: &mut Tx, id: uuid::Uuid, step: Step, now: i64) -> Result<(
     Ok(())
 }
 
-/// A note is about to be sent: records the first attempt and says whether an earlier one was
-/// made (and so may have reached Kommo). Only `Note` and `PaidNote` are notes.
-pub async fn attempt(tx: &mut Tx, id: uuid::Uuid, step: Step, now: i64) -> Result<bool, StoreError> {
+/// A link's note (`Note` or `PaidNote`) is about to be sent as `text`: records it as the
+/// attempt unless one was made before, and returns that earlier attempt's words if so (they
+/// may have reached Kommo).
+pub async fn attempt(
+    tx: &mut Tx,
+    id: uuid::Uuid,
+    step: Step,
+    text: &str,
+) -> Result<Option<String>, StoreError> {
     let (read, write): (&'static str, &'static str) = match step {
         Step::Note => (
-            "SELECT note_attempted_at FROM payment_links WHERE id = $1",
-            "UPDATE payment_links SET note_attempted_at = $2 WHERE id = $1 AND note_attempted_at IS NULL",
+            "SELECT note_attempt FROM payment_links WHERE id = $1",
+            "UPDATE payment_links SET note_attempt = $2 WHERE id = $1 AND note_attempt IS NULL",
         ),
         Step::PaidNote => (
-            "SELECT paid_note_attempted_at FROM payment_links WHERE id = $1",
-            "UPDATE payment_links SET paid_note_attempted_at = $2 WHERE id = $1 AND paid_note_attempted_at IS NULL",
+            "SELECT paid_note_attempt FROM payment_links WHERE id = $1",
+            "UPDATE payment_links SET paid_note_attempt = $2 WHERE id = $1 AND paid_note_attempt IS NULL",
         ),
-        Step::Field => return Ok(false),
+        Step::Field => return Ok(None),
     };
-    let earlier: Option<Option<i64>> =
+    let earlier: Option<Option<String>> =
         on_tx!(tx, c => sqlx::query_scalar(read).bind(id).fetch_optional(c).await)?;
-    let earlier = earlier.flatten();
-    on_tx!(tx, c => sqlx::query(write).bind(id).bind(now).execute(c).await.map(drop))?;
-    Ok(earlier.is_some())
+    on_tx!(tx, c => sqlx::query(write).bind(id).bind(text).execute(c).await.map(drop))?;
+    Ok(earlier.flatten())
+}
+
+/// The same for a once-only notice, claimed already.
+pub async fn notice_attempt(
+    tx: &mut Tx,
+    client: ClientId,
+    key: &str,
+    text: &str,
+) -> Result<Option<String>, StoreError> {
+    let earlier: Option<Option<String>> = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT attempt FROM lead_notices WHERE client_id = $1 AND notice_key = $2",
+    )
+    .bind(client)
+    .bind(key)
+    .fetch_optional(c)
+    .await)?;
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE lead_notices SET attempt = $3 WHERE client_id = $1 AND notice_key = $2 AND attempt IS NULL",
+    )
+    .bind(client)
+    .bind(key)
+    .bind(text)
+    .execute(c)
+    .await
+    .map(drop))?;
+    Ok(earlier.flatten())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -461,9 +461,27 @@ async fn a_note_whose_answer_was_lost_is_not_posted_again(engine: Engine) {
     eventually(WAIT, "the missing-details note", || async { shop.notes(62).len() == 1 }).await;
     assert_eq!(notes_read(62), 1, "the retry looked before sending");
 
+    // A payment on a replaced link: its note says so; the retry after the lost answer looks
+    // for those words (not the plain payment note a paid link would get now).
+    shop.lead(63, "800");
+    shop.to_invoice(63).await;
+    eventually(WAIT, "the first link", || async { shop.notes(63).len() == 1 }).await;
+    let first = shop.flw.created(SECRET).into_iter().find(|c| c.request["meta"]["lead_id"] == 63).unwrap();
+    let late = shop.flw.pay(&first.tx_ref, Payment::card(Outcome::Successful));
+    shop.kommo.edit_price(ACME, 63, "950").await;
+    eventually(WAIT, "the replacement note", || async { shop.notes(63).len() == 2 }).await;
+    shop.kommo.fail_next_on(ACME, "POST", "/api/v4/leads/notes", Fault::AnswerLost);
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &late, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "the payment note looked for", || async {
+        shop.stage(63) == 142 && notes_read(63) == 1
+    })
+    .await;
+
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(shop.notes(61).len(), 2, "one link note and one payment note: {:?}", shop.notes(61));
     assert_eq!(shop.notes(62).len(), 1, "{:?}", shop.notes(62));
-    assert_eq!(notes_sent(), 4, "two notes sent once each after their lost answers, one sent twice");
+    assert_eq!(shop.notes(63).len(), 3, "{:?}", shop.notes(63));
+    assert!(shop.notes(63)[2].contains("earlier payment link"), "{:?}", shop.notes(63));
+    assert_eq!(notes_sent(), 7, "each note sent once, the one that failed for real twice");
     shop.app.stop().await;
 }
