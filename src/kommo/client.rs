@@ -215,21 +215,25 @@ impl Kommo {
         Ok(())
     }
 
-    /// Whether the lead already has a common note with exactly this text, among its latest
-    /// 50: asked before sending again a note whose earlier sending may have landed. (The
-    /// `filter[note_type]`/`order[id]` parameters are as the Kommo docs' notes list gives them;
-    /// a Kommo that ignored them would only make the search wider.)
+    /// Whether the lead has a common note with exactly this text made at or after `since`
+    /// (unix seconds), among its latest 50: asked before sending again a note whose earlier
+    /// sending may have landed. (The `filter[note_type]`/`order[id]` parameters are as the Kommo
+    /// docs' notes list gives them; a Kommo that ignored them would only widen the search.)
     pub async fn lead_has_note(
         &self,
         client: ClientId,
         lead_id: i64,
         text: &str,
+        since: i64,
     ) -> Result<bool, KommoError> {
         let path = format!("/api/v4/leads/{lead_id}/notes?filter[note_type]=common&order[id]=desc&limit=50");
         let body = self.call(client, Method::GET, &path, None).await?;
         let notes = body.as_ref().and_then(|b| b.pointer("/_embedded/notes")).and_then(Value::as_array);
         Ok(notes.is_some_and(|notes| {
-            notes.iter().any(|n| n.pointer("/params/text").and_then(Value::as_str) == Some(text))
+            notes.iter().any(|n| {
+                n.pointer("/params/text").and_then(Value::as_str) == Some(text)
+                    && n["created_at"].as_i64().is_none_or(|at| at >= since)
+            })
         }))
     }
 

@@ -389,8 +389,11 @@ impl Pipeline {
             let mut tx = self.db.write().await?;
             let fresh = links::claim_notice(&mut tx, tenant.id, key).await?;
             let pending = fresh || links::notice_pending(&mut tx, tenant.id, key).await?;
-            let earlier =
-                if pending { links::notice_attempt(&mut tx, tenant.id, key, text).await? } else { None };
+            let earlier = if pending {
+                links::notice_attempt(&mut tx, tenant.id, key, text, now_ms()).await?
+            } else {
+                None
+            };
             tx.commit().await?;
             Ok::<_, StoreError>((pending, earlier))
         };

@@ -3,22 +3,28 @@
 //! for on the lead before it is sent again.
 
 use super::{Outcome, Pipeline, Tenant, kommo_outcome};
+use crate::clock::now_ms;
 use crate::store::StoreError;
-use crate::store::links::{self, LinkRow, Step};
+use crate::store::links::{self, Attempt, LinkRow, Step};
+
+/// How far Kommo's clock may be behind ours when a note it took is dated.
+const CLOCK_SKEW_SECS: i64 = 120;
 
 impl Pipeline {
-    /// Sends `text` to the lead, or, when an earlier attempt sent `earlier`, those same words
-    /// unless the lead already has them.
+    /// Sends `text` to the lead; or, when an earlier attempt sent its words, those same words
+    /// unless a note with them was made on the lead since that attempt (an identical note from
+    /// before, say a plain "Paid, thanks!" of an earlier payment, does not count).
     pub(super) async fn post_note(
         &self,
         tenant: &Tenant,
         lead_id: i64,
         text: &str,
-        earlier: Option<String>,
+        earlier: Option<Attempt>,
     ) -> Result<(), Outcome> {
-        let text = earlier.as_deref().unwrap_or(text);
-        if earlier.is_some() {
-            match self.kommo.lead_has_note(tenant.id, lead_id, text).await {
+        let text = earlier.as_ref().map_or(text, |a| a.text.as_str());
+        if let Some(attempt) = &earlier {
+            let since = attempt.at / 1000 - CLOCK_SKEW_SECS;
+            match self.kommo.lead_has_note(tenant.id, lead_id, text, since).await {
                 Ok(true) => {
                     tracing::info!(
                         lead_id,
@@ -34,16 +40,16 @@ impl Pipeline {
     }
 
     /// Records that a link's note (`Step::Note` or `Step::PaidNote`) is being sent as `text`;
-    /// the words of an earlier attempt, if one was made.
+    /// the earlier attempt, if one was made.
     pub(super) async fn attempt(
         &self,
         link: &LinkRow,
         step: Step,
         text: &str,
-    ) -> Result<Option<String>, Outcome> {
+    ) -> Result<Option<Attempt>, Outcome> {
         let recorded = async {
             let mut tx = self.db.write().await?;
-            let earlier = links::attempt(&mut tx, link.id, step, text).await?;
+            let earlier = links::attempt(&mut tx, link.id, step, text, now_ms()).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(earlier)
         };

@@ -190,30 +190,46 @@ pub async fn mark(tx: &mut Tx, id: uuid::Uuid, step: Step, now: i64) -> Result<(
     Ok(())
 }
 
+/// A note sent before: its words and when (ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub text: String,
+    pub at: i64,
+}
+
+fn attempt_of(row: Option<(Option<String>, Option<i64>)>) -> Option<Attempt> {
+    match row {
+        Some((Some(text), Some(at))) => Some(Attempt { text, at }),
+        _ => None,
+    }
+}
+
 /// A link's note (`Note` or `PaidNote`) is about to be sent as `text`: records it as the
-/// attempt unless one was made before, and returns that earlier attempt's words if so (they
-/// may have reached Kommo).
+/// attempt unless one was made before, and returns that earlier attempt if so (it may have
+/// reached Kommo).
 pub async fn attempt(
     tx: &mut Tx,
     id: uuid::Uuid,
     step: Step,
     text: &str,
-) -> Result<Option<String>, StoreError> {
+    now: i64,
+) -> Result<Option<Attempt>, StoreError> {
     let (read, write): (&'static str, &'static str) = match step {
         Step::Note => (
-            "SELECT note_attempt FROM payment_links WHERE id = $1",
-            "UPDATE payment_links SET note_attempt = $2 WHERE id = $1 AND note_attempt IS NULL",
+            "SELECT note_attempt, note_attempted_at FROM payment_links WHERE id = $1",
+            "UPDATE payment_links SET note_attempt = $2, note_attempted_at = $3 \
+             WHERE id = $1 AND note_attempt IS NULL",
         ),
         Step::PaidNote => (
-            "SELECT paid_note_attempt FROM payment_links WHERE id = $1",
-            "UPDATE payment_links SET paid_note_attempt = $2 WHERE id = $1 AND paid_note_attempt IS NULL",
+            "SELECT paid_note_attempt, paid_note_attempted_at FROM payment_links WHERE id = $1",
+            "UPDATE payment_links SET paid_note_attempt = $2, paid_note_attempted_at = $3 \
+             WHERE id = $1 AND paid_note_attempt IS NULL",
         ),
         Step::Field => return Ok(None),
     };
-    let earlier: Option<Option<String>> =
-        on_tx!(tx, c => sqlx::query_scalar(read).bind(id).fetch_optional(c).await)?;
-    on_tx!(tx, c => sqlx::query(write).bind(id).bind(text).execute(c).await.map(drop))?;
-    Ok(earlier.flatten())
+    let earlier = on_tx!(tx, c => sqlx::query_as(read).bind(id).fetch_optional(c).await)?;
+    on_tx!(tx, c => sqlx::query(write).bind(id).bind(text).bind(now).execute(c).await.map(drop))?;
+    Ok(attempt_of(earlier))
 }
 
 /// The same for a once-only notice, claimed already.
@@ -222,24 +238,27 @@ pub async fn notice_attempt(
     client: ClientId,
     key: &str,
     text: &str,
-) -> Result<Option<String>, StoreError> {
-    let earlier: Option<Option<String>> = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT attempt FROM lead_notices WHERE client_id = $1 AND notice_key = $2",
+    now: i64,
+) -> Result<Option<Attempt>, StoreError> {
+    let earlier = on_tx!(tx, c => sqlx::query_as(
+        "SELECT attempt, attempted_at FROM lead_notices WHERE client_id = $1 AND notice_key = $2",
     )
     .bind(client)
     .bind(key)
     .fetch_optional(c)
     .await)?;
     on_tx!(tx, c => sqlx::query(
-        "UPDATE lead_notices SET attempt = $3 WHERE client_id = $1 AND notice_key = $2 AND attempt IS NULL",
+        "UPDATE lead_notices SET attempt = $3, attempted_at = $4 \
+         WHERE client_id = $1 AND notice_key = $2 AND attempt IS NULL",
     )
     .bind(client)
     .bind(key)
     .bind(text)
+    .bind(now)
     .execute(c)
     .await
     .map(drop))?;
-    Ok(earlier.flatten())
+    Ok(attempt_of(earlier))
 }
 
 #[derive(Debug, Clone, Copy)]

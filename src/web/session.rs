@@ -79,7 +79,7 @@ pub fn safe_next(next: Option<&str>) -> String {
             }
             // `/..//evil.example` normalises to a path that a Location header would read as
             // another host.
-            if here.starts_with("//") || here.starts_with("/\\") { HOME.to_owned() } else { here }
+            if here.starts_with("//") { HOME.to_owned() } else { here }
         }
         _ => HOME.to_owned(),
     }

@@ -113,8 +113,8 @@ async fn refused(
 /// What of a refused endpoint goes back into the form: never its user, password, query or
 /// fragment, which are refused precisely because vendors' keys travel there.
 fn echoable(endpoint: &str) -> String {
-    // `team:KEY@host` parses as a URL with the scheme `team`: only http(s) URLs with a host
-    // are taken apart; anything else that could hide a key comes back empty.
+    // `team:KEY@host` parses as a URL with the scheme `team`, and a key pasted into the wrong
+    // field is no URL at all: only http(s) URLs with a host come back, taken apart.
     match url::Url::parse(endpoint.trim()) {
         Ok(mut url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
             let clean = url.username().is_empty()
@@ -131,7 +131,6 @@ fn echoable(endpoint: &str) -> String {
             url.set_fragment(None);
             url.to_string()
         }
-        _ if !endpoint.contains(['@', '?', '#', ':']) => endpoint.to_owned(),
         _ => String::new(),
     }
 }

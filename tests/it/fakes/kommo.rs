@@ -864,6 +864,15 @@ impl FakeKommo {
         self.state().account(account_id).faults.next.extend(faults);
     }
 
+    /// A note someone made on the lead `secs_ago` seconds ago (in Kommo, by hand).
+    pub fn add_note_made_earlier(&self, account_id: i64, lead_id: i64, text: &str, secs_ago: i64) {
+        let mut w = self.state();
+        let id = w.next_id();
+        let created_at = unix_now() - secs_ago;
+        let note = Note { lead_id, text: text.to_owned(), note_type: "common".to_owned() };
+        w.account(account_id).notes.push(StoredNote { id, created_at, note });
+    }
+
     /// The next `method` request to `path` (e.g. `POST`, `/api/v4/leads/notes`) meets `fault`.
     pub fn fail_next_on(&self, account_id: i64, method: &str, path: &str, fault: Fault) {
         self.state().account(account_id).faults.next_on.push((method.to_owned(), path.to_owned(), fault));

@@ -26,6 +26,7 @@ on_both_engines!(
     a_revoked_kommo_connection_pauses_the_pipeline_until_reconnected,
     a_link_whose_creation_timed_out_is_never_posted_again,
     a_note_whose_answer_was_lost_is_not_posted_again,
+    an_identical_older_note_does_not_stand_in_for_a_new_one,
 );
 
 async fn a_deal_in_the_invoice_stage_is_paid_and_won(engine: Engine) {
@@ -483,5 +484,31 @@ async fn a_note_whose_answer_was_lost_is_not_posted_again(engine: Engine) {
     assert_eq!(shop.notes(63).len(), 3, "{:?}", shop.notes(63));
     assert!(shop.notes(63)[2].contains("earlier payment link"), "{:?}", shop.notes(63));
     assert_eq!(notes_sent(), 7, "each note sent once, the one that failed for real twice");
+    shop.app.stop().await;
+}
+
+/// A plain payment template reads the same for every payment. The lead already has such a note
+/// from an hour ago; this payment's note fails to send (nothing taken) and the retry looks for
+/// it: the old one does not count, and the new one is sent.
+async fn an_identical_older_note_does_not_stand_in_for_a_new_one(engine: Engine) {
+    use crate::fakes::kommo::Fault;
+    let shop = Shop::open(engine).await;
+    let settings = serde_json::json!({
+        "display_name": "Acme Kenya",
+        "trigger": {"pipeline_id": super::SALES, "stage_ids": [super::INVOICE]},
+        "notes": {"payment_received": "Paid, thanks!"},
+    });
+    shop.owner.agent.expect(reqwest::Method::PUT, &shop.path("/settings"), Some(settings), 200).await;
+    shop.lead(64, "300");
+    shop.kommo.add_note_made_earlier(ACME, 64, "Paid, thanks!", 3600);
+    shop.to_invoice(64).await;
+    eventually(WAIT, "the link note", || async { shop.notes(64).len() == 2 }).await;
+    let created = shop.flw.created(SECRET);
+    let paid = shop.flw.pay(&created[0].tx_ref, Payment::card(Outcome::Successful));
+    shop.kommo.fail_next_on(ACME, "POST", "/api/v4/leads/notes", Fault::ServerError);
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "this payment's note", || async { shop.notes(64).len() == 3 }).await;
+    assert_eq!(shop.notes(64)[2], "Paid, thanks!");
+    assert_eq!(shop.stage(64), 142);
     shop.app.stop().await;
 }

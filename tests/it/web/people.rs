@@ -337,6 +337,7 @@ async fn telemetry_headers_never_come_back_in_html(engine: Engine) {
         format!("https://otlp.example.com/v1#{SECRET}"),
         format!("otlp.example.com?api_key={SECRET}"),
         format!("team:{SECRET}@otlp.example.com"),
+        SECRET.to_owned(),
         format!("ftp://team:{SECRET}@otlp.example.com"),
     ] {
         let refused = submit(&owner.agent, &telemetry, &[("endpoint", &endpoint), ("headers", "")]).await;
