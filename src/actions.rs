@@ -7,8 +7,9 @@ use crate::error::Result;
 use crate::http::AppState;
 use crate::ids::ClientId;
 use crate::kommo::connect;
-use crate::tenants::clients::{self, IssuedToken};
+use crate::tenants::clients::{self, ClientView, IssuedToken};
 use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
+use crate::tenants::settings::ClientSettings;
 
 /// A new ingress token; Kommo's subscription moves to the new URL. (The old token stops at
 /// once whatever the cache says: ingress checks the token in the transaction that stores.)
@@ -48,6 +49,19 @@ pub async fn set_flutterwave_keys(
     .await?;
     state.ingress.tenants.forget(client);
     Ok(keys)
+}
+
+/// Saves the settings; the ingress reads the trigger stages afresh (they decide which Kommo
+/// edits make a job).
+pub async fn update_settings(
+    state: &AppState,
+    access: &Access,
+    client: ClientId,
+    settings: ClientSettings,
+) -> Result<ClientView> {
+    let view = clients::update_settings(&state.db, access, client, settings).await?;
+    state.ingress.tenants.forget(client);
+    Ok(view)
 }
 
 pub async fn disconnect_kommo(state: &AppState, access: &Access, client: ClientId) -> Result<()> {

@@ -141,7 +141,7 @@ async fn put_settings(
 ) -> Result<Json<ClientSettings>> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    Ok(Json(clients::update_settings(&state.db, &access, client, settings).await?.settings))
+    Ok(Json(crate::actions::update_settings(&state, &access, client, settings).await?.settings))
 }
 
 /// Issue a new ingress token. The old one stops working at once: update both webhook URLs.

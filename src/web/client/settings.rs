@@ -451,7 +451,7 @@ pub async fn save(
             }
             return Err(Error::Invalid(unreadable));
         }
-        clients::update_settings(&state.db, &access, client, settings).await
+        crate::actions::update_settings(&state, &access, client, settings).await
     };
     match saved.await {
         Ok(_) => done(&format!("/app/agencies/{agency}/clients/{client}/settings"), "settings-saved"),

@@ -247,6 +247,15 @@ async fn a_price_edited_in_the_trigger_stage_gets_a_link_for_the_new_amount(engi
         "the edit is on the record: {activity:?}"
     );
     assert!(shop.notes(25).is_empty());
+
+    // The stage becomes a trigger stage: the very next edit there counts.
+    let settings = serde_json::json!({
+        "display_name": "Acme Kenya",
+        "trigger": {"pipeline_id": super::SALES, "stage_ids": [super::INVOICE, NEW]},
+    });
+    shop.owner.agent.expect(reqwest::Method::PUT, &shop.path("/settings"), Some(settings), 200).await;
+    assert_eq!(shop.kommo.edit_price(ACME, 25, "700").await, [200]);
+    eventually(WAIT, "a link for the edited lead", || async { shop.notes(25).len() == 1 }).await;
     shop.app.stop().await;
 }
 
