@@ -117,9 +117,17 @@ impl Application {
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
-        background.spawn(crate::kommo::maintenance::run(state.kommo.clone(), stop.clone()));
+        let lease = crate::background::Lease::new(db.clone());
+        background.spawn(lease.clone().run(stop.clone()));
+        background.spawn(crate::kommo::maintenance::run(state.kommo.clone(), lease.clone(), stop.clone()));
         let every = Duration::from_secs(state.config.reconcile_every_secs);
-        background.spawn(reconcile::schedule(db.clone(), state.queue.clone(), every, stop.clone()));
+        background.spawn(reconcile::schedule(
+            db.clone(),
+            state.queue.clone(),
+            every,
+            lease.clone(),
+            stop.clone(),
+        ));
         background.spawn(crate::telemetry::gauges::run(db.clone(), stop.clone()));
         if let Some(routes) = crate::telemetry::agency_routes() {
             routes.allow_private(state.config.telemetry_allow_private);

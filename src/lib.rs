@@ -8,6 +8,8 @@ pub mod api;
 pub mod app;
 /// Accounts, passwords, sessions, CSRF, API keys, access checks.
 pub mod auth;
+/// Background duties and the lease that runs them on one instance at a time.
+pub mod background;
 /// The command line: `serve`, `migrate`, and the one-line error report.
 pub mod cli;
 /// Milliseconds since the epoch, as stored.

@@ -2,12 +2,14 @@
 //! a payment whose webhook was lost (or never sent: Flutterwave retries only if the merchant
 //! enabled it) still closes its deal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Pipeline, Tenant, flutterwave_outcome, kinds};
+use crate::background::{self, Lease};
 use crate::clock::now_ms;
 use crate::queue::{Outcome, Queue};
 use crate::store::links::{self, LinkRow};
@@ -67,15 +69,12 @@ impl Pipeline {
     }
 }
 
-/// Enqueues a reconcile job for every client account with open links, once per interval: the
-/// dedup key names the interval, so instances scheduling at the same time add one job.
-pub async fn schedule(db: Db, queue: Queue, every: Duration, stop: CancellationToken) {
+/// Enqueues a reconcile job for every client account with open links, once per interval, while
+/// this instance holds the background lease. The dedup key names the interval as well, so a
+/// lease changing hands mid-interval still adds one job.
+pub async fn schedule(db: Db, queue: Queue, every: Duration, lease: Arc<Lease>, stop: CancellationToken) {
     let every_ms = i64::try_from(every.as_millis()).unwrap_or(600_000).max(1000);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
+    background::every(lease, every, every, stop, || async {
         match enqueue_all(&db, &queue, every_ms).await {
             Ok(0) => {}
             Ok(count) => {
@@ -84,7 +83,8 @@ pub async fn schedule(db: Db, queue: Queue, every: Duration, stop: CancellationT
             }
             Err(error) => tracing::warn!(%error, "could not schedule reconciliation"),
         }
-    }
+    })
+    .await
 }
 
 async fn enqueue_all(db: &Db, queue: &Queue, every_ms: i64) -> Result<usize, StoreError> {

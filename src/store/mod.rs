@@ -15,6 +15,7 @@ pub mod data_keys;
 pub mod events;
 pub mod jobs;
 pub mod kommo;
+pub mod leases;
 pub mod links;
 pub mod overview;
 pub mod stats;

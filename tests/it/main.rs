@@ -2,6 +2,7 @@
 
 mod support;
 
+mod background;
 mod cli;
 mod fakes;
 mod flutterwave;
