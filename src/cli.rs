@@ -37,6 +37,13 @@ pub enum Command {
     /// The Kommo Marketplace listing.
     #[command(subcommand)]
     Kommo(KommoCommand),
+    /// Ask the pipepay serving on PIPEPAY_LISTEN whether it is up (`/healthz`, or `/readyz` with
+    /// --ready) and exit 0 if so: a container health check with no curl in the image.
+    Healthcheck {
+        /// Check readiness (database reachable, migrations applied) instead of liveness.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -146,6 +153,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             println!("packed {} files ({} bytes) into {}", report.files.len(), report.bytes, out.display());
             Ok(())
         }
+        Command::Healthcheck { ready } => healthcheck(cli.config.listen, ready).await,
         Command::Keys(KeysCommand::Rotate) => {
             use anyhow::Context;
             let keys = vault::master::resolve(cli.config.master_keys.clone(), cli.config.environment)
@@ -177,6 +185,26 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// GETs the health endpoint of the pipepay listening on `listen` (an unspecified address such as
+/// 0.0.0.0 is reached on loopback), failing on anything but 200 within two seconds.
+async fn healthcheck(listen: std::net::SocketAddr, ready: bool) -> anyhow::Result<()> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/{}", if ready { "readyz" } else { "healthz" });
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
+    let status = client.get(&url).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?.status();
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}");
+    }
+    println!("{url}: {status}");
+    Ok(())
 }
 
 /// Prints clap's verdict as one line that names both the flag and its environment variable.

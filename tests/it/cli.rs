@@ -130,3 +130,23 @@ fn keys_generate_prints_a_usable_entry() {
     let keys: pipepay::vault::MasterKeys = entry.trim().parse().unwrap();
     assert_eq!(keys.active().id, "k2027");
 }
+
+#[tokio::test]
+async fn the_container_health_check_asks_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(dir.path(), &[]);
+    // The image's HEALTHCHECK: the same binary, the same PIPEPAY_LISTEN, no curl.
+    for check in [&["healthcheck"][..], &["healthcheck", "--ready"][..]] {
+        let output = pipepay(dir.path(), &[("PIPEPAY_LISTEN", &running.addr)]).args(check).output().unwrap();
+        assert!(output.status.success(), "{check:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let port = running.addr.rsplit(':').next().unwrap().to_owned();
+    running.terminate();
+    // Listening on all interfaces is checked on loopback; nobody there is a failure.
+    let output = pipepay(dir.path(), &[("PIPEPAY_LISTEN", &format!("0.0.0.0:{port}"))])
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("http://127.0.0.1:{port}/healthz")));
+}
