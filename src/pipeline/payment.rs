@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{Activity, Pipeline, Tenant, flutterwave_outcome, kommo_outcome};
 use crate::clock::now_ms;
 use crate::flutterwave::model::Transaction;
+use crate::money;
 use crate::queue::Outcome;
 use crate::store::StoreError;
 use crate::store::links::{self, LinkRow, Step, state};
@@ -110,7 +111,10 @@ impl Pipeline {
         } else if expected.is_none_or(|expected| transaction.amount < expected) {
             Some(format!(
                 "paid {} {} but the link asks for {} {}",
-                transaction.amount, transaction.currency, link.amount, link.currency
+                money::format(&transaction.currency, transaction.amount),
+                transaction.currency,
+                money::format_text(&link.currency, &link.amount),
+                link.currency
             ))
         } else {
             None
@@ -132,7 +136,10 @@ impl Pipeline {
             .tx_ref(&link.tx_ref)
             .detail(format!(
                 "{} {} by {} (Flutterwave {})",
-                transaction.amount, transaction.currency, transaction.payment_type, transaction.id
+                money::format(&transaction.currency, transaction.amount),
+                transaction.currency,
+                transaction.payment_type,
+                transaction.id
             ))
             .record(&self.db)
             .await;
@@ -197,7 +204,7 @@ impl Pipeline {
         let mut text = render(
             tenant.settings.notes.get(NoteKind::PaymentReceived),
             &[
-                ("amount", &transaction.amount.to_string()),
+                ("amount", &money::format(&transaction.currency, transaction.amount)),
                 ("currency", &transaction.currency),
                 ("method", &transaction.payment_type),
                 ("reference", &transaction.flw_ref),
@@ -267,9 +274,9 @@ fn problem_note(tenant: &Tenant, link: &LinkRow, transaction: &Transaction, reas
         tenant.settings.notes.get(NoteKind::PaymentProblem),
         &[
             ("reason", reason),
-            ("amount", &transaction.amount.to_string()),
+            ("amount", &money::format(&transaction.currency, transaction.amount)),
             ("currency", &transaction.currency),
-            ("expected_amount", &link.amount),
+            ("expected_amount", &money::format_text(&link.currency, &link.amount)),
             ("expected_currency", &link.currency),
             ("reference", &transaction.flw_ref),
             ("tx_ref", &link.tx_ref),
