@@ -28,6 +28,7 @@ on_both_engines!(
     a_note_whose_answer_was_lost_is_not_posted_again,
     an_identical_older_note_does_not_stand_in_for_a_new_one,
     a_price_with_tax_is_written_with_two_decimals_in_notes_and_to_flutterwave,
+    a_transaction_flutterwave_never_knows_ends_in_one_entry_after_the_window,
 );
 
 async fn a_deal_in_the_invoice_stage_is_paid_and_won(engine: Engine) {
@@ -553,5 +554,64 @@ async fn a_price_with_tax_is_written_with_two_decimals_in_notes_and_to_flutterwa
     let timeline = shop.activity().await;
     let created_entry = timeline.iter().find(|a| a["kind"] == "link_created").unwrap();
     assert_eq!(created_entry["detail"], "1075.00 KES");
+    shop.app.stop().await;
+}
+
+/// Issue #12: a signed webhook names a transaction Flutterwave never knows (a mistaken or
+/// replayed id). pipepay looks again for a while, quietly, then ends the job with one clear
+/// entry: nothing closed, no dead job, no entry per retry.
+async fn a_transaction_flutterwave_never_knows_ends_in_one_entry_after_the_window(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--unknown-transaction-window", "3"]).await;
+    shop.lead(71, "400");
+    shop.to_invoice(71).await;
+    eventually(WAIT, "the link note", || async { shop.notes(71).len() == 1 }).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    let unknown = crate::fakes::flutterwave::Transaction {
+        id: 9_876_543_210,
+        tx_ref: tx_ref.clone(),
+        flw_ref: "FLW-MOCK-UNKNOWN".into(),
+        amount: "400".parse().unwrap(),
+        charged_amount: "400".parse().unwrap(),
+        currency: "KES".into(),
+        status: "successful".into(),
+        payment_type: "card".into(),
+        customer_email: "wanjiru@example.co.ke".into(),
+    };
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &unknown, Shape::V3, Signature::VerifHash).await, 200);
+
+    let payment_jobs = || async {
+        let jobs = shop.owner.agent.json(&shop.path("/jobs")).await;
+        jobs.as_array().unwrap().iter().filter(|j| j["kind"] == "payment").cloned().collect::<Vec<_>>()
+    };
+    eventually(WAIT, "the payment job to end", || async {
+        payment_jobs().await.iter().any(|j| j["state"] == "done")
+    })
+    .await;
+    let jobs = payment_jobs().await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(jobs[0]["attempts"].as_i64().unwrap() >= 2, "looked again before giving up: {jobs:?}");
+    let looks = shop.flw.verify_calls(SECRET).iter().filter(|c| c.contains("9876543210")).count();
+    assert!(looks >= 2, "verified by id more than once: {looks}");
+
+    let activity = shop.activity().await;
+    let about: Vec<&serde_json::Value> =
+        activity.iter().filter(|a| a["tx_ref"] == tx_ref.as_str() && a["kind"] != "link_created").collect();
+    let unknowns: Vec<&&serde_json::Value> =
+        about.iter().filter(|a| a["kind"] == "payment_unknown").collect();
+    assert_eq!(unknowns.len(), 1, "one entry: {about:?}");
+    assert!(
+        unknowns[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Flutterwave does not know transaction 9876543210: not closed"),
+        "{:?}",
+        unknowns[0]
+    );
+    let noise: Vec<&serde_json::Value> =
+        activity.iter().filter(|a| matches!(a["kind"].as_str(), Some("failure" | "dead"))).collect();
+    assert!(noise.is_empty(), "no entry per retry and no dead job: {noise:?}");
+    assert!(!activity.iter().any(|a| a["kind"] == "deal_closed"));
+    assert_eq!(shop.stage(71), super::INVOICE, "the deal stays open");
+    assert_eq!(shop.notes(71).len(), 1, "no note beyond the link's");
     shop.app.stop().await;
 }
