@@ -231,7 +231,7 @@ fn micros(duration: Duration) -> i64 {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| micros(d))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, micros)
 }
 
 #[cfg(test)]
