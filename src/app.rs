@@ -135,6 +135,7 @@ impl Application {
         }
         let pipeline = Arc::new(Pipeline {
             reconcile_after: every.min(Duration::from_secs(120)),
+            unknown_transaction_window: Duration::from_secs(state.config.unknown_transaction_window_secs),
             db: db.clone(),
             vault: state.vault.clone(),
             kommo: state.kommo.clone(),

@@ -137,6 +137,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(5..=86_400), global = true)]
     pub reconcile_every_secs: u64,
 
+    /// Seconds after a payment webhook arrived during which a transaction Flutterwave does not
+    /// know is checked again (its verify endpoint can lag the webhook); then the job ends with
+    /// one timeline entry and the deal stays open.
+    #[arg(long = "unknown-transaction-window", env = "PIPEPAY_UNKNOWN_TRANSACTION_WINDOW",
+          default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=7 * 86_400),
+          global = true)]
+    pub unknown_transaction_window_secs: u64,
+
     /// Webhooks per second one client account may send (sustained), with bursts of
     /// PIPEPAY_INGRESS_BURST; beyond that, 429 with Retry-After.
     #[arg(long, env = "PIPEPAY_INGRESS_RATE", default_value_t = 100,

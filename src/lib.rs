@@ -28,6 +28,8 @@ pub mod ids;
 pub mod ingress;
 /// Kommo: OAuth, installs, tokens, the rate-limited API client.
 pub mod kommo;
+/// Currency decimals, rounding, and the one way amounts are written.
+pub mod money;
 /// create_link, close_deal, reconcile: what each job does.
 pub mod pipeline;
 /// The durable job queue and its workers.

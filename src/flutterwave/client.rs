@@ -374,8 +374,12 @@ fn payment_body(request: &PaymentRequest) -> Result<Value, FlutterwaveError> {
     check(request)?;
     let mut body = Map::new();
     body.insert("tx_ref".into(), json!(request.tx_ref));
-    // A string in major units, exactly as the decimal holds it (the docs send "7500").
-    body.insert("amount".into(), json!(request.amount.to_string()));
+    // A plain JSON number in major units with the currency's decimals (`1075.00`, `5000` XOF),
+    // written from the decimal's text, never through f64 (serde_json keeps the digits).
+    let amount: serde_json::Number = crate::money::format(&request.currency, request.amount)
+        .parse()
+        .map_err(|e| FlutterwaveError::Invalid(format!("the amount is not a JSON number: {e}")))?;
+    body.insert("amount".into(), Value::Number(amount));
     body.insert("currency".into(), json!(request.currency));
     insert_some(&mut body, "redirect_url", request.redirect_url.as_deref().map(Value::from));
 
@@ -431,6 +435,10 @@ fn check(request: &PaymentRequest) -> Result<(), FlutterwaveError> {
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return invalid("the currency must be an upper-case ISO 4217 code such as KES");
     }
+    // Rounding is the pipeline's decision (the note says the same amount); here it is refused.
+    if !crate::money::fits(currency, request.amount) {
+        return invalid("the amount has more decimals than the currency is charged in");
+    }
     if request.customer.email.trim().is_empty() {
         return invalid("the customer's email is required");
     }
@@ -463,10 +471,14 @@ mod tests {
 
     #[test]
     fn a_minimal_body_omits_what_is_absent_but_never_the_currency() {
-        let body = payment_body(&request()).unwrap();
+        let mut body = payment_body(&request()).unwrap();
+        // A number with the currency's two decimals, as written (not "1234.5" via f64).
+        assert_eq!(body["amount"].to_string(), "1234.50");
+        assert!(body["amount"].is_number());
+        body["amount"] = json!("checked");
         assert_eq!(
             body,
-            json!({"tx_ref": "t1-42-a", "amount": "1234.50", "currency": "KES",
+            json!({"tx_ref": "t1-42-a", "amount": "checked", "currency": "KES",
                    "customer": {"email": "ada@example.com"}})
         );
     }
@@ -497,7 +509,7 @@ mod tests {
     #[test]
     fn requests_flutterwave_would_misread_are_refused_before_sending() {
         type Breakage = fn(&mut PaymentRequest);
-        let cases: [(&str, Breakage); 7] = [
+        let cases: [(&str, Breakage); 9] = [
             ("no currency", |r| r.currency = String::new()),
             ("lower-case currency", |r| r.currency = "kes".into()),
             ("zero amount", |r| r.amount = Decimal::ZERO),
@@ -505,6 +517,8 @@ mod tests {
             ("blank tx_ref", |r| r.tx_ref = " ".into()),
             ("no email", |r| r.customer.email = String::new()),
             ("a two-day session", |r| r.session_duration_minutes = Some(2880)),
+            ("cents of a shilling", |r| r.amount = "1234.505".parse().unwrap()),
+            ("cents in a whole-unit currency", |r| r.currency = "UGX".into()),
         ];
         for (what, break_it) in cases {
             let mut broken = request();

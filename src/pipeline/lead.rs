@@ -1,21 +1,19 @@
 //! `lead` jobs: a lead changed in Kommo. In a trigger stage it gets a payment link (once per
 //! amount), lost it loses its open link, anywhere else nothing happens.
 
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::{Activity, Pipeline, Tenant, flutterwave_outcome, kommo_outcome};
 use crate::clock::now_ms;
 use crate::flutterwave::client::{Customer, PaymentRequest};
 use crate::kommo::model::Lead;
+use crate::money;
 use crate::queue::Outcome;
 use crate::store::links::{self, LinkRow, Step, state};
 use crate::store::{self, StoreError};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::{CURRENCIES, KOMMO_LOST};
-
-/// Currencies Flutterwave charges in whole units; their amounts are rounded to 0 places.
-const ZERO_DECIMAL: &[&str] = &["UGX", "RWF", "XAF", "XOF", "GNF", "CLP"];
 
 impl Pipeline {
     pub(super) async fn lead(&self, tenant: &Tenant, payload: &Value) -> Outcome {
@@ -91,7 +89,7 @@ impl Pipeline {
         };
         // Checked after rounding: 0.004 USD is no price either, and Flutterwave would refuse it.
         let amount = match &currency {
-            Ok(currency) => round_for(currency, self.amount(tenant, lead)),
+            Ok(currency) => money::round(currency, self.amount(tenant, lead)),
             Err(_) => self.amount(tenant, lead),
         };
         if amount <= Decimal::ZERO {
@@ -135,8 +133,10 @@ impl Pipeline {
                         .lead(lead.id)
                         .tx_ref(&link.tx_ref)
                         .detail(format!(
-                            "replaced: the amount changed from {} {} to {amount} {currency}",
-                            link.amount, link.currency
+                            "replaced: the amount changed from {} {} to {} {currency}",
+                            money::format_text(&link.currency, &link.amount),
+                            link.currency,
+                            money::format(&currency, amount),
                         ))
                         .record(&self.db)
                         .await;
@@ -160,7 +160,7 @@ impl Pipeline {
                 lead.id,
                 lead.pipeline_id,
                 &tx_ref,
-                &amount.to_string(),
+                &money::format(&currency, amount),
                 &currency,
                 now_ms(),
             )
@@ -218,7 +218,7 @@ impl Pipeline {
         Activity::new(tenant, "link_created", "ok")
             .lead(lead.id)
             .tx_ref(&tx_ref)
-            .detail(format!("{amount} {currency}"))
+            .detail(format!("{} {currency}", money::format(&currency, amount)))
             .record(&self.db)
             .await;
         self.finish_link(tenant, lead, &row, replaced.as_ref()).await
@@ -236,15 +236,19 @@ impl Pipeline {
         let url = link.link.clone().unwrap_or_default();
         if link.note_posted_at.is_none() {
             let (kind, old_amount) = match replaced {
-                Some(old) => (NoteKind::LinkReplaced, format!("{} {}", old.amount, old.currency)),
+                Some(old) => (
+                    NoteKind::LinkReplaced,
+                    format!("{} {}", money::format_text(&old.currency, &old.amount), old.currency),
+                ),
                 None => (NoteKind::LinkCreated, String::new()),
             };
             let lead_id = lead.id.to_string();
+            let amount = money::format_text(&link.currency, &link.amount);
             let text = render(
                 tenant.settings.notes.get(kind),
                 &[
                     ("link", &url),
-                    ("amount", &link.amount),
+                    ("amount", &amount),
                     ("currency", &link.currency),
                     ("old_amount", &old_amount),
                     ("tx_ref", &link.tx_ref),
@@ -477,10 +481,4 @@ impl Pipeline {
         links::mark(&mut tx, link.id, step, now_ms()).await?;
         tx.commit().await
     }
-}
-
-/// Rounds an amount to what the currency can be charged in.
-pub(crate) fn round_for(currency: &str, amount: Decimal) -> Decimal {
-    let places = if ZERO_DECIMAL.contains(&currency) { 0 } else { 2 };
-    amount.round_dp_with_strategy(places, RoundingStrategy::MidpointAwayFromZero)
 }

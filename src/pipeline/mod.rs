@@ -44,6 +44,15 @@ pub struct Pipeline {
     pub queue: Queue,
     /// Links younger than this are left to their webhook by reconciliation.
     pub reconcile_after: Duration,
+    /// How long after its webhook a transaction Flutterwave does not know is looked for again.
+    pub unknown_transaction_window: Duration,
+}
+
+/// A retry the step expected, which the timeline does not hear of each time: the step writes
+/// one entry when it stops waiting.
+pub(crate) struct Waiting {
+    pub reason: String,
+    pub after: Duration,
 }
 
 /// A job's client account, as the steps need it.
@@ -89,7 +98,12 @@ impl Handler for Pipeline {
         let outcome = async {
             let outcome = match job.kind.as_str() {
                 kinds::LEAD => self.lead(&tenant, &payload).await,
-                kinds::PAYMENT => self.payment(&tenant, &payload).await,
+                kinds::PAYMENT => match self.payment(&tenant, job, &payload).await {
+                    Ok(outcome) => outcome,
+                    Err(Waiting { reason, after }) => {
+                        return Outcome::Retry { error: reason, after: Some(after) };
+                    }
+                },
                 kinds::RECONCILE => self.reconcile(&tenant).await,
                 other => Outcome::Dead { error: format!("unknown job kind {other:?}") },
             };

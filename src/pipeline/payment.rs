@@ -5,19 +5,28 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::{Activity, Pipeline, Tenant, flutterwave_outcome, kommo_outcome};
+use std::time::Duration;
+
+use super::{Activity, Pipeline, Tenant, Waiting, flutterwave_outcome, kommo_outcome};
 use crate::clock::now_ms;
 use crate::flutterwave::model::Transaction;
+use crate::money;
 use crate::queue::Outcome;
 use crate::store::StoreError;
+use crate::store::jobs::JobRow;
 use crate::store::links::{self, LinkRow, Step, state};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::KOMMO_WON;
 
 impl Pipeline {
-    pub(super) async fn payment(&self, tenant: &Tenant, payload: &Value) -> Outcome {
+    pub(super) async fn payment(
+        &self,
+        tenant: &Tenant,
+        job: &JobRow,
+        payload: &Value,
+    ) -> Result<Outcome, Waiting> {
         let Some(tx_ref) = payload["tx_ref"].as_str() else {
-            return Outcome::Dead { error: "the payment names no tx_ref".into() };
+            return Ok(Outcome::Dead { error: "the payment names no tx_ref".into() });
         };
         let link = match self.link(tenant, tx_ref).await {
             Ok(Some(link)) => link,
@@ -27,31 +36,60 @@ impl Pipeline {
                     .detail("not a payment link pipepay issued for this client account")
                     .record(&self.db)
                     .await;
-                return Outcome::Done;
+                return Ok(Outcome::Done);
             }
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+            Err(error) => return Ok(Outcome::Retry { error: error.to_string(), after: None }),
         };
         let secret = match self.secret_key(tenant).await {
             Ok(secret) => secret,
-            Err(outcome) => return outcome,
+            Err(outcome) => return Ok(outcome),
         };
         // By id when the event has Flutterwave's numeric id; v4 events carry a charge id the v3
         // verify does not know, so those are verified by reference.
-        let verified = match payload["transaction_id"].as_i64() {
+        let id = payload["transaction_id"].as_i64();
+        let verified = match id {
             Some(id) => self.flutterwave.verify(&secret, id).await,
             None => self.flutterwave.verify_by_reference(&secret, tx_ref).await,
         };
         let transaction = match verified {
             Ok(Some(transaction)) => transaction,
             Ok(None) => {
-                return Outcome::Retry {
-                    error: "Flutterwave does not know this transaction (yet)".into(),
-                    after: None,
-                };
+                let what = id
+                    .map_or_else(|| format!("a transaction for {tx_ref}"), |id| format!("transaction {id}"));
+                return self.unknown(tenant, job, &link, &what).await;
             }
-            Err(error) => return flutterwave_outcome(error),
+            Err(error) => return Ok(flutterwave_outcome(error)),
         };
-        self.settle(tenant, &link, &transaction).await
+        Ok(self.settle(tenant, &link, &transaction).await)
+    }
+
+    /// Flutterwave does not know the transaction a signed webhook named. Its verify endpoint can
+    /// lag the webhook, so it is asked again, quietly, at growing intervals; once the window
+    /// since the webhook has passed (or the attempts are spent) the job ends with one entry.
+    /// Nothing is closed; reconciliation still watches the link for a real payment.
+    async fn unknown(
+        &self,
+        tenant: &Tenant,
+        job: &JobRow,
+        link: &LinkRow,
+        what: &str,
+    ) -> Result<Outcome, Waiting> {
+        let window = self.unknown_transaction_window;
+        match next_look(job, now_ms(), window) {
+            Some(after) => Err(Waiting { reason: format!("Flutterwave does not know {what} (yet)"), after }),
+            None => {
+                Activity::new(tenant, "payment_unknown", "failed")
+                    .lead(link.lead_id)
+                    .tx_ref(&link.tx_ref)
+                    .detail(format!(
+                        "Flutterwave does not know {what}: not closed (looked for it for {}s after the webhook)",
+                        window.as_secs()
+                    ))
+                    .record(&self.db)
+                    .await;
+                Ok(Outcome::Done)
+            }
+        }
     }
 
     async fn link(&self, tenant: &Tenant, tx_ref: &str) -> Result<Option<LinkRow>, StoreError> {
@@ -110,7 +148,10 @@ impl Pipeline {
         } else if expected.is_none_or(|expected| transaction.amount < expected) {
             Some(format!(
                 "paid {} {} but the link asks for {} {}",
-                transaction.amount, transaction.currency, link.amount, link.currency
+                money::format(&transaction.currency, transaction.amount),
+                transaction.currency,
+                money::format_text(&link.currency, &link.amount),
+                link.currency
             ))
         } else {
             None
@@ -132,7 +173,10 @@ impl Pipeline {
             .tx_ref(&link.tx_ref)
             .detail(format!(
                 "{} {} by {} (Flutterwave {})",
-                transaction.amount, transaction.currency, transaction.payment_type, transaction.id
+                money::format(&transaction.currency, transaction.amount),
+                transaction.currency,
+                transaction.payment_type,
+                transaction.id
             ))
             .record(&self.db)
             .await;
@@ -197,7 +241,7 @@ impl Pipeline {
         let mut text = render(
             tenant.settings.notes.get(NoteKind::PaymentReceived),
             &[
-                ("amount", &transaction.amount.to_string()),
+                ("amount", &money::format(&transaction.currency, transaction.amount)),
                 ("currency", &transaction.currency),
                 ("method", &transaction.payment_type),
                 ("reference", &transaction.flw_ref),
@@ -267,9 +311,9 @@ fn problem_note(tenant: &Tenant, link: &LinkRow, transaction: &Transaction, reas
         tenant.settings.notes.get(NoteKind::PaymentProblem),
         &[
             ("reason", reason),
-            ("amount", &transaction.amount.to_string()),
+            ("amount", &money::format(&transaction.currency, transaction.amount)),
             ("currency", &transaction.currency),
-            ("expected_amount", &link.amount),
+            ("expected_amount", &money::format_text(&link.currency, &link.amount)),
             ("expected_currency", &link.currency),
             ("reference", &transaction.flw_ref),
             ("tx_ref", &link.tx_ref),
@@ -277,7 +321,60 @@ fn problem_note(tenant: &Tenant, link: &LinkRow, transaction: &Transaction, reas
     )
 }
 
+/// When to look for an unknown transaction again, or `None` to stop. Each wait is twice the
+/// time since the webhook (at least 5 s), so the looks come at about 5 s, 15 s, 45 s, 2 min,
+/// 7 min, 20 min and then at the window's end: a few early ones for Flutterwave's usual lag,
+/// eight attempts in an hour, within the default ten. The job's first run is the webhook's
+/// arrival (they are stored together).
+fn next_look(job: &JobRow, now: i64, window: Duration) -> Option<Duration> {
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let elapsed = (now - job.created_at).max(0);
+    if elapsed >= window_ms || job.attempts >= job.max_attempts {
+        return None;
+    }
+    let wait = (elapsed * 2).max(5_000).min(window_ms - elapsed);
+    Some(Duration::from_millis(wait.unsigned_abs()))
+}
+
 /// A link that had been superseded, cancelled or left uncertain before it was paid.
 fn was_replaced(link: &LinkRow) -> bool {
     matches!(link.state.as_str(), state::SUPERSEDED | state::CANCELLED | state::UNCERTAIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempts: i64, created_at: i64) -> JobRow {
+        JobRow {
+            id: uuid::Uuid::nil(),
+            client_id: crate::ids::ClientId(uuid::Uuid::nil()),
+            kind: "payment".into(),
+            event_id: None,
+            payload: "{}".into(),
+            state: "running".into(),
+            attempts,
+            max_attempts: 10,
+            run_at: 0,
+            last_error: None,
+            trace: None,
+            created_at,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn an_unknown_transaction_is_looked_for_a_few_times_within_the_window_then_given_up() {
+        let hour = Duration::from_secs(3600);
+        let (mut now, mut attempts, mut looks) = (0_i64, 1_i64, Vec::new());
+        while let Some(after) = next_look(&job(attempts, 0), now, hour) {
+            looks.push(after.as_secs());
+            now += i64::try_from(after.as_millis()).unwrap();
+            attempts += 1;
+        }
+        assert_eq!(looks, [5, 10, 30, 90, 270, 810, 2385], "ending at the window's end");
+        assert_eq!(now, 3_600_000);
+        assert!(attempts <= 10, "within the default attempts: {attempts}");
+        assert_eq!(next_look(&job(10, 0), 1_000, hour), None, "the last attempt concludes");
+    }
 }

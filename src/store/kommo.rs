@@ -443,3 +443,37 @@ pub async fn gcra_back_off(db: &Db, account_id: i64, delay_us: i64) -> Result<()
     .await?;
     Ok(())
 }
+
+/// The shared adaptive pace of a Kommo account, `(from_us, start_us)`, if a 429 cut it.
+pub async fn pace(db: &Db, account_id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+    let Db::Postgres(pool) = db else { return Ok(None) };
+    let row: Option<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT pace_from_us, pace_start_us FROM kommo_rate WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.and_then(|(from, start)| Some((from?, start?))))
+}
+
+/// Sets the shared pace if it is still `seen` (compare-and-set): when two instances are told 429
+/// at once, one cut counts, not two.
+pub async fn set_pace(
+    db: &Db,
+    account_id: i64,
+    seen: Option<(i64, i64)>,
+    pace: (i64, i64),
+) -> Result<bool, StoreError> {
+    let Db::Postgres(pool) = db else { return Ok(false) };
+    let done = sqlx::query(
+        "UPDATE kommo_rate SET pace_from_us = $2, pace_start_us = $3 WHERE account_id = $1 \
+         AND pace_from_us IS NOT DISTINCT FROM $4 AND pace_start_us IS NOT DISTINCT FROM $5",
+    )
+    .bind(account_id)
+    .bind(pace.0)
+    .bind(pace.1)
+    .bind(seen.map(|s| s.0))
+    .bind(seen.map(|s| s.1))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

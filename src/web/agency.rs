@@ -89,6 +89,7 @@ fn row(client: overview::ClientHealth) -> HealthRow {
             .payments_this_month
             .iter()
             .map(|(currency, total, count)| {
+                let total = crate::money::format(currency, *total);
                 format!("{total} {currency} ({count} payment{})", if *count == 1 { "" } else { "s" })
             })
             .collect(),

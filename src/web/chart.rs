@@ -5,6 +5,7 @@ use chrono::{Days, NaiveDate};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use crate::money;
 use crate::tenants::pipeline::DayTotal;
 
 const BAR: i64 = 16;
@@ -107,7 +108,7 @@ pub fn per_currency(first: NaiveDate, days: u64, totals: &[DayTotal]) -> Vec<Cha
                         label: format!(
                             "{}: {} {currency} ({} payment{})",
                             t.day,
-                            t.total,
+                            money::format(currency, t.total),
                             t.payments,
                             plural(t.payments)
                         ),
@@ -117,7 +118,11 @@ pub fn per_currency(first: NaiveDate, days: u64, totals: &[DayTotal]) -> Vec<Cha
                 .collect();
             let rows = mine
                 .iter()
-                .map(|t| Row { day: t.day.to_string(), total: t.total.to_string(), payments: t.payments })
+                .map(|t| Row {
+                    day: t.day.to_string(),
+                    total: money::format(currency, t.total),
+                    payments: t.payments,
+                })
                 .collect();
             Chart {
                 currency: currency.to_owned(),
@@ -126,16 +131,18 @@ pub fn per_currency(first: NaiveDate, days: u64, totals: &[DayTotal]) -> Vec<Cha
                 base: TOP + PLOT,
                 title: format!("Payments per day in {currency}, {first} to {last} (UTC)"),
                 desc: format!(
-                    "{total} {currency} from {payments} payment{} in {} day{} with payments; the highest day was \
-                     {max} {currency}.",
+                    "{} {currency} from {payments} payment{} in {} day{} with payments; the highest day was \
+                     {} {currency}.",
+                    money::format(currency, total),
                     plural(payments),
                     mine.len(),
-                    plural(mine.len())
+                    plural(mine.len()),
+                    money::format(currency, max),
                 ),
                 bars,
                 ticks: ticks.clone(),
                 rows,
-                total: total.to_string(),
+                total: money::format(currency, total),
                 payments,
             }
         })
@@ -168,6 +175,7 @@ mod tests {
         assert_eq!(kes.bars[0].x, LEFT + STEP);
         assert!(kes.bars[0].label.contains("1245.00 KES (2 payments)"));
         assert_eq!(kes.rows[0].total, "1245.00");
+        assert_eq!(charts[1].total, "500.00", "with the currency's decimals");
     }
 
     #[test]

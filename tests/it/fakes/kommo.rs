@@ -258,6 +258,9 @@ struct Account {
     webhooks: Vec<Value>,
     webhook_refusal: Option<(u16, String)>,
     faults: Faults,
+    /// Requests per second past which this account gets 429, if not Kommo's 7 (see
+    /// [`FakeKommo::set_rate_limit`]).
+    rate_limit: Option<usize>,
     violations: usize,
     refreshes: usize,
     exchanges: usize,
@@ -373,7 +376,7 @@ impl World {
             .filter(|r| r.account_id == Some(account_id))
             .count();
         let account = self.account(account_id);
-        if in_window > RATE_LIMIT_PER_SECOND {
+        if in_window > account.rate_limit.unwrap_or(RATE_LIMIT_PER_SECOND) {
             account.violations += 1;
             return (index, Admission::RateLimited);
         }
@@ -492,6 +495,7 @@ impl FakeKommo {
                 webhooks: Vec::new(),
                 webhook_refusal: None,
                 faults: Faults::default(),
+                rate_limit: None,
                 violations: 0,
                 refreshes: 0,
                 exchanges: 0,
@@ -909,6 +913,13 @@ impl FakeKommo {
 
     pub fn rate_violations(&self, account_id: i64) -> usize {
         self.state().account(account_id).violations
+    }
+
+    /// From now on this account answers 429 past `per_second` requests in any second (`None`:
+    /// Kommo's 7 again), as an account whose quota another integration eats up, or a limit
+    /// counted per IP, looks to one client.
+    pub fn set_rate_limit(&self, account_id: i64, per_second: Option<usize>) {
+        self.state().account(account_id).rate_limit = per_second;
     }
 
     fn state(&self) -> MutexGuard<'_, World> {

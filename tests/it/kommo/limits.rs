@@ -12,7 +12,11 @@ use crate::fakes::kommo::Fault;
 use crate::on_both_engines;
 use crate::support::Engine;
 
-on_both_engines!(a_hammering_tenant_stays_under_its_limit_and_delays_nobody, a_429_holds_the_account_back);
+on_both_engines!(
+    a_hammering_tenant_stays_under_its_limit_and_delays_nobody,
+    a_429_holds_the_account_back,
+    a_429_below_the_configured_limit_slows_the_account_until_it_may_speed_up_again,
+);
 
 async fn a_hammering_tenant_stays_under_its_limit_and_delays_nobody(engine: Engine) {
     let world = World::new(engine).await;
@@ -69,4 +73,91 @@ async fn a_429_holds_the_account_back(engine: Engine) {
         next.elapsed()
     );
     world.app.stop().await;
+}
+
+/// Issue #12: Kommo answers 429 at 3 requests a second while pipepay is configured for 7
+/// (another integration on the account, or a per-IP limit). Waiting out Retry-After and coming
+/// back at full pace would earn a 429 every second or so; pipepay slows the account (on every
+/// instance), keeps the 429s few, and speeds up again once Kommo lets it.
+async fn a_429_below_the_configured_limit_slows_the_account_until_it_may_speed_up_again(engine: Engine) {
+    let world = World::new(engine).await;
+    world.connect(&world.client, ACME).await;
+    let client = ClientId(world.client.parse().unwrap());
+    let instances: Vec<Arc<pipepay::kommo::Kommo>> = match engine {
+        Engine::Postgres => vec![world.app.kommo.clone(), Arc::new(world.app.kommo_instance())],
+        Engine::Sqlite => vec![world.app.kommo.clone()],
+    };
+    world.fake.set_rate_limit(ACME, Some(3));
+    let before = world.fake.requests(ACME).len();
+    let (ok, refused) = keep_calling(&instances, client, Duration::from_secs(12)).await;
+    let violations = world.fake.rate_violations(ACME);
+    let sent = world.fake.requests(ACME).len() - before;
+    let spacing = instances[0].limits.spacing_of(ACME).await.unwrap();
+    println!(
+        "{engine:?}: Kommo limit 3/s, configured 7/s: {sent} requests in 12 s, {ok} answered, \
+         {refused} refused with 429 (the fake counted {violations}); spacing now {spacing:?}"
+    );
+    assert_eq!(refused, violations);
+    // With Retry-After alone (no adaptive pace) this was 9 to 10 429s in 12 s; adapting, 3 to 4.
+    assert!(violations <= 6, "{violations} 429s: the pace did not adapt");
+    assert!(ok >= 20, "the account kept working: {ok} calls answered");
+    // The pace every instance uses now is near or below Kommo's real limit, not the configured 7/s.
+    for kommo in &instances {
+        let spacing = kommo.limits.spacing_of(ACME).await.unwrap();
+        assert!(spacing >= Duration::from_millis(250), "{spacing:?}");
+    }
+
+    // Kommo lets 7 through again: the pace climbs back and no 429 follows.
+    world.fake.set_rate_limit(ACME, None);
+    let started = Instant::now();
+    let (ok, refused) = keep_calling(&instances, client, Duration::from_secs(10)).await;
+    let late: Vec<Instant> = world
+        .fake
+        .requests(ACME)
+        .iter()
+        .map(|r| r.at)
+        .filter(|at| at.duration_since(started) >= Duration::from_secs(7))
+        .collect();
+    let spacing = instances[0].limits.spacing_of(ACME).await.unwrap();
+    println!(
+        "{engine:?}: Kommo back to 7/s: {ok} answered, {refused} refused in 10 s; {} requests in \
+         the last 3 s; spacing now {spacing:?}",
+        late.len()
+    );
+    assert_eq!(refused, 0, "no 429 while recovering below the configured limit");
+    assert!(late.len() >= 12, "faster than Kommo's old 3/s by the end: {} in 3 s", late.len());
+    assert!(world.fake.max_requests_per_second(ACME) <= 7);
+    world.app.stop().await;
+}
+
+/// Three callers per instance call Kommo back to back for `how_long`; (answered, 429s).
+async fn keep_calling(
+    instances: &[Arc<pipepay::kommo::Kommo>],
+    client: ClientId,
+    how_long: Duration,
+) -> (usize, usize) {
+    let until = Instant::now() + how_long;
+    let mut callers = Vec::new();
+    for kommo in instances {
+        for _ in 0..3 {
+            let kommo = kommo.clone();
+            callers.push(tokio::spawn(async move {
+                let (mut ok, mut refused) = (0, 0);
+                while Instant::now() < until {
+                    match kommo.pipelines(client).await {
+                        Ok(_) => ok += 1,
+                        Err(KommoError::RateLimited { .. }) => refused += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                (ok, refused)
+            }));
+        }
+    }
+    let mut totals = (0, 0);
+    for caller in callers {
+        let (ok, refused) = caller.await.unwrap();
+        totals = (totals.0 + ok, totals.1 + refused);
+    }
+    totals
 }

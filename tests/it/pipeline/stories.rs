@@ -27,6 +27,8 @@ on_both_engines!(
     a_link_whose_creation_timed_out_is_never_posted_again,
     a_note_whose_answer_was_lost_is_not_posted_again,
     an_identical_older_note_does_not_stand_in_for_a_new_one,
+    a_price_with_tax_is_written_with_two_decimals_in_notes_and_to_flutterwave,
+    a_transaction_flutterwave_never_knows_ends_in_one_entry_after_the_window,
 );
 
 async fn a_deal_in_the_invoice_stage_is_paid_and_won(engine: Engine) {
@@ -38,7 +40,7 @@ async fn a_deal_in_the_invoice_stage_is_paid_and_won(engine: Engine) {
     let created = shop.flw.created(SECRET);
     assert_eq!(created.len(), 1);
     let request = &created[0].request;
-    assert_eq!(request["amount"], "1234.56", "the exact amount, as a decimal string");
+    assert_eq!(request["amount"].to_string(), "1234.56", "the exact amount, as a plain number");
     assert_eq!(request["currency"], "KES", "always the currency: Flutterwave defaults to NGN");
     assert_eq!(request["customer"]["email"], "wanjiru@example.co.ke");
     assert_eq!(request["redirect_url"], "https://acme.example/thanks");
@@ -187,7 +189,7 @@ async fn a_changed_amount_replaces_the_link_and_a_lost_lead_disables_it(engine: 
     let created = shop.flw.created(SECRET);
     assert_eq!(created.len(), 2);
     assert!(created[0].disabled, "the old link no longer works");
-    assert_eq!(created[1].request["amount"], "950.50");
+    assert_eq!(created[1].request["amount"].to_string(), "950.50");
     let note = &shop.notes(21)[1];
     assert!(note.contains("800") && note.contains("950.50") && note.contains(&created[1].link), "{note}");
 
@@ -225,14 +227,14 @@ async fn a_price_edited_in_the_trigger_stage_gets_a_link_for_the_new_amount(engi
 
     assert_eq!(shop.kommo.edit_price(ACME, 24, "1200").await, [200]);
     eventually(WAIT, "the link once priced", || async { shop.notes(24).len() == 2 }).await;
-    assert_eq!(shop.flw.created(SECRET)[0].request["amount"], "1200");
+    assert_eq!(shop.flw.created(SECRET)[0].request["amount"].to_string(), "1200.00");
 
     assert_eq!(shop.kommo.edit_price(ACME, 24, "1350.50").await, [200]);
     eventually(WAIT, "the replacement", || async { shop.notes(24).len() == 3 }).await;
     let created = shop.flw.created(SECRET);
     assert_eq!(created.len(), 2);
     assert!(created[0].disabled, "the 1200 link no longer works");
-    assert_eq!(created[1].request["amount"], "1350.50");
+    assert_eq!(created[1].request["amount"].to_string(), "1350.50");
 
     // Outside the trigger stages an edit is recorded and nothing more.
     shop.lead(25, "500");
@@ -313,7 +315,7 @@ async fn a_currency_or_price_that_will_not_do_gets_a_note_not_a_link(engine: Eng
     let created = shop.flw.created(SECRET);
     assert_eq!(created.len(), 1, "only the lead in UGX gets a link");
     assert_eq!(created[0].request["currency"], "UGX");
-    assert_eq!(created[0].request["amount"], "1500");
+    assert_eq!(created[0].request["amount"].to_string(), "1500", "UGX has no decimals");
     shop.app.stop().await;
 }
 
@@ -519,5 +521,97 @@ async fn an_identical_older_note_does_not_stand_in_for_a_new_one(engine: Engine)
     eventually(WAIT, "this payment's note", || async { shop.notes(64).len() == 3 }).await;
     assert_eq!(shop.notes(64)[2], "Paid, thanks!");
     assert_eq!(shop.stage(64), 142);
+    shop.app.stop().await;
+}
+
+/// Issue #12: 1000 plus 7.5% tax was written "1075.0". The note, Flutterwave's body and the
+/// payment note all say 1075.00, the currency's two decimals; Flutterwave gets a plain number.
+async fn a_price_with_tax_is_written_with_two_decimals_in_notes_and_to_flutterwave(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let settings = serde_json::json!({
+        "display_name": "Acme Kenya",
+        "trigger": {"pipeline_id": super::SALES, "stage_ids": [super::INVOICE]},
+        "tax": {"rate_percent": "7.5"},
+    });
+    shop.owner.agent.expect(reqwest::Method::PUT, &shop.path("/settings"), Some(settings), 200).await;
+    shop.lead(61, "1000");
+    shop.to_invoice(61).await;
+    eventually(WAIT, "the link note", || async { shop.notes(61).len() == 1 }).await;
+
+    let created = shop.flw.created(SECRET);
+    let amount = &created[0].request["amount"];
+    assert!(amount.is_number(), "a plain JSON number: {amount}");
+    assert_eq!(amount.to_string(), "1075.00", "exactly what Flutterwave received");
+    let note = &shop.notes(61)[0];
+    assert!(note.contains("1075.00 KES"), "{note}");
+
+    let paid = shop.flw.pay(&created[0].tx_ref, Payment::card(Outcome::Successful));
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "the payment note", || async { shop.notes(61).len() == 2 }).await;
+    // Flutterwave reports the paid amount as 1075; the note still shows the currency's cents.
+    let note = &shop.notes(61)[1];
+    assert!(note.contains("Payment received: 1075.00 KES"), "{note}");
+    let timeline = shop.activity().await;
+    let created_entry = timeline.iter().find(|a| a["kind"] == "link_created").unwrap();
+    assert_eq!(created_entry["detail"], "1075.00 KES");
+    shop.app.stop().await;
+}
+
+/// Issue #12: a signed webhook names a transaction Flutterwave never knows (a mistaken or
+/// replayed id). pipepay looks again for a while, quietly, then ends the job with one clear
+/// entry: nothing closed, no dead job, no entry per retry.
+async fn a_transaction_flutterwave_never_knows_ends_in_one_entry_after_the_window(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--unknown-transaction-window", "3"]).await;
+    shop.lead(71, "400");
+    shop.to_invoice(71).await;
+    eventually(WAIT, "the link note", || async { shop.notes(71).len() == 1 }).await;
+    let tx_ref = shop.flw.created(SECRET)[0].tx_ref.clone();
+    let unknown = crate::fakes::flutterwave::Transaction {
+        id: 9_876_543_210,
+        tx_ref: tx_ref.clone(),
+        flw_ref: "FLW-MOCK-UNKNOWN".into(),
+        amount: "400".parse().unwrap(),
+        charged_amount: "400".parse().unwrap(),
+        currency: "KES".into(),
+        status: "successful".into(),
+        payment_type: "card".into(),
+        customer_email: "wanjiru@example.co.ke".into(),
+    };
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &unknown, Shape::V3, Signature::VerifHash).await, 200);
+
+    let payment_jobs = || async {
+        let jobs = shop.owner.agent.json(&shop.path("/jobs")).await;
+        jobs.as_array().unwrap().iter().filter(|j| j["kind"] == "payment").cloned().collect::<Vec<_>>()
+    };
+    eventually(WAIT, "the payment job to end", || async {
+        payment_jobs().await.iter().any(|j| j["state"] == "done")
+    })
+    .await;
+    let jobs = payment_jobs().await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(jobs[0]["attempts"].as_i64().unwrap() >= 2, "looked again before giving up: {jobs:?}");
+    let looks = shop.flw.verify_calls(SECRET).iter().filter(|c| c.contains("9876543210")).count();
+    assert!(looks >= 2, "verified by id more than once: {looks}");
+
+    let activity = shop.activity().await;
+    let about: Vec<&serde_json::Value> =
+        activity.iter().filter(|a| a["tx_ref"] == tx_ref.as_str() && a["kind"] != "link_created").collect();
+    let unknowns: Vec<&&serde_json::Value> =
+        about.iter().filter(|a| a["kind"] == "payment_unknown").collect();
+    assert_eq!(unknowns.len(), 1, "one entry: {about:?}");
+    assert!(
+        unknowns[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Flutterwave does not know transaction 9876543210: not closed"),
+        "{:?}",
+        unknowns[0]
+    );
+    let noise: Vec<&serde_json::Value> =
+        activity.iter().filter(|a| matches!(a["kind"].as_str(), Some("failure" | "dead"))).collect();
+    assert!(noise.is_empty(), "no entry per retry and no dead job: {noise:?}");
+    assert!(!activity.iter().any(|a| a["kind"] == "deal_closed"));
+    assert_eq!(shop.stage(71), super::INVOICE, "the deal stays open");
+    assert_eq!(shop.notes(71).len(), 1, "no note beyond the link's");
     shop.app.stop().await;
 }
