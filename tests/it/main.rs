@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod connections;
 mod fakes;
 mod flutterwave;
 mod foundation;
