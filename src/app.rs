@@ -30,6 +30,7 @@ const FLUTTERWAVE_TIMEOUT: Duration = Duration::from_secs(35);
 /// A bound, migrated pipepay ready to serve. Tests build one on port 0 and read the port back.
 pub struct Application {
     listener: TcpListener,
+    limits: http::ServeLimits,
     state: AppState,
 }
 
@@ -43,6 +44,7 @@ impl Application {
         let master_keys = vault::master::resolve(config.master_keys.clone(), config.environment)
             .map_err(anyhow::Error::msg)?;
         let session_keys = SessionKeys::derive(&master_keys, config.session_ttl())?;
+        let limits = serve_limits(&config);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("PIPEPAY_LISTEN: cannot listen on {}", config.listen))?;
@@ -56,6 +58,7 @@ impl Application {
             database = %config.database_url,
             listen = %local_addr,
             public_url = %public_url,
+            max_connections = limits.max_connections,
             "pipepay ready"
         );
         let auth = Auth {
@@ -96,7 +99,7 @@ impl Application {
             queue,
             ingress,
         };
-        Ok(Application { listener, state })
+        Ok(Application { listener, limits, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -111,7 +114,7 @@ impl Application {
     /// Serves until `shutdown` resolves, lets in-flight work finish within the configured
     /// grace period, then closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state } = self;
+        let Application { listener, limits, state } = self;
         let grace = state.config.shutdown_grace();
         let db = state.db.clone();
         let stop = CancellationToken::new();
@@ -155,7 +158,9 @@ impl Application {
             shutdown.await;
             stopping.cancel();
         };
-        http::serve(listener, http::router(state), http_stop, grace).await.context("serving HTTP")?;
+        http::serve_with(listener, http::router(state), http_stop, grace, limits)
+            .await
+            .context("serving HTTP")?;
         // Workers take no new jobs now; those running get the grace period to finish, then are
         // handed back to the queue for whichever instance runs next.
         stop.cancel();
@@ -169,6 +174,34 @@ impl Application {
         db.close().await;
         tracing::info!("pipepay stopped");
         Ok(())
+    }
+}
+
+/// The connection limits, after raising the open-files limit as far as the system allows: a
+/// limit above what the descriptors allow would let idle clients starve the database pool.
+fn serve_limits(config: &Config) -> http::ServeLimits {
+    let nofile = http::fd_limit::raise_nofile();
+    let fits = nofile.map(|n| http::fd_limit::connections_within(n, config.database_max_connections));
+    let max_connections = match (config.max_connections, fits) {
+        (Some(wanted), Some(fits)) => {
+            let wanted = usize::try_from(wanted).unwrap_or(usize::MAX);
+            if wanted > fits {
+                tracing::warn!(
+                    max_connections = wanted,
+                    open_files_limit = nofile,
+                    "PIPEPAY_MAX_CONNECTIONS is more than the open-files limit leaves room for; raise the limit (see README, \"File descriptors\")"
+                );
+            }
+            wanted
+        }
+        (Some(wanted), None) => usize::try_from(wanted).unwrap_or(usize::MAX),
+        (None, Some(fits)) => fits,
+        (None, None) => http::ServeLimits::default().max_connections,
+    };
+    http::ServeLimits {
+        header_read_timeout: config.header_read_timeout(),
+        idle_timeout: config.idle_timeout(),
+        max_connections,
     }
 }
 

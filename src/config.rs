@@ -183,6 +183,25 @@ pub struct Config {
     #[arg(long = "shutdown-grace", env = "PIPEPAY_SHUTDOWN_GRACE", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
     pub shutdown_grace_secs: u64,
+
+    /// Seconds a client has to send a request's head (from connecting, or from the first byte
+    /// of a later request on the same connection) before the connection is closed.
+    #[arg(long = "header-read-timeout", env = "PIPEPAY_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may sit with no request before it is closed (also how
+    /// long a client may leave a response unread).
+    #[arg(long = "idle-timeout", env = "PIPEPAY_IDLE_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub idle_timeout_secs: u64,
+
+    /// Most client connections open at once; more wait to be accepted, and idle ones are closed
+    /// to make room. Default: what the open-files limit leaves after the database pool and
+    /// 256 spare descriptors, at most 10000.
+    #[arg(long, env = "PIPEPAY_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +233,14 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 
     /// Whether browsers reach pipepay over https (cookies get `Secure`, responses get HSTS).

@@ -102,15 +102,20 @@ async fn api_key(db: &Db, authorization: &HeaderValue) -> Result<Principal, Erro
         .filter(|t| t.starts_with(tokens::API_KEY_PREFIX))
         .ok_or(REFUSED)?;
     let mut tx = db.read().await?;
-    let row = store::api_keys::by_hash(&mut tx, &tokens::hash(token)).await?.ok_or(REFUSED)?;
+    let found = store::api_keys::by_hash(&mut tx, &tokens::hash(token)).await?.ok_or(REFUSED)?;
     tx.commit().await?;
+    let parse = |role: &str| role.parse::<Role>().map_err(|e| Error::Internal(anyhow::anyhow!(e)));
+    // Leaving the agency revokes a creator's keys and demotion lowers them, in the same
+    // transaction; this is the second line: a key is worth at most its creator's role now.
+    let creator_role = parse(found.creator_role.as_deref().ok_or(REFUSED)?)?;
+    let role = parse(&found.key.role)?.min(creator_role);
+    let row = found.key;
     let now = now_ms();
     if row.last_used_at.is_none_or(|at| at < now - 60_000) {
         let mut tx = db.write().await?;
         store::api_keys::touch(&mut tx, row.id, now).await?;
         tx.commit().await?;
     }
-    let role = row.role.parse().map_err(|e: String| Error::Internal(anyhow::anyhow!(e)))?;
     Ok(Principal::ApiKey { key: row.id, agency: row.agency_id, role, name: row.name })
 }
 

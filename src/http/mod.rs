@@ -1,13 +1,14 @@
 //! The HTTP edge: application state, the router every module plugs into, middleware, and
 //! serving with a graceful shutdown.
 
+pub mod fd_limit;
 mod health;
 pub mod middleware;
 pub mod problem;
+mod serve;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use crate::store::Db;
 use crate::vault::Vault;
 
 pub use self::problem::Problem;
+pub use self::serve::ServeLimits;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -111,10 +113,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<()> {
+    serve_with(listener, router, shutdown, grace, ServeLimits::default()).await
+}
+
+/// `serve` with the given timeouts and connection limit.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: ServeLimits,
+) -> io::Result<()> {
     let stop = CancellationToken::new();
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut server = tokio::spawn(server.into_future());
+    let abandon = CancellationToken::new();
+    let server = serve::accept_loop(listener, router, limits, stop.clone(), abandon.clone());
+    let mut server = tokio::spawn(server);
     tokio::select! {
         result = &mut server => return flatten(result),
         () = shutdown => {}
@@ -128,8 +141,8 @@ pub async fn serve(
         Ok(result) => flatten(result),
         Err(_) => {
             tracing::warn!("shutdown grace period over: dropping the requests still in flight");
-            server.abort();
-            Ok(())
+            abandon.cancel();
+            flatten(server.await)
         }
     }
 }

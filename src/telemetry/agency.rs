@@ -22,6 +22,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
 use super::metrics::{kv, metrics};
+use super::targets::is_global;
 
 /// The attribute that names a span's agency.
 pub const AGENCY_ATTRIBUTE: &str = "pipepay.agency_id";
@@ -39,24 +40,9 @@ pub struct AgencyRoutes {
     allow_private: AtomicBool,
 }
 
-/// Loopback, private, link-local, unspecified and unique-local addresses: the operator's network.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified(),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => is_private(IpAddr::V4(v4)),
-            None => {
-                ip.is_loopback()
-                    || ip.is_unspecified()
-                    || (ip.segments()[0] & 0xfe00) == 0xfc00
-                    || (ip.segments()[0] & 0xffc0) == 0xfe80
-            }
-        },
-    }
-}
-
-/// Resolves names and refuses any that lead into the operator's network: an endpoint checked
-/// as public when saved may later resolve elsewhere (DNS rebinding).
+/// Resolves names and refuses any that lead outside the public internet: an endpoint checked
+/// as public when saved may later resolve elsewhere (DNS rebinding). The addresses it returns
+/// are the only ones the client connects to.
 struct PublicOnly;
 
 impl reqwest::dns::Resolve for PublicOnly {
@@ -64,8 +50,8 @@ impl reqwest::dns::Resolve for PublicOnly {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if found.iter().any(|addr| is_private(addr.ip())) {
-                let refused = std::io::Error::other(format!("{host} resolves to a private address"));
+            if found.iter().any(|addr| !is_global(addr.ip())) {
+                let refused = std::io::Error::other(format!("{host} resolves to a non-public address"));
                 return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
@@ -79,9 +65,30 @@ fn http_client(allow_private: bool) -> reqwest::Result<reqwest::blocking::Client
         .timeout(EXPORT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
     if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicOnly));
+        // Through a proxy, the proxy would resolve and connect to the agency's host, out of
+        // the resolver's sight.
+        builder = builder.dns_resolver(Arc::new(PublicOnly)).no_proxy();
     }
     builder.build()
+}
+
+/// Why the client must not connect to `url` at all: the resolver never sees an IP literal, so
+/// the address written in the URL is the one connected to and is judged here.
+fn refused_target(url: &str, allow_private: bool) -> Option<String> {
+    if allow_private {
+        return None;
+    }
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(error) => return Some(format!("not a URL: {error}")),
+    };
+    let literal = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(url::Host::Domain(_)) => return None,
+        None => return Some("the endpoint has no host".to_owned()),
+    };
+    (!is_global(literal)).then(|| format!("{literal} is not a public address"))
 }
 
 impl std::fmt::Debug for AgencyRoutes {
@@ -213,6 +220,14 @@ fn spawn(
     let stats = Arc::new(Stats::default());
     let counted = stats.clone();
     let spawned = std::thread::Builder::new().name("otlp-agency".into()).spawn(move || {
+        if let Some(refused) = refused_target(&url, allow_private) {
+            tracing::warn!(%agency, %refused, "not exporting to the agency's OTLP endpoint");
+            if let Ok(mut last) = counted.last_error.lock() {
+                *last = Some(refused);
+            }
+            // Ending here drops the receiver: every span sent from now on is counted as dropped.
+            return;
+        }
         // Built on this thread: the blocking HTTP client must not live inside the async runtime.
         let client = match http_client(allow_private) {
             Ok(client) => client,
@@ -371,6 +386,8 @@ mod tests {
             drop(held);
         });
         let routes = AgencyRoutes::default();
+        // The collector is on loopback, as in a private deployment.
+        routes.allow_private(true);
         routes.configure("a", &endpoint, &HashMap::new());
         let sent = 5_000;
         for n in 0..sent {
@@ -391,10 +408,45 @@ mod tests {
     fn names_that_resolve_into_the_operators_network_are_refused_at_export() {
         let client = http_client(false).unwrap();
         let refused = client.get("http://localhost:9/v1/traces").send().unwrap_err();
-        assert!(format!("{refused:?}").contains("resolves to a private address"), "{refused:?}");
-        assert!(is_private("::ffff:10.0.0.1".parse().unwrap()));
-        assert!(is_private("fe80::1".parse().unwrap()));
-        assert!(!is_private("8.8.8.8".parse().unwrap()));
+        assert!(format!("{refused:?}").contains("resolves to a non-public address"), "{refused:?}");
+    }
+
+    #[test]
+    fn an_ip_literal_endpoint_into_the_operators_network_is_refused_at_export() {
+        // A collector on loopback that would accept (and never answer) if it were reached.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let routes = AgencyRoutes::default();
+        // Saved while private targets were allowed, or written past the API's check.
+        routes.configure("a", &format!("http://{}", listener.local_addr().unwrap()), &HashMap::new());
+        for n in 0..3 {
+            routes.send("a", span(n));
+        }
+        let waited = Instant::now();
+        let delivery = loop {
+            let delivery = routes.delivery("a").unwrap();
+            if delivery.last_error.is_some() || waited.elapsed() > Duration::from_secs(20) {
+                break delivery;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let error = delivery.last_error.clone().unwrap_or_default();
+        assert!(error.contains("127.0.0.1 is not a public address"), "{delivery:?}");
+        assert_eq!(delivery.exported_spans, 0);
+        assert!(
+            matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the exporter connected to the private address"
+        );
+        for n in 3..6 {
+            routes.send("a", span(n));
+        }
+        assert!(routes.delivery("a").unwrap().dropped_spans >= 3, "spans for a refused target are counted");
+
+        // With private targets allowed (the operator's own deployment), the same literal is used.
+        assert_eq!(refused_target("http://127.0.0.1:4318/v1/traces", true), None);
+        assert_eq!(refused_target("https://otlp.example.com/v1/traces", false), None);
+        assert!(refused_target("http://[::ffff:10.0.0.1]/v1/traces", false).is_some());
+        assert!(refused_target("http://100.64.0.1/v1/traces", false).is_some());
     }
 
     #[test]

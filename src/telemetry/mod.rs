@@ -7,6 +7,7 @@ pub mod agency;
 pub mod context;
 pub mod gauges;
 pub mod metrics;
+pub mod targets;
 
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};

@@ -78,6 +78,7 @@ pub async fn set_role(db: &Db, access: &Access, user: UserId, role: Role) -> Res
         ));
     }
     store::agencies::set_role(&mut tx, access.agency, user, role).await?;
+    super::api_keys::follow_creator(&mut tx, access, user, Some(role)).await?;
     let member = store::agencies::members(&mut tx, access.agency)
         .await?
         .into_iter()
@@ -102,6 +103,7 @@ pub async fn remove(db: &Db, access: &Access, user: UserId) -> Result<()> {
     }
     let email = store::users::by_id(&mut tx, user).await?.map(|u| u.email).unwrap_or_default();
     store::agencies::remove_member(&mut tx, access.agency, user).await?;
+    super::api_keys::follow_creator(&mut tx, access, user, None).await?;
     audit::record(&mut tx, access, None, "member.removed", json!({ "user": email, "role": current })).await?;
     tx.commit().await?;
     Ok(())

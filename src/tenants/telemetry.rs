@@ -14,7 +14,8 @@ use crate::error::{Checks, Error, Result};
 use crate::roles::Role;
 use crate::store::telemetry::TelemetryRow;
 use crate::store::{self, Db};
-use crate::telemetry::agency::{AgencyRoutes, Delivery, is_private};
+use crate::telemetry::agency::{AgencyRoutes, Delivery};
+use crate::telemetry::targets::is_global;
 use crate::vault::{Secret, Slot, Vault, mask};
 
 const HEADERS: Slot = Slot { table: "agency_telemetry", field: "headers" };
@@ -44,16 +45,17 @@ pub struct TelemetryView {
 }
 
 /// Checks an endpoint. pipepay makes requests to it, so unless the operator allows private
-/// targets (`PIPEPAY_TELEMETRY_ALLOW_PRIVATE`), it must be https to a public host: an agency
-/// must not be able to point pipepay at the operator's internal network.
+/// targets (`PIPEPAY_TELEMETRY_ALLOW_PRIVATE`), it must be https to a public host (a global
+/// unicast address, or a name; names are checked again on every export, when resolved): an
+/// agency must not be able to point pipepay at the operator's internal network.
 fn check_endpoint(checks: &mut Checks, endpoint: &str, allow_private: bool) {
     let Ok(url) = url::Url::parse(endpoint) else {
         checks.fail("endpoint", "must be a full URL, e.g. https://otlp.example.com");
         return;
     };
     let private = match url.host() {
-        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        Some(url::Host::Ipv4(ip)) => !is_global(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => !is_global(IpAddr::V6(ip)),
         Some(url::Host::Domain(domain)) => {
             domain == "localhost" || domain.ends_with(".localhost") || domain.ends_with(".internal")
         }

@@ -4,6 +4,7 @@ mod support;
 
 mod background;
 mod cli;
+mod connections;
 mod fakes;
 mod flutterwave;
 mod foundation;

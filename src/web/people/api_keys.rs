@@ -23,6 +23,8 @@ pub struct KeyRow {
     pub role: &'static str,
     /// The key's first characters, so people can tell which key a script uses.
     pub prefix: String,
+    /// Whose power the key borrows: it follows that person's role, and dies when they leave.
+    pub created_by: String,
     pub created: String,
     pub last_used: String,
     pub revoked: Option<String>,
@@ -52,6 +54,7 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
             name: k.name,
             role: k.role.as_str(),
             prefix: k.prefix,
+            created_by: k.created_by.unwrap_or_else(|| "A deleted account".to_owned()),
             created: when(&k.created_at),
             last_used: k.last_used_at.as_deref().map_or_else(|| "Never".to_owned(), when),
             revoked: k.revoked_at.as_deref().map(when),

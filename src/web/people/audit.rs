@@ -142,6 +142,7 @@ fn action_label(action: &str) -> Option<&'static str> {
         "member.removed" => "Removed a member",
         "api_key.created" => "Created an API key",
         "api_key.revoked" => "Revoked an API key",
+        "api_key.role_lowered" => "Lowered an API key to member",
         "agency.telemetry_set" => "Set the telemetry export",
         "agency.telemetry_removed" => "Removed the telemetry export",
         "client.created" => "Created a client account",

@@ -224,6 +224,7 @@ async fn api_keys_are_shown_once_authenticate_and_revoke(engine: Engine) {
     assert!(key.starts_with("ppk_"), "{key}");
     assert!(page.one(".once .warning").contains("will not show it again"));
     assert_eq!(page.one("table.stack tbody th"), "Reporting script");
+    assert_eq!(page.one("td[data-label=\"Created by\"]"), "owner@nakuru.example");
 
     let reload = get(&owner.agent, &keys).await;
     assert!(reload.attr("#new-api-key", "value").is_none());
