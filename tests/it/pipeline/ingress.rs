@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use super::{HASH, SECRET, Shop, eventually};
+use super::{HASH, INVOICE, SECRET, Shop, eventually};
 use crate::fakes::flutterwave::{Outcome, Payment, Shape, Signature};
 use crate::kommo::{ACME, SHOP};
 use crate::on_both_engines;
@@ -14,7 +14,10 @@ on_both_engines!(
     every_flutterwave_shape_and_header_is_accepted_once,
     a_client_account_over_its_webhook_rate_is_asked_to_wait,
     malformed_bodies_are_refused_and_storage_trouble_is_a_503,
+    a_lead_back_in_the_trigger_stage_within_the_same_second_gets_a_new_link,
 );
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 async fn unknown_and_rotated_tokens_are_not_found_like_any_unknown_path(engine: Engine) {
     let shop = Shop::open(engine).await;
@@ -183,4 +186,32 @@ async fn drop_tables_or_close(shop: &Shop) {
     pipepay::on_db!(&db, pool => sqlx::query("DROP TABLE inbound_events").execute(pool).await.map(|_| ()))
         .unwrap();
     db.close().await;
+}
+
+/// Kommo stamps changes in whole seconds: trigger, lost and trigger again within one second
+/// are three changes with one `last_modified`. The third must not pass for a repeat of the
+/// first (the lead would sit in the trigger stage with its link disabled), while Kommo
+/// delivering that same change again still collapses into it.
+async fn a_lead_back_in_the_trigger_stage_within_the_same_second_gets_a_new_link(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(31, "500");
+    shop.kommo.hold_the_second(true);
+    shop.to_invoice(31).await;
+    eventually(WAIT, "the first link", || async { shop.notes(31).len() == 1 }).await;
+    assert_eq!(shop.kommo.move_lead(ACME, 31, 143).await, [200]);
+    eventually(WAIT, "the link disabled", || async { shop.flw.created(SECRET)[0].disabled }).await;
+    shop.to_invoice(31).await;
+    eventually(WAIT, "a second link", || async { shop.flw.created(SECRET).len() == 2 }).await;
+    let created = shop.flw.created(SECRET);
+    assert!(!created[1].disabled);
+    eventually(WAIT, "its note", || async { shop.notes(31).iter().any(|n| n.contains(&created[1].link)) })
+        .await;
+    assert_eq!(shop.stage(31), INVOICE);
+
+    let (status, answer) = shop.kommo.send_status_webhook_answer(&shop.kommo_hook, ACME, &[31]).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    assert_eq!(answer["stored"], 0, "{answer}");
+    shop.app.stop().await;
 }
