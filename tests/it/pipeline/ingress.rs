@@ -15,6 +15,7 @@ on_both_engines!(
     a_client_account_over_its_webhook_rate_is_asked_to_wait,
     malformed_bodies_are_refused_and_storage_trouble_is_a_503,
     a_lead_back_in_the_trigger_stage_within_the_same_second_gets_a_new_link,
+    tokens_that_are_no_tokens_never_reach_the_rate_limiter_or_the_database,
 );
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -214,4 +215,55 @@ async fn a_lead_back_in_the_trigger_stage_within_the_same_second_gets_a_new_link
     assert_eq!(answer["duplicates"], 1, "{answer}");
     assert_eq!(answer["stored"], 0, "{answer}");
     shop.app.stop().await;
+}
+
+/// Made-up tokens cost nothing: one that is not even shaped like a token is a 404 before the
+/// rate limiter (which would keep a key for it) and the database; one shaped right but
+/// belonging to nobody is read once, then remembered for a moment. A new token works at once.
+async fn tokens_that_are_no_tokens_never_reach_the_rate_limiter_or_the_database(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--ingress-rate", "1", "--ingress-burst", "2"]).await;
+    let http = &shop.app.http;
+    let post = |path: String| http.post(shop.app.url(&path)).body(format!("account[id]={ACME}")).send();
+    let nowhere = problem(post("/nowhere/at/all".into()).await.unwrap(), 404).await;
+    let long = format!("/hooks/pph_{}/kommo", "x".repeat(4_000));
+    for _ in 0..5 {
+        // Never 429: the limiter would have counted the same key five times over its burst.
+        let answer = problem(post(long.clone()).await.unwrap(), 404).await;
+        assert_eq!(answer["detail"], nowhere["detail"]);
+    }
+    let unknown = format!("/hooks/pph_{}/kommo", "A".repeat(43));
+    problem(post(unknown.clone()).await.unwrap(), 404).await;
+
+    // Storage goes away: what is surely unknown is still answered without it.
+    rename_clients(&shop, "clients", "clients_away").await;
+    for _ in 0..5 {
+        problem(post(long.clone()).await.unwrap(), 404).await;
+        problem(post(unknown.clone()).await.unwrap(), 404).await;
+    }
+    let another = format!("/hooks/pph_{}/flutterwave", "B".repeat(43));
+    assert_eq!(post(another).await.unwrap().status(), 503, "a token never seen is looked up");
+    rename_clients(&shop, "clients_away", "clients").await;
+
+    // A rotated token works on the next webhook.
+    shop.owner.agent.expect(Method::POST, &shop.path("/ingress-token"), None, 200).await;
+    let urls = shop.owner.agent.json(&shop.path("/webhook-urls")).await;
+    let form = format!("account[id]={ACME}&leads[status][0][id]=5&leads[status][0][status_id]=1");
+    let response = http
+        .post(urls["kommo"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    shop.app.stop().await;
+}
+
+async fn rename_clients(shop: &Shop, from: &str, to: &str) {
+    let url: pipepay::store::DatabaseUrl = shop.app.test_db.url.parse().unwrap();
+    let db = pipepay::store::Db::connect(&url, 1).await.unwrap();
+    let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+    pipepay::on_db!(&db, pool => sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(pool).await.map(|_| ()))
+        .unwrap();
+    db.close().await;
 }
