@@ -72,6 +72,8 @@ pub struct Tenant {
     /// The stages that send a link, to tell which lead edits are worth a job (up to
     /// `FRESH_FOR` old; the job reads the settings afresh anyway).
     pub trigger: Option<Trigger>,
+    /// When these facts were read from the database.
+    pub read_at: Instant,
 }
 
 /// Token hash → when it was read, and what was read.
@@ -135,6 +137,7 @@ impl Tenants {
             kommo_account: connection.map(|c| c.account_id),
             webhook_hash,
             trigger: serde_json::from_str::<ClientSettings>(&client.settings).ok().and_then(|s| s.trigger),
+            read_at: Instant::now(),
         });
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= MAX_ENTRIES {

@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use super::{HASH, INVOICE, SECRET, Shop, eventually};
+use super::{HASH, INVOICE, NEW, SALES, SECRET, Shop, eventually};
 use crate::fakes::flutterwave::{Outcome, Payment, Shape, Signature};
 use crate::kommo::{ACME, SHOP};
 use crate::on_both_engines;
@@ -16,6 +16,7 @@ on_both_engines!(
     malformed_bodies_are_refused_and_storage_trouble_is_a_503,
     a_lead_back_in_the_trigger_stage_within_the_same_second_gets_a_new_link,
     tokens_that_are_no_tokens_never_reach_the_rate_limiter_or_the_database,
+    kommo_is_told_what_was_stored_and_what_was_ignored_and_why,
 );
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -266,4 +267,76 @@ async fn rename_clients(shop: &Shop, from: &str, to: &str) {
     pipepay::on_db!(&db, pool => sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(pool).await.map(|_| ()))
         .unwrap();
     db.close().await;
+}
+
+/// Posts a Kommo form to the client account's hook; its status and JSON answer.
+async fn hook(shop: &Shop, form: &str) -> (u16, serde_json::Value) {
+    let response = shop
+        .app
+        .http
+        .post(&shop.kommo_hook)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// The answer names what will be acted on and, lead by lead, what will not and why; the
+/// timeline says the same.
+async fn kommo_is_told_what_was_stored_and_what_was_ignored_and_why(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let form = format!(
+        "account[id]={ACME}\
+         &leads[status][0][id]=41&leads[status][0][status_id]={INVOICE}&leads[status][0][pipeline_id]={SALES}\
+         &leads[status][1][id]=42&leads[status][1][status_id]={NEW}&leads[status][1][pipeline_id]={SALES}\
+         &leads[status][2][id]=43&leads[status][2][status_id]=143&leads[status][2][pipeline_id]={SALES}\
+         &leads[status][3][name]=no+id\
+         &leads[update][0][id]=44&leads[update][0][status_id]={NEW}&leads[update][0][pipeline_id]={SALES}\
+         &leads[delete][0][id]=45"
+    );
+    let (status, answer) = hook(&shop, &form).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["stored"], 2, "the trigger stage and lost: {answer}");
+    assert_eq!(answer["duplicates"], 0);
+    let reasons: Vec<(serde_json::Value, &str)> = answer["ignored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["lead_id"].clone(), i["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (42.into(), "not_trigger_stage"),
+            (44.into(), "edit_outside_trigger"),
+            (45.into(), "not_acted_on"),
+            (serde_json::Value::Null, "unreadable"),
+        ],
+        "{answer}"
+    );
+    assert!(answer["ignored"][0]["detail"].as_str().unwrap().contains(&NEW.to_string()));
+
+    // Delivered again: all of it is known.
+    let (_, again) = hook(&shop, &form).await;
+    assert_eq!((again["stored"].clone(), again["duplicates"].clone()), (0.into(), 5.into()), "{again}");
+
+    let (_, contacts) = hook(&shop, &format!("account[id]={ACME}&contacts[add][0][id]=5")).await;
+    assert_eq!(contacts["ignored"][0]["reason"], "no_leads", "{contacts}");
+    let (status, foreign) = hook(&shop, "account[id]=777&leads[status][0][id]=46").await;
+    assert_eq!(status, 200);
+    assert_eq!(foreign["stored"], 0);
+    assert_eq!(foreign["ignored"][0]["reason"], "foreign_account", "{foreign}");
+    let (_, nobody) = hook(&shop, "leads[status][0][id]=46").await;
+    assert_eq!(nobody["ignored"][0]["reason"], "no_account", "{nobody}");
+
+    let activity = shop.activity().await;
+    assert!(
+        activity.iter().any(|a| a["lead_id"] == 42
+            && a["outcome"] == "ignored"
+            && a["detail"].as_str().unwrap().contains("not a trigger stage")),
+        "{activity:?}"
+    );
+    shop.app.stop().await;
 }
