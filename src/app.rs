@@ -121,6 +121,7 @@ impl Application {
         let every = Duration::from_secs(state.config.reconcile_every_secs);
         background.spawn(reconcile::schedule(db.clone(), state.queue.clone(), every, stop.clone()));
         background.spawn(crate::telemetry::gauges::run(db.clone(), stop.clone()));
+        background.spawn(crate::ingress::retention::run(db.clone(), state.config.retention(), stop.clone()));
         if let Some(routes) = crate::telemetry::agency_routes() {
             routes.allow_private(state.config.telemetry_allow_private);
             background.spawn(sync_agency_telemetry(db.clone(), state.vault.clone(), routes, stop.clone()));

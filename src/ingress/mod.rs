@@ -5,6 +5,7 @@
 
 mod flutterwave;
 mod kommo;
+pub mod retention;
 pub mod tenants;
 
 use std::sync::Arc;

@@ -17,6 +17,7 @@ on_both_engines!(
     a_lead_back_in_the_trigger_stage_within_the_same_second_gets_a_new_link,
     tokens_that_are_no_tokens_never_reach_the_rate_limiter_or_the_database,
     kommo_is_told_what_was_stored_and_what_was_ignored_and_why,
+    ignored_bodies_keep_a_bounded_prefix_and_go_after_the_retention_period,
 );
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -338,5 +339,55 @@ async fn kommo_is_told_what_was_stored_and_what_was_ignored_and_why(engine: Engi
             && a["detail"].as_str().unwrap().contains("not a trigger stage")),
         "{activity:?}"
     );
+    shop.app.stop().await;
+}
+
+/// An unsigned body for another Kommo account costs at most a prefix in the database, and
+/// ignored events go after the retention period; events a job refers to stay.
+async fn ignored_bodies_keep_a_bounded_prefix_and_go_after_the_retention_period(engine: Engine) {
+    use sha2::Digest;
+    let shop = Shop::open(engine).await;
+    let big = format!("account[id]=777&leads[status][0][id]=5&padding={}", "x".repeat(500_000));
+    let (status, answer) = hook(&shop, &big).await;
+    assert_eq!((status, answer["ignored"][0]["reason"].as_str()), (200, Some("foreign_account")));
+    let db = &shop.app.db;
+    let (kept, bytes, sha): (i64, Option<i64>, Option<String>) = pipepay::on_db!(db, pool => sqlx::query_as(
+        "SELECT CAST(LENGTH(payload) AS BIGINT), payload_bytes, payload_sha256 FROM inbound_events \
+         WHERE outcome = 'ignored'",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert!(kept <= 2048, "{kept} bytes kept");
+    assert_eq!(bytes, Some(i64::try_from(big.len()).unwrap()));
+    assert_eq!(sha, Some(hex::encode(sha2::Sha256::digest(big.as_bytes()))));
+
+    // A lead that made a job, and a recent ignored body.
+    shop.lead(51, "300");
+    shop.to_invoice(51).await;
+    let (_, recent) = hook(&shop, "account[id]=778&leads[status][0][id]=6").await;
+    assert_eq!(recent["ignored"][0]["reason"], "foreign_account");
+    // Time passes for the big body and the lead's event (made to look ignored, as an event
+    // whose job is still around might be): only the big body may go.
+    pipepay::on_db!(db, pool => sqlx::query(
+        "UPDATE inbound_events SET received_at = 1000, outcome = 'ignored' \
+         WHERE outcome = 'queued' OR LENGTH(payload) > 1000",
+    )
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .unwrap();
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    assert_eq!(pipepay::ingress::retention::sweep(db, month).await.unwrap(), 1);
+    let left: Vec<String> = pipepay::on_db!(db, pool => sqlx::query_scalar(
+        "SELECT dedup_key FROM inbound_events ORDER BY received_at",
+    )
+    .fetch_all(pool)
+    .await)
+    .unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0].starts_with("kommo:status:51:"), "the job's event stays: {left:?}");
+    assert!(left[1].starts_with("kommo:foreign:"), "the recent one stays: {left:?}");
+    assert_eq!(pipepay::ingress::retention::sweep(db, month).await.unwrap(), 0);
     shop.app.stop().await;
 }
