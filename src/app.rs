@@ -84,6 +84,10 @@ impl Application {
             db: db.clone(),
             queue: queue.clone(),
             tenants: Tenants::new(db.clone(), vault.clone()),
+            caps: crate::ingress::Caps {
+                max_leads: usize::try_from(config.ingress_max_leads).unwrap_or(usize::MAX),
+                max_ready_jobs: i64::from(config.ingress_max_ready_jobs),
+            },
         });
         let state = AppState {
             db,

@@ -21,7 +21,7 @@ use crate::kommo::webhook::{self, LeadAction, LeadEvent, Webhook};
 use crate::pipeline::kinds;
 use crate::store::activity::ActivityRow;
 use crate::store::events::{self, NewEvent};
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, jobs};
 use crate::tenants::settings::{KOMMO_LOST, Trigger};
 
 pub async fn receive(
@@ -51,6 +51,9 @@ pub async fn receive(
                 .into_response();
         }
     };
+    if hook.leads.len() > ingress.caps.max_leads {
+        return too_many_leads(&ingress, &tenant, hook.leads.len()).await;
+    }
     let tenant = match fresh_enough(&ingress, tenant, &hook).await {
         Ok(tenant) => tenant,
         Err(error) => {
@@ -66,11 +69,21 @@ pub async fn receive(
         }
     };
     match store_all(&ingress, &tenant, &hook, &body, connected).await {
-        Ok(None) => {
+        Ok(Stored::UnknownToken) => {
             count("kommo", "unknown_token");
             Problem::not_found().into_response()
         }
-        Ok(Some(answer)) => {
+        Ok(Stored::Backlog) => {
+            count("kommo", "backlog");
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "backlog", "Too many jobs waiting")
+                .with_detail(format!(
+                    "This client account has {} or more jobs waiting; send the webhook again later.",
+                    ingress.caps.max_ready_jobs
+                ))
+                .with_retry_after(BACKLOG_RETRY_AFTER)
+                .into_response()
+        }
+        Ok(Stored::Answer(answer)) => {
             count(
                 "kommo",
                 if !connected {
@@ -93,6 +106,48 @@ pub async fn receive(
             unavailable(&error)
         }
     }
+}
+
+/// Lead events stored per transaction: a large webhook holds the write lock (SQLite's is the
+/// whole database) for a few milliseconds at a time, not for all of its leads at once. A
+/// failure part-way is a 503; Kommo sends the body again and the stored part collapses into
+/// duplicates.
+const LEADS_PER_TRANSACTION: usize = 100;
+
+/// Seconds a client account over its backlog is asked to wait. Kommo retries on its own
+/// schedule (minutes) whatever this says; other senders may honour it.
+const BACKLOG_RETRY_AFTER: u64 = 60;
+
+/// A body naming more leads than `PIPEPAY_INGRESS_MAX_LEADS`: refused whole with 413 (nothing
+/// stored, so nothing half-done), and said on the timeline, so the refusal is not silent.
+/// Kommo retries it (and gives up after its retries); pipepay never cuts a body short.
+async fn too_many_leads(ingress: &Ingress, tenant: &Tenant, leads: usize) -> Response {
+    count("kommo", "too_many_leads");
+    let detail = format!(
+        "a Kommo webhook with {leads} lead events was refused: at most {} are accepted in one \
+         (PIPEPAY_INGRESS_MAX_LEADS)",
+        ingress.caps.max_leads
+    );
+    tracing::warn!(leads, max = ingress.caps.max_leads, "Kommo webhook over the lead cap refused");
+    let recorded = async {
+        let mut tx = ingress.db.write().await?;
+        record(&mut tx, tenant, "ignored", "refused", None, &detail, now_ms()).await?;
+        tx.commit().await
+    };
+    if let Err(error) = recorded.await {
+        tracing::warn!(%error, "could not record a refused Kommo webhook");
+    }
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-many-leads", "Too many leads in one webhook")
+        .with_detail(detail)
+        .into_response()
+}
+
+enum Stored {
+    /// The token was rotated or deleted meanwhile.
+    UnknownToken,
+    /// The client account has too many jobs waiting; nothing was stored.
+    Backlog,
+    Answer(Answer),
 }
 
 /// The answer to Kommo (and to whoever reads it while debugging a hook): what became of each
@@ -214,21 +269,21 @@ fn not_ours(tenant: &Tenant, hook: &Webhook) -> Ignored {
     }
 }
 
-/// Stores what the webhook says; `None` if the token was rotated or deleted meanwhile.
+/// Stores what the webhook says, [`LEADS_PER_TRANSACTION`] lead events at a time.
 async fn store_all(
     ingress: &Ingress,
     tenant: &Tenant,
     hook: &Webhook,
     body: &[u8],
     connected: bool,
-) -> Result<Option<Answer>, StoreError> {
+) -> Result<Stored, StoreError> {
     let now = now_ms();
     let mut answer = Answer::default();
-    let mut tx = ingress.db.write().await?;
-    if !events::token_is_current(&mut tx, tenant.client, &tenant.token_hash).await? {
-        return Ok(None);
-    }
     if !connected {
+        let mut tx = ingress.db.write().await?;
+        if !events::token_is_current(&mut tx, tenant.client, &tenant.token_hash).await? {
+            return Ok(Stored::UnknownToken);
+        }
         // Recorded, answered 2xx (so Kommo does not disable the hook), and otherwise ignored.
         let why = not_ours(tenant, hook);
         let key = format!("kommo:foreign:{}", hex::encode(Sha256::digest(body)));
@@ -250,67 +305,28 @@ async fn store_all(
             answer.duplicates += 1;
         }
         tx.commit().await?;
-        return Ok(Some(answer));
+        return Ok(Stored::Answer(answer));
     }
-    for lead in &hook.leads {
-        let key = lead.dedup_key();
-        let verdict = verdict(tenant.trigger.as_ref(), lead);
-        let acts = verdict.is_none();
-        let event_id = uuid::Uuid::now_v7();
-        let payload = lead.raw.to_string();
-        let event = NewEvent {
-            id: event_id,
-            client: tenant.client,
-            source: "kommo",
-            dedup_key: &key,
-            payload: &payload,
-            received_at: now,
-            outcome: if acts { "queued" } else { "ignored" },
-            detail: verdict.as_ref().map(|(_, detail)| detail.as_str()),
-        };
-        if !events::insert(&mut tx, &event).await? {
-            answer.duplicates += 1;
-            if let Some(original) = events::id_by_dedup(&mut tx, tenant.client, &key).await? {
-                ingress.queue.caused_again(&mut tx, tenant.client, original).await?;
-            }
-            continue;
+    let queues_any = hook.leads.iter().any(|lead| verdict(tenant.trigger.as_ref(), lead).is_none());
+    let mut first = true;
+    for chunk in hook.leads.chunks(LEADS_PER_TRANSACTION) {
+        let mut tx = ingress.db.write().await?;
+        if !events::token_is_current(&mut tx, tenant.client, &tenant.token_hash).await? {
+            return Ok(Stored::UnknownToken);
         }
-        let mut what = match lead.status_id {
-            Some(stage) => format!("Kommo: lead {} in stage {stage}", lead.lead_id),
-            None => format!("Kommo: lead {} changed", lead.lead_id),
-        };
-        if let Some((_, detail)) = &verdict {
-            what = format!("{what}: {detail}");
+        // Checked once, before anything is stored: a body is taken whole or not at all.
+        if first
+            && queues_any
+            && jobs::ready_at_least(&mut tx, tenant.client, ingress.caps.max_ready_jobs).await?
+        {
+            return Ok(Stored::Backlog);
         }
-        record(
-            &mut tx,
-            tenant,
-            "received",
-            if acts { "ok" } else { "ignored" },
-            Some(lead.lead_id),
-            &what,
-            now,
-        )
-        .await?;
-        let Some((reason, detail)) = verdict else {
-            answer.stored += 1;
-            let payload = json!({
-                "lead_id": lead.lead_id,
-                "status_id": lead.status_id,
-                "pipeline_id": lead.pipeline_id,
-            });
-            if ingress
-                .queue
-                .enqueue(&mut tx, tenant.client, kinds::LEAD, Some(event_id), &payload, None)
-                .await?
-            {
-                answer.jobs += 1;
-            }
-            continue;
-        };
-        answer.ignored.push(Ignored::new(Some(lead.lead_id), reason, detail));
+        first = false;
+        for lead in chunk {
+            store_lead(ingress, &mut tx, tenant, lead, now, &mut answer).await?;
+        }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     answer.ignored.extend(hook.skipped.iter().map(|why| Ignored::new(None, "unreadable", why.clone())));
     if hook.leads.is_empty() && hook.skipped.is_empty() {
         answer.ignored.push(Ignored::new(
@@ -319,7 +335,63 @@ async fn store_all(
             "the webhook carries no lead events (contacts, tasks and the like are not acted on)",
         ));
     }
-    Ok(Some(answer))
+    Ok(Stored::Answer(answer))
+}
+
+/// Stores one lead event (and its job, when it is worth one) in `tx`, and says so in `answer`.
+async fn store_lead(
+    ingress: &Ingress,
+    tx: &mut store::Tx,
+    tenant: &Tenant,
+    lead: &LeadEvent,
+    now: i64,
+    answer: &mut Answer,
+) -> Result<(), StoreError> {
+    let key = lead.dedup_key();
+    let verdict = verdict(tenant.trigger.as_ref(), lead);
+    let acts = verdict.is_none();
+    let event_id = uuid::Uuid::now_v7();
+    let payload = lead.raw.to_string();
+    let event = NewEvent {
+        id: event_id,
+        client: tenant.client,
+        source: "kommo",
+        dedup_key: &key,
+        payload: &payload,
+        received_at: now,
+        outcome: if acts { "queued" } else { "ignored" },
+        detail: verdict.as_ref().map(|(_, detail)| detail.as_str()),
+    };
+    if !events::insert(tx, &event).await? {
+        answer.duplicates += 1;
+        if let Some(original) = events::id_by_dedup(tx, tenant.client, &key).await? {
+            ingress.queue.caused_again(tx, tenant.client, original).await?;
+        }
+        return Ok(());
+    }
+    let mut what = match lead.status_id {
+        Some(stage) => format!("Kommo: lead {} in stage {stage}", lead.lead_id),
+        None => format!("Kommo: lead {} changed", lead.lead_id),
+    };
+    if let Some((_, detail)) = &verdict {
+        what = format!("{what}: {detail}");
+    }
+    record(tx, tenant, "received", if acts { "ok" } else { "ignored" }, Some(lead.lead_id), &what, now)
+        .await?;
+    let Some((reason, detail)) = verdict else {
+        answer.stored += 1;
+        let payload = json!({
+            "lead_id": lead.lead_id,
+            "status_id": lead.status_id,
+            "pipeline_id": lead.pipeline_id,
+        });
+        if ingress.queue.enqueue(tx, tenant.client, kinds::LEAD, Some(event_id), &payload, None).await? {
+            answer.jobs += 1;
+        }
+        return Ok(());
+    };
+    answer.ignored.push(Ignored::new(Some(lead.lead_id), reason, detail));
+    Ok(())
 }
 
 pub(super) async fn record(

@@ -31,6 +31,17 @@ pub struct Ingress {
     pub db: Db,
     pub queue: Queue,
     pub tenants: Tenants,
+    pub caps: Caps,
+}
+
+/// What one Kommo webhook, and one client account's backlog, may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Lead events in one webhook (`PIPEPAY_INGRESS_MAX_LEADS`).
+    pub max_leads: usize,
+    /// Ready jobs of one client account before its Kommo webhooks wait
+    /// (`PIPEPAY_INGRESS_MAX_READY_JOBS`).
+    pub max_ready_jobs: i64,
 }
 
 #[derive(Debug, Clone, Copy)]

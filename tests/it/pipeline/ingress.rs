@@ -18,6 +18,7 @@ on_both_engines!(
     tokens_that_are_no_tokens_never_reach_the_rate_limiter_or_the_database,
     kommo_is_told_what_was_stored_and_what_was_ignored_and_why,
     ignored_bodies_keep_a_bounded_prefix_and_go_after_the_retention_period,
+    a_webhook_over_the_lead_cap_or_a_backlog_over_the_job_cap_is_refused_whole,
 );
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -389,5 +390,69 @@ async fn ignored_bodies_keep_a_bounded_prefix_and_go_after_the_retention_period(
     assert!(left[0].starts_with("kommo:status:51:"), "the job's event stays: {left:?}");
     assert!(left[1].starts_with("kommo:foreign:"), "the recent one stays: {left:?}");
     assert_eq!(pipepay::ingress::retention::sweep(db, month).await.unwrap(), 0);
+    shop.app.stop().await;
+}
+
+/// Leads in the trigger stage, as one Kommo status webhook.
+fn to_trigger(leads: &[i64]) -> String {
+    let mut form = format!("account[id]={ACME}");
+    for (i, lead) in leads.iter().enumerate() {
+        form += &format!(
+            "&leads[status][{i}][id]={lead}&leads[status][{i}][status_id]={INVOICE}\
+             &leads[status][{i}][pipeline_id]={SALES}&leads[status][{i}][old_status_id]={NEW}"
+        );
+    }
+    form
+}
+
+/// One webhook may name only so many leads, and one client account may have only so many jobs
+/// waiting: beyond either, the webhook is refused whole (nothing stored) with a status Kommo
+/// retries, and the refusal of a body too big shows on the timeline.
+async fn a_webhook_over_the_lead_cap_or_a_backlog_over_the_job_cap_is_refused_whole(engine: Engine) {
+    use crate::fakes::kommo::Fault;
+    let shop = Shop::open_with(engine, &["--ingress-max-leads", "3", "--ingress-max-ready-jobs", "2"]).await;
+    let (status, answer) = hook(&shop, &to_trigger(&[71, 72, 73, 74])).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["type"].as_str().map(|t| t.ends_with("too-many-leads")), Some(true), "{answer}");
+    let activity = shop.activity().await;
+    assert!(
+        activity
+            .iter()
+            .any(|a| a["outcome"] == "refused" && a["detail"].as_str().unwrap().contains("4 lead events")),
+        "{activity:?}"
+    );
+    let db = shop.app.db.clone();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let n: i64 = pipepay::on_db!(&db, pool => sqlx::query_scalar(sql).fetch_one(pool).await).unwrap();
+            n
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM jobs").await, 0, "nothing of it stored");
+
+    // Kommo answers every read with 429 for ten minutes: the jobs wait, ready.
+    shop.kommo.fail_next(ACME, vec![Fault::TooManyRequests { retry_after: 600 }; 20]);
+    let (status, answer) = hook(&shop, &to_trigger(&[71, 72, 73])).await;
+    assert_eq!((status, answer["stored"].as_i64()), (200, Some(3)), "{answer}");
+    eventually(WAIT, "three jobs waiting", || async {
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'ready'").await == 3
+    })
+    .await;
+    let response = shop
+        .app
+        .http
+        .post(&shop.kommo_hook)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(to_trigger(&[75]))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    problem(response, 429).await;
+    assert_eq!(count("SELECT COUNT(*) FROM inbound_events").await, 3, "nothing of it stored");
+    // What makes no job is still taken.
+    let (status, answer) = hook(&shop, &format!("account[id]={ACME}&leads[delete][0][id]=75")).await;
+    assert_eq!((status, answer["ignored"][0]["reason"].as_str()), (200, Some("not_acted_on")));
     shop.app.stop().await;
 }
