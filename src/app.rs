@@ -87,6 +87,10 @@ impl Application {
             db: db.clone(),
             queue: queue.clone(),
             tenants: Tenants::new(db.clone(), vault.clone()),
+            caps: crate::ingress::Caps {
+                max_leads: usize::try_from(config.ingress_max_leads).unwrap_or(usize::MAX),
+                max_ready_jobs: i64::from(config.ingress_max_ready_jobs),
+            },
         });
         let state = AppState {
             db,
@@ -132,6 +136,7 @@ impl Application {
             stop.clone(),
         ));
         background.spawn(crate::telemetry::gauges::run(db.clone(), stop.clone()));
+        background.spawn(crate::ingress::retention::run(db.clone(), state.config.retention(), stop.clone()));
         if let Some(routes) = crate::telemetry::agency_routes() {
             routes.allow_private(state.config.telemetry_allow_private);
             background.spawn(sync_agency_telemetry(db.clone(), state.vault.clone(), routes, stop.clone()));

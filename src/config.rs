@@ -156,6 +156,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub ingress_burst: u32,
 
+    /// Lead events one Kommo webhook may carry; a body with more is refused with 413 (and
+    /// recorded on the client account's timeline).
+    #[arg(long, env = "PIPEPAY_INGRESS_MAX_LEADS", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub ingress_max_leads: u32,
+
+    /// Ready jobs one client account may have waiting; Kommo webhooks beyond it get 429 with
+    /// Retry-After until the backlog drains.
+    #[arg(long, env = "PIPEPAY_INGRESS_MAX_READY_JOBS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), global = true)]
+    pub ingress_max_ready_jobs: u32,
+
+    /// Days an ignored webhook (another Kommo account's, an event pipepay does not act on) is
+    /// kept before it is deleted.
+    #[arg(long = "retention-days", env = "PIPEPAY_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub retention_days: u64,
+
     /// Let agencies export telemetry to http:// and private or loopback addresses. Off by
     /// default: pipepay would otherwise make requests into the operator's own network.
     #[arg(long, env = "PIPEPAY_TELEMETRY_ALLOW_PRIVATE", default_value_t = false, global = true)]
@@ -229,6 +247,10 @@ impl Config {
 
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days.saturating_mul(86_400))
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -5,6 +5,7 @@
 
 mod flutterwave;
 mod kommo;
+pub mod retention;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{Request, Response, StatusCode};
+use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use tower_governor::GovernorLayer;
@@ -28,6 +31,17 @@ pub struct Ingress {
     pub db: Db,
     pub queue: Queue,
     pub tenants: Tenants,
+    pub caps: Caps,
+}
+
+/// What one Kommo webhook, and one client account's backlog, may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Lead events in one webhook (`PIPEPAY_INGRESS_MAX_LEADS`).
+    pub max_leads: usize,
+    /// Ready jobs of one client account before its Kommo webhooks wait
+    /// (`PIPEPAY_INGRESS_MAX_READY_JOBS`).
+    pub max_ready_jobs: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +58,12 @@ pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
         .burst_size(limits.burst.max(1))
         .key_extractor(TokenKey)
         .finish();
+    let screen = axum::middleware::from_fn_with_state(ingress.clone(), screen);
     let routes = Router::new()
         .route("/hooks/{token}/kommo", post(kommo::receive))
         .route("/hooks/{token}/flutterwave", post(flutterwave::receive))
         .with_state(ingress);
-    match config {
+    let limited = match config {
         Some(config) => {
             let limiter = config.limiter().clone();
             // Keys of tokens nobody used for a while are dropped, so a flood of made-up
@@ -62,7 +77,21 @@ pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
             routes.layer(GovernorLayer::new(config).error_handler(too_many))
         }
         None => routes,
+    };
+    // Outside the limiter: what is surely no token never becomes one of its keys.
+    limited.layer(screen)
+}
+
+/// Answers a token that is surely unknown (ill-formed, or just found to belong to nobody) as
+/// any unknown address, before the rate limiter and the database see it.
+async fn screen(State(ingress): State<Arc<Ingress>>, request: Request<Body>, next: Next) -> Response<Body> {
+    let mut segments = request.uri().path().split('/').skip(2);
+    let (token, source) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
+    if ingress.tenants.surely_unknown(token) {
+        count(if source == "kommo" { "kommo" } else { "flutterwave" }, "unknown_token");
+        return Problem::not_found().into_response();
     }
+    next.run(request).await
 }
 
 /// Rate-limit key: the ingress token, i.e. the client account.

@@ -1,6 +1,10 @@
 //! Which client account an ingress token belongs to, cached. The cache can be stale for a
 //! moment on another instance; that never lets a rotated or deleted token through, because the
 //! transaction that stores a webhook checks the token again (see `store::events`).
+//!
+//! Tokens that are not tokens (not `pph_` and 43 base64url characters) and tokens recently
+//! found to belong to nobody are answered before the rate limiter and the database: the
+//! limiter would otherwise keep a key per made-up path, and the database a read per guess.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +21,43 @@ use crate::vault::{Secret, Vault};
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 200_000;
+/// How long a token is remembered as belonging to nobody. Short, because a client account
+/// created on another instance must work within moments (its token is random, so it cannot
+/// have been guessed before; this only bounds what a wrong assumption could cost).
+const UNKNOWN_FOR: Duration = Duration::from_secs(10);
+/// Unknown tokens remembered at most; a flood of guesses beyond it is simply read again.
+const MAX_UNKNOWN: usize = 10_000;
+/// The random part of an ingress token: 32 bytes in unpadded base64url.
+const TOKEN_CHARS: usize = 43;
+
+/// Whether `token` could be an ingress token at all (see `auth::tokens::generate`).
+pub fn well_formed(token: &str) -> bool {
+    token.strip_prefix(tokens::INGRESS_PREFIX).is_some_and(|random| {
+        random.len() == TOKEN_CHARS
+            && random.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Token hashes recently found to belong to no client account: bounded, and short-lived.
+#[derive(Debug, Default)]
+struct Unknown {
+    seen: HashMap<Vec<u8>, Instant>,
+}
+
+impl Unknown {
+    fn contains(&self, hash: &[u8]) -> bool {
+        self.seen.get(hash).is_some_and(|at| at.elapsed() < UNKNOWN_FOR)
+    }
+
+    fn insert(&mut self, hash: Vec<u8>) {
+        if self.seen.len() >= MAX_UNKNOWN {
+            self.seen.retain(|_, at| at.elapsed() < UNKNOWN_FOR);
+        }
+        if self.seen.len() < MAX_UNKNOWN {
+            self.seen.insert(hash, Instant::now());
+        }
+    }
+}
 
 /// What the ingress needs to know about a client account.
 #[derive(Debug)]
@@ -31,6 +72,8 @@ pub struct Tenant {
     /// The stages that send a link, to tell which lead edits are worth a job (up to
     /// `FRESH_FOR` old; the job reads the settings afresh anyway).
     pub trigger: Option<Trigger>,
+    /// When these facts were read from the database.
+    pub read_at: Instant,
 }
 
 /// Token hash → when it was read, and what was read.
@@ -40,11 +83,18 @@ pub struct Tenants {
     db: Db,
     vault: Vault,
     cache: Mutex<Cache>,
+    unknown: Mutex<Unknown>,
 }
 
 impl Tenants {
     pub fn new(db: Db, vault: Vault) -> Tenants {
-        Tenants { db, vault, cache: Mutex::new(HashMap::new()) }
+        Tenants { db, vault, cache: Mutex::new(HashMap::new()), unknown: Mutex::new(Unknown::default()) }
+    }
+
+    /// Whether the token is known to belong to nobody without asking the database: it is not
+    /// a token, or it was looked up moments ago and found nowhere.
+    pub fn surely_unknown(&self, token: &str) -> bool {
+        !well_formed(token) || self.unknown.lock().is_ok_and(|unknown| unknown.contains(&tokens::hash(token)))
     }
 
     /// The tenant of a token, from the cache when fresh.
@@ -72,6 +122,9 @@ impl Tenants {
             if let Ok(mut cache) = self.cache.lock() {
                 cache.remove(&hash);
             }
+            if let Ok(mut unknown) = self.unknown.lock() {
+                unknown.insert(hash);
+            }
             return Ok(None);
         };
         let connection = store::kommo::connection(&mut tx, client.id).await?;
@@ -84,6 +137,7 @@ impl Tenants {
             kommo_account: connection.map(|c| c.account_id),
             webhook_hash,
             trigger: serde_json::from_str::<ClientSettings>(&client.settings).ok().and_then(|s| s.trigger),
+            read_at: Instant::now(),
         });
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= MAX_ENTRIES {
@@ -106,5 +160,44 @@ impl Tenants {
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, (_, t)| t.client != client);
         }
+        // A new token (rotated here) is not one that was guessed, but nothing is lost by
+        // reading every unknown token afresh after a change.
+        if let Ok(mut unknown) = self.unknown.lock() {
+            unknown.seen.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_generator_makes_is_a_token() {
+        let (token, _) = tokens::generate(tokens::INGRESS_PREFIX);
+        assert!(well_formed(token.expose()));
+        assert!(!well_formed(&format!("{}x", token.expose())));
+        assert!(!well_formed(&token.expose()[..token.expose().len() - 1]));
+        assert!(!well_formed(&token.expose().replace("pph_", "ppk_")));
+        assert!(!well_formed(&format!("pph_{}", "a".repeat(40_000))));
+        assert!(!well_formed(&format!("pph_{}.", "a".repeat(42))));
+        assert!(!well_formed("pph_not-a-token"));
+    }
+
+    #[test]
+    fn unknown_tokens_are_remembered_briefly_and_boundedly() {
+        let mut unknown = Unknown::default();
+        for n in 0..MAX_UNKNOWN + 500 {
+            unknown.insert(n.to_be_bytes().to_vec());
+        }
+        assert_eq!(unknown.seen.len(), MAX_UNKNOWN, "never more than the bound");
+        assert!(unknown.contains(&0usize.to_be_bytes()));
+        assert!(!unknown.contains(&(MAX_UNKNOWN + 1).to_be_bytes()), "beyond the bound: read again");
+
+        let old = Instant::now().checked_sub(UNKNOWN_FOR).unwrap();
+        unknown.seen.values_mut().for_each(|at| *at = old);
+        assert!(!unknown.contains(&0usize.to_be_bytes()), "expired");
+        unknown.insert(b"new".to_vec());
+        assert_eq!(unknown.seen.len(), 1, "expired entries make room");
     }
 }

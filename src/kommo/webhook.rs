@@ -163,29 +163,30 @@ pub fn parse(body: &[u8]) -> Result<Webhook, ParseError> {
 }
 
 impl LeadEvent {
-    /// The per-tenant deduplication key: lead, status and modification time, e.g.
-    /// "kommo:status:30307415:142:1689281821". Kommo repeats deliveries; two deliveries of the
-    /// same change give the same key, a later change of the same lead gives a different one.
-    /// A missing status or time shows as `-`; without a time (Digital Pipeline hooks carry
-    /// none) a return to the same stage cannot be told from a repeat. Edits (`update`) also
-    /// carry a digest of the entity as sent: two edits within one second (a price, then a
-    /// currency field) differ in their fields, while a repeated delivery is the same body.
+    /// The per-tenant deduplication key: action, lead, stage, the stage it left, modification
+    /// time and a digest of the entity as sent, e.g.
+    /// "kommo:status:30307415:142:41893093:1689281821:1f0c2a9e3b4d5c6e". Kommo repeats a
+    /// delivery with the same body, so a repeat gives the same key. Kommo's times are whole
+    /// seconds, so a time alone cannot tell apart changes within one second: trigger, lost and
+    /// trigger again share lead, stage and time with the first move, but not the stage left
+    /// (`old_status_id`); two edits in one second (a price, then a currency field) differ in
+    /// their fields, hence the digest. A missing value shows as `-`. What stays the same is only
+    /// a change that repeats another in every field within the same second (trigger, lost,
+    /// trigger, lost, trigger): its job would find the lead as the first one did.
     pub fn dedup_key(&self) -> String {
         // The action is the only free text, and the fields after it never hold a colon, so two
         // different events cannot spell the same key.
         let or_dash = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-        let key = format!(
-            "kommo:{}:{}:{}:{}",
+        let digest = Sha256::digest(self.raw.to_string().as_bytes());
+        format!(
+            "kommo:{}:{}:{}:{}:{}:{}",
             self.action.as_str(),
             self.lead_id,
             or_dash(self.status_id),
-            or_dash(self.modified_at)
-        );
-        if self.action.as_str() != "update" {
-            return key;
-        }
-        let digest = Sha256::digest(self.raw.to_string().as_bytes());
-        format!("{key}:{}", hex::encode(&digest[..8]))
+            or_dash(self.old_status_id),
+            or_dash(self.modified_at),
+            hex::encode(&digest[..8])
+        )
     }
 }
 
@@ -458,7 +459,7 @@ mod tests {
         assert_eq!(lead.old_status_id, Some(41893093));
         assert_eq!(lead.pipeline_id, Some(4542166));
         assert_eq!(lead.modified_at, Some(1689281821));
-        assert_eq!(lead.dedup_key(), "kommo:status:30307415:142:1689281821");
+        assert_eq!(undigested(&lead.dedup_key()), "kommo:status:30307415:142:41893093:1689281821");
         assert_eq!(
             lead.raw,
             json!({
@@ -523,9 +524,9 @@ mod tests {
         );
         // A new lead has no last_modified; its creation time stands in.
         assert_eq!(hook.leads[0].modified_at, Some(100));
-        assert_eq!(hook.leads[0].dedup_key(), "kommo:add:7:-:100");
+        assert_eq!(undigested(&hook.leads[0].dedup_key()), "kommo:add:7:-:-:100");
         assert!(
-            hook.leads[3].dedup_key().starts_with("kommo:update:9:-:-:"),
+            hook.leads[3].dedup_key().starts_with("kommo:update:9:-:-:-:"),
             "{}",
             hook.leads[3].dedup_key()
         );
@@ -730,9 +731,53 @@ mod tests {
         let later = SECTION_7
             .replace("[last_modified]=1689281821", "[last_modified]=1689285000")
             .replace("[updated_at]=1689281821", "[updated_at]=1689285000");
-        assert_eq!(parsed(&later).leads[0].dedup_key(), "kommo:status:30307415:142:1689285000");
+        assert_eq!(
+            undigested(&parsed(&later).leads[0].dedup_key()),
+            "kommo:status:30307415:142:41893093:1689285000"
+        );
         let lost = SECTION_7.replace("[status_id]=142", "[status_id]=143");
-        assert_eq!(parsed(&lost).leads[0].dedup_key(), "kommo:status:30307415:143:1689281821");
+        assert_eq!(
+            undigested(&parsed(&lost).leads[0].dedup_key()),
+            "kommo:status:30307415:143:41893093:1689281821"
+        );
+    }
+
+    /// A key without its digest, to read in a test.
+    fn undigested(key: &str) -> &str {
+        key.rsplit_once(':').map_or(key, |(head, digest)| {
+            assert_eq!(digest.len(), 16, "{key}");
+            head
+        })
+    }
+
+    #[test]
+    fn stage_changes_within_one_second_are_told_apart_and_repeats_are_not() {
+        // Kommo's times are whole seconds: trigger, lost and trigger again in one second.
+        let moved = |to: i64, from: i64| {
+            let body = format!(
+                "account[id]=1&leads[status][0][id]=31&leads[status][0][status_id]={to}\
+                 &leads[status][0][old_status_id]={from}&leads[status][0][pipeline_id]=7001\
+                 &leads[status][0][last_modified]=1700000000"
+            );
+            parsed(&body).leads[0].dedup_key()
+        };
+        let (trigger, lost, back) = (moved(7003, 7002), moved(143, 7003), moved(7003, 143));
+        assert_ne!(trigger, back, "back in the trigger stage is a change, not a repeat");
+        assert_ne!(trigger, lost);
+        assert_ne!(lost, back);
+        assert_eq!(back, moved(7003, 143), "the same delivery again is a repeat");
+
+        // The same stage change with another field changed in the same second (the price
+        // edited while the lead was out of the trigger stage) is a change too.
+        let priced = |price: &str| {
+            let body = format!(
+                "leads[status][0][id]=31&leads[status][0][status_id]=7003&leads[status][0][old_status_id]=7002\
+                 &leads[status][0][last_modified]=1700000000&leads[status][0][price]={price}"
+            );
+            parsed(&body).leads[0].dedup_key()
+        };
+        assert_ne!(priced("500"), priced("650"));
+        assert_eq!(priced("500"), priced("500"));
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Webhooks as received, deduplicated per client account.
+//! Webhooks as received, deduplicated per client account. Ignored ones keep a bounded prefix
+//! with the digest and length of the whole, and are deleted after a while (`ingress::retention`).
+
+use sha2::{Digest, Sha256};
 
 use crate::ids::ClientId;
 use crate::on_tx;
@@ -17,20 +20,42 @@ pub struct NewEvent<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// Bytes of an ignored event's payload that are kept: enough to see what it was.
+pub const IGNORED_PREFIX_BYTES: usize = 2048;
+
+/// What is stored of a payload: all of it, or for an ignored event longer than
+/// [`IGNORED_PREFIX_BYTES`], a prefix (cut on a character boundary) with the whole's SHA-256
+/// (hex) and length.
+fn kept<'a>(outcome: &str, payload: &'a str) -> (&'a str, Option<String>, Option<i64>) {
+    if outcome != "ignored" || payload.len() <= IGNORED_PREFIX_BYTES {
+        return (payload, None, None);
+    }
+    let mut end = IGNORED_PREFIX_BYTES;
+    while !payload.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = hex::encode(Sha256::digest(payload.as_bytes()));
+    (&payload[..end], Some(digest), i64::try_from(payload.len()).ok())
+}
+
 /// Stores the event unless one with the same key was stored before; `false` for a duplicate.
 pub async fn insert(tx: &mut Tx, event: &NewEvent<'_>) -> Result<bool, StoreError> {
+    let (payload, sha256, bytes) = kept(event.outcome, event.payload);
     let done = on_tx!(tx, c => sqlx::query(
-        "INSERT INTO inbound_events (id, client_id, source, dedup_key, payload, received_at, outcome, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (client_id, dedup_key) DO NOTHING",
+        "INSERT INTO inbound_events (id, client_id, source, dedup_key, payload, received_at, outcome, detail, \
+         payload_sha256, payload_bytes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id, dedup_key) DO NOTHING",
     )
     .bind(event.id)
     .bind(event.client)
     .bind(event.source)
     .bind(event.dedup_key)
-    .bind(event.payload)
+    .bind(payload)
     .bind(event.received_at)
     .bind(event.outcome)
     .bind(event.detail)
+    .bind(sha256.as_deref())
+    .bind(bytes)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -63,4 +88,37 @@ pub async fn token_is_current(tx: &mut Tx, client: ClientId, token_hash: &[u8]) 
     .fetch_optional(c)
     .await)?;
     Ok(found.is_some())
+}
+
+/// Deletes up to `limit` ignored events received before `before` (ms) that no job refers to;
+/// how many went. Bounded, so each pass is a short transaction.
+pub async fn delete_ignored_before(tx: &mut Tx, before: i64, limit: i64) -> Result<u64, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query(
+        "DELETE FROM inbound_events WHERE id IN (SELECT e.id FROM inbound_events e \
+         WHERE e.outcome = 'ignored' AND e.received_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.client_id = e.client_id AND j.event_id = e.id) \
+         LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_payloads_keep_a_bounded_prefix_and_the_digest_of_the_whole() {
+        let big = "é".repeat(5_000);
+        let (prefix, sha, bytes) = kept("ignored", &big);
+        assert!(prefix.len() <= IGNORED_PREFIX_BYTES && prefix.len() > IGNORED_PREFIX_BYTES - 4);
+        assert!(big.starts_with(prefix));
+        assert_eq!(sha, Some(hex::encode(Sha256::digest(big.as_bytes()))));
+        assert_eq!(bytes, Some(10_000));
+        assert_eq!(kept("queued", &big), (big.as_str(), None, None), "acted on: kept whole");
+        assert_eq!(kept("ignored", "small"), ("small", None, None));
+    }
 }

@@ -352,3 +352,16 @@ pub async fn counts(tx: &mut Tx, client: ClientId) -> Result<Vec<(String, i64)>,
         .fetch_all(c)
         .await)?)
 }
+
+/// Whether the client account has at least `n` ready jobs. Reads at most `n` index entries,
+/// so it costs little while the backlog is short, and stays bounded when it is not.
+pub async fn ready_at_least(tx: &mut Tx, client: ClientId, n: i64) -> Result<bool, StoreError> {
+    let found: i64 = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE client_id = $1 AND state = 'ready' LIMIT $2) backlog",
+    )
+    .bind(client)
+    .bind(n)
+    .fetch_one(c)
+    .await)?;
+    Ok(found >= n)
+}

@@ -275,6 +275,9 @@ struct World {
     requests: Vec<RecordedRequest>,
     access_ttl: i64,
     last_tick: i64,
+    /// Real Kommo stamps changes in whole seconds, so several changes within one second share
+    /// a `last_modified`; while set, every change gets the same second as the one before.
+    same_second: bool,
     next_id: i64,
 }
 
@@ -295,8 +298,11 @@ impl World {
     }
 
     /// Modification time: wall clock, but strictly increasing so that every change is
-    /// distinguishable by `updated_at` / `last_modified`.
+    /// distinguishable by `updated_at` / `last_modified`, unless changes are held to one second.
     fn tick(&mut self) -> i64 {
+        if self.same_second && self.last_tick > 0 {
+            return self.last_tick;
+        }
         self.last_tick = unix_now().max(self.last_tick + 1);
         self.last_tick
     }
@@ -422,6 +428,7 @@ impl FakeKommo {
             requests: Vec::new(),
             access_ttl: 86_400,
             last_tick: 0,
+            same_second: false,
             next_id: 50_000_000,
         }));
         let app = Router::new()
@@ -825,18 +832,15 @@ impl FakeKommo {
         self.deliver_to_all(&destinations, &body).await
     }
 
+    /// From now on every change happens in the same second as the last one (as fast hands or a
+    /// robot make them in real Kommo, whose timestamps are whole seconds); `false` lets time run.
+    pub fn hold_the_second(&self, hold: bool) {
+        self.state().same_second = hold;
+    }
+
     /// One `status_lead` hook carrying these leads (as they are now) to `url`.
     pub async fn send_status_webhook(&self, url: &str, account_id: i64, lead_ids: &[i64]) -> u16 {
-        let body = {
-            let mut w = self.state();
-            let account = &*w.account(account_id);
-            let leads: Vec<&Lead> = lead_ids
-                .iter()
-                .map(|id| account.leads.get(id).unwrap_or_else(|| panic!("no lead {id}")))
-                .collect();
-            lead_webhook_form(account, "status", &leads)
-        };
-        self.deliver(url, body).await
+        self.send_status_webhook_answer(url, account_id, lead_ids).await.0
     }
 
     async fn deliver_to_all(&self, destinations: &[String], body: &str) -> Vec<u16> {
@@ -847,9 +851,34 @@ impl FakeKommo {
         statuses
     }
 
+    /// Like [`Self::send_status_webhook`], with pipepay's answer: status and body.
+    pub async fn send_status_webhook_answer(
+        &self,
+        url: &str,
+        account_id: i64,
+        lead_ids: &[i64],
+    ) -> (u16, String) {
+        let body = {
+            let mut w = self.state();
+            let account = &*w.account(account_id);
+            let leads: Vec<&Lead> = lead_ids
+                .iter()
+                .map(|id| account.leads.get(id).unwrap_or_else(|| panic!("no lead {id}")))
+                .collect();
+            lead_webhook_form(account, "status", &leads)
+        };
+        match self.post_hook(url, body).await {
+            Ok(response) => (response.status().as_u16(), response.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
     async fn deliver(&self, url: &str, body: String) -> u16 {
-        let sent = self
-            .http
+        self.post_hook(url, body).await.map_or(0, |r| r.status().as_u16())
+    }
+
+    async fn post_hook(&self, url: &str, body: String) -> reqwest::Result<reqwest::Response> {
+        self.http
             .post(url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::USER_AGENT, "amoCRM-Webhooks/3.0")
@@ -858,8 +887,7 @@ impl FakeKommo {
             .timeout(WEBHOOK_TIMEOUT)
             .body(body)
             .send()
-            .await;
-        sent.map_or(0, |r| r.status().as_u16())
+            .await
     }
 
     // --- Faults and metering ----------------------------------------------------------------------
