@@ -136,7 +136,12 @@ impl Application {
             stop.clone(),
         ));
         background.spawn(crate::telemetry::gauges::run(db.clone(), stop.clone()));
-        background.spawn(crate::ingress::retention::run(db.clone(), state.config.retention(), stop.clone()));
+        background.spawn(crate::ingress::retention::run(
+            db.clone(),
+            state.config.retention(),
+            lease.clone(),
+            stop.clone(),
+        ));
         if let Some(routes) = crate::telemetry::agency_routes() {
             routes.allow_private(state.config.telemetry_allow_private);
             background.spawn(sync_agency_telemetry(db.clone(), state.vault.clone(), routes, stop.clone()));
