@@ -6,6 +6,7 @@ mod background;
 mod cli;
 mod connections;
 mod fakes;
+mod fleet;
 mod flutterwave;
 mod foundation;
 mod kommo;
