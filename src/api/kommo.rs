@@ -1,13 +1,14 @@
 //! `/api/v1/agencies/{agency}/clients/{client}/kommo`: connecting Kommo and what it reports.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access;
+use super::clients::Force;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::http::{AppState, Problem};
@@ -69,18 +70,21 @@ async fn start_connect(
     Ok(Json(ConnectStarted { authorize_url: url.to_string() }))
 }
 
-/// Disconnect Kommo: the webhook subscription is removed and the tokens forgotten.
+/// Disconnect Kommo: the webhook subscription is removed and the tokens forgotten. If Kommo
+/// cannot take the webhook off, the answer is a 502 naming `force` and nothing changes.
 #[utoipa::path(delete, path = "/api/v1/agencies/{agency}/clients/{client}/kommo", tag = "kommo",
-    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid), Force),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 502, body = Problem)))]
 async fn disconnect(
     State(state): State<AppState>,
     principal: Principal,
     path: ClientPath,
+    Query(Force { force }): Query<Force>,
 ) -> Result<StatusCode> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    crate::actions::disconnect_kommo(&state, &access, client).await?;
+    crate::actions::disconnect_kommo(&state, &access, client, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

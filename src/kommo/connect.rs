@@ -316,7 +316,10 @@ pub async fn subscribe(kommo: &Kommo, client: ClientId) -> String {
     // Re-subscribing the same destination would double every delivery; clear it first.
     let _ = kommo.unsubscribe(client, &destination).await;
     match kommo.subscribe(client, &destination).await {
-        Ok(()) => record_webhook(kommo, client, webhook::SUBSCRIBED, None).await,
+        Ok(()) => {
+            prune_other_destinations(kommo, client, &destination).await;
+            record_webhook(kommo, client, webhook::SUBSCRIBED, None).await
+        }
         Err(error) => {
             let why = match &error {
                 KommoError::Rejected { status, detail } => format!("Kommo refused ({status}): {detail}"),
@@ -385,28 +388,98 @@ impl Kommo {
     }
 }
 
-/// Disconnects: removes the webhook subscription (best effort), forgets the tokens.
-pub async fn disconnect(kommo: &Kommo, access: &Access, client: ClientId) -> Result<()> {
+/// Disconnects: removes the webhook subscription from Kommo, then forgets the tokens. When Kommo
+/// cannot take the subscription off, nothing changes unless `force` says to go ahead anyway.
+pub async fn disconnect(kommo: &Kommo, access: &Access, client: ClientId, force: bool) -> Result<()> {
     let mut tx = kommo.db.read().await?;
     store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
     let row = store::kommo::connection(&mut tx, client).await?.ok_or(Error::NotFound)?;
     tx.commit().await?;
     access.require(Role::Admin)?;
-    if row.webhook_status == webhook::SUBSCRIBED {
-        let removed = match kommo_url(kommo, client).await {
-            Ok(url) => kommo.unsubscribe(client, &url).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = removed {
-            tracing::warn!(%client, %error, "could not remove the Kommo webhook while disconnecting");
-        }
-    }
+    let removed = unsubscribe_before_removal(kommo, client, force).await?;
     let mut tx = kommo.db.write().await?;
     store::kommo::delete_connection(&mut tx, client).await?;
-    let detail = json!({ "account_id": row.account_id, "subdomain": row.subdomain });
+    let detail = json!({ "account_id": row.account_id, "subdomain": row.subdomain, "webhook": removed });
     audit::record(&mut tx, access, Some(client), "kommo.disconnected", detail).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The form field and query parameter that let a removal go ahead when Kommo could not take
+/// the webhook off. An `Error::Upstream` naming it is a refusal that `force` overrides.
+pub const FORCE: &str = "force";
+
+/// Takes the client's webhook off Kommo before its connection, or the whole client account, is
+/// removed: afterwards the URL (and the data key that opens its token) is gone, and Kommo would
+/// keep posting to a dead address. Must run while the ingress token can still be opened.
+/// Returns what happened to the webhook, for the audit log.
+pub async fn unsubscribe_before_removal(
+    kommo: &Kommo,
+    client: ClientId,
+    force: bool,
+) -> Result<&'static str> {
+    let mut tx = kommo.db.read().await?;
+    let row = store::kommo::connection(&mut tx, client).await?;
+    tx.commit().await?;
+    let Some(row) = row else { return Ok("none") };
+    // `manual`: pipepay never subscribed (Kommo refused its API), so it cannot unsubscribe
+    // either. `revoked`: the tokens are erased; an uninstall ends the integration's access.
+    if row.webhook_status != webhook::SUBSCRIBED || row.health == health::REVOKED {
+        return Ok("none");
+    }
+    let outcome = match kommo_url(kommo, client).await {
+        Ok(url) => kommo.unsubscribe(client, &url).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(()) => Ok("removed"),
+        Err(error) if force => {
+            tracing::warn!(%client, %error, "Kommo webhook left subscribed: removal forced");
+            Ok("left")
+        }
+        Err(error) => Err(Error::Upstream {
+            field: Some(FORCE),
+            message: format!(
+                "pipepay could not remove this client account's webhook from Kommo ({error}), so \
+                 nothing was changed. Try again in a moment, or go ahead anyway with force=true \
+                 and then delete the webhook in Kommo (Settings > Integrations > Web hooks) by hand."
+            ),
+        }),
+    }
+}
+
+/// After subscribing: removes every other pipepay ingress URL subscribed in this Kommo account.
+/// They belong to client accounts that were deleted or disconnected while Kommo could not be
+/// reached, or to an older ingress token; left there, each event would arrive twice, once at a
+/// dead address. Webhooks of other services are never touched.
+async fn prune_other_destinations(kommo: &Kommo, client: ClientId, own: &str) {
+    let ours = format!("{}/hooks/", kommo.public_url.as_str().trim_end_matches('/'));
+    let listed = match kommo.call(client, reqwest::Method::GET, "/api/v4/webhooks", None).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            tracing::warn!(%client, %error, "could not list the Kommo account's webhooks");
+            return;
+        }
+    };
+    let hooks =
+        listed.as_ref().and_then(|l| l["_embedded"]["webhooks"].as_array()).cloned().unwrap_or_default();
+    let stale = hooks
+        .iter()
+        .filter_map(|h| h["destination"].as_str())
+        .filter(|d| *d != own && is_pipepay_kommo_url(d, &ours));
+    for destination in stale {
+        match kommo.unsubscribe(client, destination).await {
+            Ok(()) => tracing::info!(%client, "removed another pipepay webhook from the Kommo account"),
+            Err(error) => tracing::warn!(%client, %error, "could not remove a stale pipepay webhook"),
+        }
+    }
+}
+
+/// `{public_url}/hooks/{token}/kommo`, with a token of pipepay's alphabet and nothing else.
+fn is_pipepay_kommo_url(destination: &str, hooks_prefix: &str) -> bool {
+    destination.strip_prefix(hooks_prefix).and_then(|rest| rest.strip_suffix("/kommo")).is_some_and(|token| {
+        !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
 }
 
 /// What Kommo's uninstall notification carries.
