@@ -490,8 +490,9 @@ pub struct UninstallParams {
     pub signature: Option<String>,
 }
 
-/// Kommo's "access revoked" hook: verified, idempotent. The connection is revoked, its tokens
-/// erased, and the reason recorded where the agency sees it.
+/// Kommo's "access revoked" hook: verified, idempotent, and confirmed with Kommo (a replayed
+/// notification while Kommo still accepts the tokens changes nothing). The connection is
+/// revoked, its tokens erased, and the reason recorded where the agency sees it.
 pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     let (our_id, secret) = kommo.settings.credentials()?;
     let refused = Error::Forbidden("not a valid Kommo uninstall notification");
@@ -507,6 +508,27 @@ pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     if signature.is_none_or(|s| mac.verify_slice(&s).is_err()) {
         return Err(Error::Forbidden("not a valid Kommo uninstall notification"));
     }
+    let mut tx = kommo.db.read().await?;
+    let seen = store::kommo::connection_by_account(&mut tx, account_id).await?;
+    tx.commit().await?;
+    let Some(seen) = seen.filter(|b| b.health != health::REVOKED) else { return Ok(()) };
+    // The signature never changes, so a captured notification can be replayed at any time:
+    // only Kommo refusing the current tokens proves this one is about the current connection.
+    match still_authorised(kommo, seen.client_id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::warn!(account = account_id, client = %seen.client_id,
+                "Kommo uninstall notification ignored: Kommo still accepts the connection's tokens");
+            return Ok(());
+        }
+        Err(error) => {
+            tracing::warn!(account = account_id, %error, "could not confirm a Kommo uninstall");
+            return Err(Error::Upstream {
+                field: None,
+                message: "pipepay could not confirm the uninstall with Kommo; send it again later".into(),
+            });
+        }
+    }
     let now = now_ms();
     let reason = format!(
         "Kommo reported that the integration was uninstalled or its access revoked ({})",
@@ -514,7 +536,10 @@ pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     );
     let mut tx = kommo.db.write().await?;
     let before = store::kommo::connection_by_account(&mut tx, account_id).await?;
-    if let Some(before) = before.filter(|b| b.health != health::REVOKED) {
+    // Fenced on what was confirmed: a reconnect meanwhile brought tokens Kommo was not asked about.
+    let confirmed =
+        |b: &ConnectionRow| b.client_id == seen.client_id && b.token_version == seen.token_version;
+    if let Some(before) = before.filter(|b| b.health != health::REVOKED && confirmed(b)) {
         store::kommo::revoke(&mut tx, account_id, &reason, now).await?;
         if let Some(client) = store::clients::by_id(&mut tx, before.client_id).await? {
             let kommo_actor = Access {
@@ -536,6 +561,17 @@ pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Asks Kommo with the connection's current tokens (refreshed once if refused): `false` only
+/// when Kommo refuses both the access token and the refresh, which is what an uninstall leaves.
+async fn still_authorised(kommo: &Kommo, client: ClientId) -> Result<bool, KommoError> {
+    match kommo.call(client, reqwest::Method::GET, "/api/v4/account", None).await {
+        // 402: the token was accepted; only the account's subscription ended.
+        Ok(_) | Err(KommoError::PaymentRequired) => Ok(true),
+        Err(KommoError::NeedsReauth(_) | KommoError::Revoked | KommoError::NotConnected) => Ok(false),
+        Err(other) => Err(other),
+    }
 }
 
 /// The connection as an agency sees it.

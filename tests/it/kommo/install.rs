@@ -13,6 +13,7 @@ use crate::support::{Engine, problem};
 on_both_engines!(
     a_marketplace_install_is_answered_fast_then_claimed,
     an_uninstall_revokes_the_connection_once_and_forgeries_change_nothing,
+    a_replayed_uninstall_leaves_a_newer_connection_alone,
 );
 
 async fn a_marketplace_install_is_answered_fast_then_claimed(engine: Engine) {
@@ -106,6 +107,8 @@ async fn an_uninstall_revokes_the_connection_once_and_forgeries_change_nothing(e
     }
     assert_eq!(world.connection(&world.client).await["health"], "active", "forgeries changed nothing");
 
+    // An uninstall ends the tokens at Kommo before it notifies (kommo.md §2).
+    world.fake.revoke_all(ACME);
     let genuine = hook(CLIENT_ID, ACME, &signature(ACME, CLIENT_SECRET));
     for _ in 0..2 {
         assert_eq!(reqwest::get(&genuine).await.unwrap().status(), 200, "idempotent");
@@ -128,5 +131,38 @@ async fn an_uninstall_revokes_the_connection_once_and_forgeries_change_nothing(e
         .await;
     let body = problem(pipelines, 409).await;
     assert!(body["detail"].as_str().unwrap().contains("revoked"), "{body}");
+    world.app.stop().await;
+}
+
+async fn a_replayed_uninstall_leaves_a_newer_connection_alone(engine: Engine) {
+    let world = World::new(engine).await;
+    assert_eq!(world.connect(&world.client, ACME).await.0, 200);
+    let hook_url = world.app.url("/oauth/kommo/uninstall");
+    assert_eq!(world.fake.uninstall(ACME, &hook_url).await, 200);
+    assert_eq!(world.connection(&world.client).await["health"], "revoked");
+
+    // The admin installs again; someone replays the notification they captured.
+    assert_eq!(world.connect(&world.client, ACME).await.0, 200);
+    let captured = world.app.url(&format!(
+        "/oauth/kommo/uninstall?client_uuid={CLIENT_ID}&account_id={ACME}&signature={}",
+        signature(ACME, CLIENT_SECRET)
+    ));
+    assert_eq!(reqwest::get(&captured).await.unwrap().status(), 200);
+    let connection = world.connection(&world.client).await;
+    assert_eq!(connection["health"], "active", "{connection}");
+    let pipelines = world.owner.agent.get(&world.client_path(&world.client, "/kommo/pipelines")).await;
+    assert_eq!(pipelines.status(), 200, "the tokens were kept");
+
+    // Kommo cannot be asked: nothing is revoked on the notification's word alone.
+    world.fake.fail_next_on(ACME, "GET", "/api/v4/account", crate::fakes::kommo::Fault::ServerError);
+    problem(reqwest::get(&captured).await.unwrap(), 502).await;
+    assert_eq!(world.connection(&world.client).await["health"], "active");
+
+    // A real uninstall still revokes.
+    assert_eq!(world.fake.uninstall(ACME, &hook_url).await, 200);
+    assert_eq!(world.connection(&world.client).await["health"], "revoked");
+    let audit = world.owner.agent.json(&format!("/api/v1/agencies/{}/audit", world.owner.agency)).await;
+    let uninstalls = audit.as_array().unwrap().iter().filter(|e| e["action"] == "kommo.uninstalled").count();
+    assert_eq!(uninstalls, 2);
     world.app.stop().await;
 }
