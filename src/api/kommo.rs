@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::http::{AppState, Problem};
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, ConnectionView, PendingInstall};
+use crate::kommo::connect::{self, ConnectionView};
 use crate::kommo::model::{CustomField, Pipeline};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,7 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(start_connect))
         .routes(routes!(pipelines))
         .routes(routes!(lead_fields))
-        .routes(routes!(pending_install))
 }
 
 type ClientPath = Path<(AgencyId, ClientId)>;
@@ -118,16 +117,4 @@ async fn lead_fields(
     let access = access(&state, &principal, agency).await?;
     crate::tenants::clients::get(&state.db, &access, client).await?;
     Ok(Json(state.kommo.lead_fields(client).await?))
-}
-
-/// A marketplace install of this Kommo account waiting to be claimed (any logged-in user).
-#[utoipa::path(get, path = "/api/v1/kommo/installs/{account_id}", tag = "kommo",
-    params(("account_id" = i64, Path)),
-    responses((status = 200, body = PendingInstall), (status = 404, body = Problem)))]
-async fn pending_install(
-    State(state): State<AppState>,
-    _principal: Principal,
-    Path(account_id): Path<i64>,
-) -> Result<Json<PendingInstall>> {
-    connect::pending_install(&state.kommo, account_id).await?.map(Json).ok_or(Error::NotFound)
 }

@@ -283,29 +283,6 @@ async fn record_install(
     tx.commit().await
 }
 
-/// A pending marketplace install, as the claim page shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PendingInstall {
-    pub account_id: i64,
-    pub subdomain: String,
-    pub account_name: String,
-    pub host: String,
-    pub installed_at: String,
-}
-
-pub async fn pending_install(kommo: &Kommo, account_id: i64) -> Result<Option<PendingInstall>> {
-    let mut tx = kommo.db.read().await?;
-    let row = store::kommo::open_install(&mut tx, account_id).await?;
-    tx.commit().await?;
-    Ok(row.map(|r| PendingInstall {
-        account_id,
-        subdomain: r.subdomain.unwrap_or_default(),
-        account_name: r.account_name.unwrap_or_default(),
-        host: r.host,
-        installed_at: rfc3339(r.created_at),
-    }))
-}
-
 /// Subscribes the client's Kommo ingress URL; where Kommo refuses, records why so the agency
 /// can set the webhook up by hand. Returns the resulting webhook status.
 pub async fn subscribe(kommo: &Kommo, client: ClientId) -> String {

@@ -358,16 +358,6 @@ pub async fn update_install(
     Ok(())
 }
 
-/// The latest unclaimed install of a Kommo account.
-pub async fn open_install(tx: &mut Tx, account_id: i64) -> Result<Option<InstallRow>, StoreError> {
-    Ok(on_tx!(tx, c => sqlx::query_as(
-        concat!("SELECT ", install_columns!(), " FROM kommo_installs WHERE account_id = $1 AND status = 'ready' ORDER BY created_at DESC LIMIT 1"),
-    )
-    .bind(account_id)
-    .fetch_optional(c)
-    .await)?)
-}
-
 pub async fn install(tx: &mut Tx, id: uuid::Uuid) -> Result<Option<InstallRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         concat!("SELECT ", install_columns!(), " FROM kommo_installs WHERE id = $1"),
