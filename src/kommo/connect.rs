@@ -93,9 +93,10 @@ pub async fn callback(
     kommo: &Kommo,
     params: CallbackParams,
     session: Option<SessionId>,
+    ip: Option<std::net::IpAddr>,
 ) -> Result<CallbackOutcome> {
     if params.state.is_none() && params.from_widget.is_some() {
-        return install(kommo, params).await;
+        return install(kommo, params, ip).await;
     }
     let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::invalid("state", "the link from Kommo is incomplete; start connecting again from pipepay")
@@ -206,17 +207,32 @@ fn allowed_host(kommo: &Kommo, referer: Option<&str>) -> Result<String> {
 }
 
 /// A marketplace install: answer Kommo within its 3 seconds, exchange the code afterwards.
-async fn install(kommo: &Kommo, params: CallbackParams) -> Result<CallbackOutcome> {
+/// Anyone can make this call, so it is limited, and the same code is exchanged only once.
+async fn install(
+    kommo: &Kommo,
+    params: CallbackParams,
+    ip: Option<std::net::IpAddr>,
+) -> Result<CallbackOutcome> {
     let host = allowed_host(kommo, params.referer.as_deref())?;
     let (our_id, _) = kommo.settings.credentials()?;
     if params.client_id.as_deref().is_some_and(|c| c != our_id) {
         return Err(Error::Forbidden("this install is for another integration"));
     }
     let code = params.code.filter(|c| !c.is_empty()).ok_or_else(|| Error::invalid("code", "no code"))?;
+    kommo.installs.admit(ip, &host)?;
     let id = uuid::Uuid::now_v7();
+    let now = now_ms();
+    let ttl = i64::try_from(kommo.installs.ttl.as_millis()).unwrap_or(i64::MAX);
     let mut tx = kommo.db.write().await?;
-    store::kommo::insert_install(&mut tx, id, &host, now_ms()).await?;
+    // Expired here rather than on a timer: installs only ever arrive through this call, so the
+    // table stays bounded by what the limits let in during one lifetime.
+    store::kommo::expire_installs(&mut tx, now.saturating_sub(ttl)).await?;
+    let fresh = store::kommo::insert_install(&mut tx, id, &host, &tokens::hash(&code), now).await?;
     tx.commit().await?;
+    if !fresh {
+        tracing::info!(%host, "Kommo marketplace install repeated; its code was exchanged already");
+        return Ok(CallbackOutcome::Installed { host });
+    }
     let (http, settings, db) = (kommo.http.clone(), kommo.settings.clone(), kommo.db.clone());
     let task_host = host.clone();
     tokio::spawn(async move {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Message, Page, error_page};
+use crate::api::extract::ClientIp;
 use crate::auth::{FormPrincipal, Principal, SessionCsrf};
 use crate::error::Error;
 use crate::http::AppState;
@@ -28,13 +29,14 @@ pub fn router() -> Router<AppState> {
 async fn callback(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(ip): ClientIp,
     Query(params): Query<CallbackParams>,
 ) -> Response {
     let session = match &principal {
         Some(Principal::User { session, .. }) => Some(*session),
         _ => None,
     };
-    match connect::callback(&state.kommo, params, session).await {
+    match connect::callback(&state.kommo, params, session, Some(ip)).await {
         Ok(CallbackOutcome::Connected { account, webhook, client, agency }) => {
             let mut message = format!("The Kommo account {} is connected.", account.subdomain);
             if webhook == connect::webhook::MANUAL {

@@ -4,6 +4,7 @@
 mod client;
 mod connect;
 mod install;
+mod install_limits;
 mod lifecycle;
 mod limits;
 mod tokens;
