@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::http::AppState;
 use crate::ids::ClientId;
 use crate::kommo::connect;
+use crate::roles::Role;
 use crate::tenants::clients::{self, ClientView, IssuedToken};
 use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
 use crate::tenants::settings::ClientSettings;
@@ -64,13 +65,26 @@ pub async fn update_settings(
     Ok(view)
 }
 
-pub async fn disconnect_kommo(state: &AppState, access: &Access, client: ClientId) -> Result<()> {
-    connect::disconnect(&state.kommo, access, client).await?;
+/// Disconnects Kommo; see [`connect::disconnect`] for when Kommo's refusal stops it.
+pub async fn disconnect_kommo(
+    state: &AppState,
+    access: &Access,
+    client: ClientId,
+    force: bool,
+) -> Result<()> {
+    connect::disconnect(&state.kommo, access, client, force).await?;
     state.ingress.tenants.forget(client);
     Ok(())
 }
 
-pub async fn delete_client(state: &AppState, access: &Access, client: ClientId) -> Result<()> {
+/// Deletes the client account. Kommo's webhook is taken off first, while the data key that
+/// opens the ingress token (the webhook's address) still exists; if Kommo cannot be reached,
+/// nothing is deleted unless `force` says so.
+pub async fn delete_client(state: &AppState, access: &Access, client: ClientId, force: bool) -> Result<()> {
+    // Strangers get their 404 and members their 403 before Kommo is called.
+    clients::get(&state.db, access, client).await?;
+    access.require(Role::Admin)?;
+    connect::unsubscribe_before_removal(&state.kommo, client, force).await?;
     clients::delete(&state.db, access, client).await?;
     state.ingress.tenants.forget(client);
     Ok(())

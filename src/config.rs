@@ -100,6 +100,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=120), global = true)]
     pub kommo_timeout_secs: u64,
 
+    /// Marketplace installs accepted per minute from one IP address. Kommo's own servers make
+    /// every real install call, so this only stops floods, not busy days.
+    #[arg(long, env = "PIPEPAY_KOMMO_INSTALL_IP_LIMIT", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub kommo_install_ip_limit: u32,
+
+    /// Marketplace installs accepted per hour for one Kommo account host.
+    #[arg(long, env = "PIPEPAY_KOMMO_INSTALL_HOST_LIMIT", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub kommo_install_host_limit: u32,
+
+    /// Seconds an unclaimed marketplace install is kept before it is forgotten.
+    #[arg(long = "kommo-install-ttl", env = "PIPEPAY_KOMMO_INSTALL_TTL", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000), global = true)]
+    pub kommo_install_ttl_secs: u64,
+
     /// Flutterwave's API base URL.
     #[arg(long, env = "PIPEPAY_FLUTTERWAVE_API_URL", default_value = "https://api.flutterwave.com",
           value_parser = parse_http_url, global = true)]

@@ -1,7 +1,7 @@
 //! `/api/v1/agencies/{agency}/clients`: client accounts, their settings, tokens and keys.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -98,18 +98,31 @@ async fn get_client(
     Ok(Json(clients::get(&state.db, &access, client).await?))
 }
 
-/// Delete a client account. Its data key is destroyed with it, so its secrets are gone for good.
+/// Go ahead with a removal even when Kommo cannot take the webhook off.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Force {
+    /// `true`: remove anyway, and delete the webhook in Kommo by hand.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Delete a client account. Its Kommo webhook is removed first; if Kommo cannot be reached the
+/// answer is a 502 naming `force` and nothing is deleted. Its data key is destroyed with it, so
+/// its secrets are gone for good.
 #[utoipa::path(delete, path = "/api/v1/agencies/{agency}/clients/{client}", tag = "clients",
-    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid), Force),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 502, body = Problem)))]
 async fn delete_client(
     State(state): State<AppState>,
     principal: Principal,
     path: ClientPath,
+    Query(Force { force }): Query<Force>,
 ) -> Result<StatusCode> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    crate::actions::delete_client(&state, &access, client).await?;
+    crate::actions::delete_client(&state, &access, client, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,18 +1,19 @@
 //! `/api/v1/agencies/{agency}/clients/{client}/kommo`: connecting Kommo and what it reports.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access;
+use super::clients::Force;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::http::{AppState, Problem};
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, ConnectionView, PendingInstall};
+use crate::kommo::connect::{self, ConnectionView};
 use crate::kommo::model::{CustomField, Pipeline};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -21,7 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(start_connect))
         .routes(routes!(pipelines))
         .routes(routes!(lead_fields))
-        .routes(routes!(pending_install))
 }
 
 type ClientPath = Path<(AgencyId, ClientId)>;
@@ -69,18 +69,21 @@ async fn start_connect(
     Ok(Json(ConnectStarted { authorize_url: url.to_string() }))
 }
 
-/// Disconnect Kommo: the webhook subscription is removed and the tokens forgotten.
+/// Disconnect Kommo: the webhook subscription is removed and the tokens forgotten. If Kommo
+/// cannot take the webhook off, the answer is a 502 naming `force` and nothing changes.
 #[utoipa::path(delete, path = "/api/v1/agencies/{agency}/clients/{client}/kommo", tag = "kommo",
-    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid), Force),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 502, body = Problem)))]
 async fn disconnect(
     State(state): State<AppState>,
     principal: Principal,
     path: ClientPath,
+    Query(Force { force }): Query<Force>,
 ) -> Result<StatusCode> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    crate::actions::disconnect_kommo(&state, &access, client).await?;
+    crate::actions::disconnect_kommo(&state, &access, client, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -114,16 +117,4 @@ async fn lead_fields(
     let access = access(&state, &principal, agency).await?;
     crate::tenants::clients::get(&state.db, &access, client).await?;
     Ok(Json(state.kommo.lead_fields(client).await?))
-}
-
-/// A marketplace install of this Kommo account waiting to be claimed (any logged-in user).
-#[utoipa::path(get, path = "/api/v1/kommo/installs/{account_id}", tag = "kommo",
-    params(("account_id" = i64, Path)),
-    responses((status = 200, body = PendingInstall), (status = 404, body = Problem)))]
-async fn pending_install(
-    State(state): State<AppState>,
-    _principal: Principal,
-    Path(account_id): Path<i64>,
-) -> Result<Json<PendingInstall>> {
-    connect::pending_install(&state.kommo, account_id).await?.map(Json).ok_or(Error::NotFound)
 }

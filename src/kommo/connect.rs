@@ -93,9 +93,10 @@ pub async fn callback(
     kommo: &Kommo,
     params: CallbackParams,
     session: Option<SessionId>,
+    ip: Option<std::net::IpAddr>,
 ) -> Result<CallbackOutcome> {
     if params.state.is_none() && params.from_widget.is_some() {
-        return install(kommo, params).await;
+        return install(kommo, params, ip).await;
     }
     let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::invalid("state", "the link from Kommo is incomplete; start connecting again from pipepay")
@@ -206,17 +207,32 @@ fn allowed_host(kommo: &Kommo, referer: Option<&str>) -> Result<String> {
 }
 
 /// A marketplace install: answer Kommo within its 3 seconds, exchange the code afterwards.
-async fn install(kommo: &Kommo, params: CallbackParams) -> Result<CallbackOutcome> {
+/// Anyone can make this call, so it is limited, and the same code is exchanged only once.
+async fn install(
+    kommo: &Kommo,
+    params: CallbackParams,
+    ip: Option<std::net::IpAddr>,
+) -> Result<CallbackOutcome> {
     let host = allowed_host(kommo, params.referer.as_deref())?;
     let (our_id, _) = kommo.settings.credentials()?;
     if params.client_id.as_deref().is_some_and(|c| c != our_id) {
         return Err(Error::Forbidden("this install is for another integration"));
     }
     let code = params.code.filter(|c| !c.is_empty()).ok_or_else(|| Error::invalid("code", "no code"))?;
+    kommo.installs.admit(ip, &host)?;
     let id = uuid::Uuid::now_v7();
+    let now = now_ms();
+    let ttl = i64::try_from(kommo.installs.ttl.as_millis()).unwrap_or(i64::MAX);
     let mut tx = kommo.db.write().await?;
-    store::kommo::insert_install(&mut tx, id, &host, now_ms()).await?;
+    // Expired here rather than on a timer: installs only ever arrive through this call, so the
+    // table stays bounded by what the limits let in during one lifetime.
+    store::kommo::expire_installs(&mut tx, now.saturating_sub(ttl)).await?;
+    let fresh = store::kommo::insert_install(&mut tx, id, &host, &tokens::hash(&code), now).await?;
     tx.commit().await?;
+    if !fresh {
+        tracing::info!(%host, "Kommo marketplace install repeated; its code was exchanged already");
+        return Ok(CallbackOutcome::Installed { host });
+    }
     let (http, settings, db) = (kommo.http.clone(), kommo.settings.clone(), kommo.db.clone());
     let task_host = host.clone();
     tokio::spawn(async move {
@@ -283,29 +299,6 @@ async fn record_install(
     tx.commit().await
 }
 
-/// A pending marketplace install, as the claim page shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PendingInstall {
-    pub account_id: i64,
-    pub subdomain: String,
-    pub account_name: String,
-    pub host: String,
-    pub installed_at: String,
-}
-
-pub async fn pending_install(kommo: &Kommo, account_id: i64) -> Result<Option<PendingInstall>> {
-    let mut tx = kommo.db.read().await?;
-    let row = store::kommo::open_install(&mut tx, account_id).await?;
-    tx.commit().await?;
-    Ok(row.map(|r| PendingInstall {
-        account_id,
-        subdomain: r.subdomain.unwrap_or_default(),
-        account_name: r.account_name.unwrap_or_default(),
-        host: r.host,
-        installed_at: rfc3339(r.created_at),
-    }))
-}
-
 /// Subscribes the client's Kommo ingress URL; where Kommo refuses, records why so the agency
 /// can set the webhook up by hand. Returns the resulting webhook status.
 pub async fn subscribe(kommo: &Kommo, client: ClientId) -> String {
@@ -316,7 +309,10 @@ pub async fn subscribe(kommo: &Kommo, client: ClientId) -> String {
     // Re-subscribing the same destination would double every delivery; clear it first.
     let _ = kommo.unsubscribe(client, &destination).await;
     match kommo.subscribe(client, &destination).await {
-        Ok(()) => record_webhook(kommo, client, webhook::SUBSCRIBED, None).await,
+        Ok(()) => {
+            prune_other_destinations(kommo, client, &destination).await;
+            record_webhook(kommo, client, webhook::SUBSCRIBED, None).await
+        }
         Err(error) => {
             let why = match &error {
                 KommoError::Rejected { status, detail } => format!("Kommo refused ({status}): {detail}"),
@@ -385,28 +381,98 @@ impl Kommo {
     }
 }
 
-/// Disconnects: removes the webhook subscription (best effort), forgets the tokens.
-pub async fn disconnect(kommo: &Kommo, access: &Access, client: ClientId) -> Result<()> {
+/// Disconnects: removes the webhook subscription from Kommo, then forgets the tokens. When Kommo
+/// cannot take the subscription off, nothing changes unless `force` says to go ahead anyway.
+pub async fn disconnect(kommo: &Kommo, access: &Access, client: ClientId, force: bool) -> Result<()> {
     let mut tx = kommo.db.read().await?;
     store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
     let row = store::kommo::connection(&mut tx, client).await?.ok_or(Error::NotFound)?;
     tx.commit().await?;
     access.require(Role::Admin)?;
-    if row.webhook_status == webhook::SUBSCRIBED {
-        let removed = match kommo_url(kommo, client).await {
-            Ok(url) => kommo.unsubscribe(client, &url).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = removed {
-            tracing::warn!(%client, %error, "could not remove the Kommo webhook while disconnecting");
-        }
-    }
+    let removed = unsubscribe_before_removal(kommo, client, force).await?;
     let mut tx = kommo.db.write().await?;
     store::kommo::delete_connection(&mut tx, client).await?;
-    let detail = json!({ "account_id": row.account_id, "subdomain": row.subdomain });
+    let detail = json!({ "account_id": row.account_id, "subdomain": row.subdomain, "webhook": removed });
     audit::record(&mut tx, access, Some(client), "kommo.disconnected", detail).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The form field and query parameter that let a removal go ahead when Kommo could not take
+/// the webhook off. An `Error::Upstream` naming it is a refusal that `force` overrides.
+pub const FORCE: &str = "force";
+
+/// Takes the client's webhook off Kommo before its connection, or the whole client account, is
+/// removed: afterwards the URL (and the data key that opens its token) is gone, and Kommo would
+/// keep posting to a dead address. Must run while the ingress token can still be opened.
+/// Returns what happened to the webhook, for the audit log.
+pub async fn unsubscribe_before_removal(
+    kommo: &Kommo,
+    client: ClientId,
+    force: bool,
+) -> Result<&'static str> {
+    let mut tx = kommo.db.read().await?;
+    let row = store::kommo::connection(&mut tx, client).await?;
+    tx.commit().await?;
+    let Some(row) = row else { return Ok("none") };
+    // `manual`: pipepay never subscribed (Kommo refused its API), so it cannot unsubscribe
+    // either. `revoked`: the tokens are erased; an uninstall ends the integration's access.
+    if row.webhook_status != webhook::SUBSCRIBED || row.health == health::REVOKED {
+        return Ok("none");
+    }
+    let outcome = match kommo_url(kommo, client).await {
+        Ok(url) => kommo.unsubscribe(client, &url).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(()) => Ok("removed"),
+        Err(error) if force => {
+            tracing::warn!(%client, %error, "Kommo webhook left subscribed: removal forced");
+            Ok("left")
+        }
+        Err(error) => Err(Error::Upstream {
+            field: Some(FORCE),
+            message: format!(
+                "pipepay could not remove this client account's webhook from Kommo ({error}), so \
+                 nothing was changed. Try again in a moment, or go ahead anyway with force=true \
+                 and then delete the webhook in Kommo (Settings > Integrations > Web hooks) by hand."
+            ),
+        }),
+    }
+}
+
+/// After subscribing: removes every other pipepay ingress URL subscribed in this Kommo account.
+/// They belong to client accounts that were deleted or disconnected while Kommo could not be
+/// reached, or to an older ingress token; left there, each event would arrive twice, once at a
+/// dead address. Webhooks of other services are never touched.
+async fn prune_other_destinations(kommo: &Kommo, client: ClientId, own: &str) {
+    let ours = format!("{}/hooks/", kommo.public_url.as_str().trim_end_matches('/'));
+    let listed = match kommo.call(client, reqwest::Method::GET, "/api/v4/webhooks", None).await {
+        Ok(listed) => listed,
+        Err(error) => {
+            tracing::warn!(%client, %error, "could not list the Kommo account's webhooks");
+            return;
+        }
+    };
+    let hooks =
+        listed.as_ref().and_then(|l| l["_embedded"]["webhooks"].as_array()).cloned().unwrap_or_default();
+    let stale = hooks
+        .iter()
+        .filter_map(|h| h["destination"].as_str())
+        .filter(|d| *d != own && is_pipepay_kommo_url(d, &ours));
+    for destination in stale {
+        match kommo.unsubscribe(client, destination).await {
+            Ok(()) => tracing::info!(%client, "removed another pipepay webhook from the Kommo account"),
+            Err(error) => tracing::warn!(%client, %error, "could not remove a stale pipepay webhook"),
+        }
+    }
+}
+
+/// `{public_url}/hooks/{token}/kommo`, with a token of pipepay's alphabet and nothing else.
+fn is_pipepay_kommo_url(destination: &str, hooks_prefix: &str) -> bool {
+    destination.strip_prefix(hooks_prefix).and_then(|rest| rest.strip_suffix("/kommo")).is_some_and(|token| {
+        !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
 }
 
 /// What Kommo's uninstall notification carries.
@@ -417,8 +483,9 @@ pub struct UninstallParams {
     pub signature: Option<String>,
 }
 
-/// Kommo's "access revoked" hook: verified, idempotent. The connection is revoked, its tokens
-/// erased, and the reason recorded where the agency sees it.
+/// Kommo's "access revoked" hook: verified, idempotent, and confirmed with Kommo (a replayed
+/// notification while Kommo still accepts the tokens changes nothing). The connection is
+/// revoked, its tokens erased, and the reason recorded where the agency sees it.
 pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     let (our_id, secret) = kommo.settings.credentials()?;
     let refused = Error::Forbidden("not a valid Kommo uninstall notification");
@@ -434,6 +501,27 @@ pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     if signature.is_none_or(|s| mac.verify_slice(&s).is_err()) {
         return Err(Error::Forbidden("not a valid Kommo uninstall notification"));
     }
+    let mut tx = kommo.db.read().await?;
+    let seen = store::kommo::connection_by_account(&mut tx, account_id).await?;
+    tx.commit().await?;
+    let Some(seen) = seen.filter(|b| b.health != health::REVOKED) else { return Ok(()) };
+    // The signature never changes, so a captured notification can be replayed at any time:
+    // only Kommo refusing the current tokens proves this one is about the current connection.
+    match still_authorised(kommo, seen.client_id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::warn!(account = account_id, client = %seen.client_id,
+                "Kommo uninstall notification ignored: Kommo still accepts the connection's tokens");
+            return Ok(());
+        }
+        Err(error) => {
+            tracing::warn!(account = account_id, %error, "could not confirm a Kommo uninstall");
+            return Err(Error::Upstream {
+                field: None,
+                message: "pipepay could not confirm the uninstall with Kommo; send it again later".into(),
+            });
+        }
+    }
     let now = now_ms();
     let reason = format!(
         "Kommo reported that the integration was uninstalled or its access revoked ({})",
@@ -441,7 +529,10 @@ pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     );
     let mut tx = kommo.db.write().await?;
     let before = store::kommo::connection_by_account(&mut tx, account_id).await?;
-    if let Some(before) = before.filter(|b| b.health != health::REVOKED) {
+    // Fenced on what was confirmed: a reconnect meanwhile brought tokens Kommo was not asked about.
+    let confirmed =
+        |b: &ConnectionRow| b.client_id == seen.client_id && b.token_version == seen.token_version;
+    if let Some(before) = before.filter(|b| b.health != health::REVOKED && confirmed(b)) {
         store::kommo::revoke(&mut tx, account_id, &reason, now).await?;
         if let Some(client) = store::clients::by_id(&mut tx, before.client_id).await? {
             let kommo_actor = Access {
@@ -463,6 +554,17 @@ pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Asks Kommo with the connection's current tokens (refreshed once if refused): `false` only
+/// when Kommo refuses both the access token and the refresh, which is what an uninstall leaves.
+async fn still_authorised(kommo: &Kommo, client: ClientId) -> Result<bool, KommoError> {
+    match kommo.call(client, reqwest::Method::GET, "/api/v4/account", None).await {
+        // 402: the token was accepted; only the account's subscription ended.
+        Ok(_) | Err(KommoError::PaymentRequired) => Ok(true),
+        Err(KommoError::NeedsReauth(_) | KommoError::Revoked | KommoError::NotConnected) => Ok(false),
+        Err(other) => Err(other),
+    }
 }
 
 /// The connection as an agency sees it.

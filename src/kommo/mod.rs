@@ -4,6 +4,7 @@
 pub mod client;
 pub mod connect;
 pub mod hosts;
+pub mod installs;
 pub mod limits;
 pub mod maintenance;
 pub mod model;
@@ -145,6 +146,7 @@ pub struct Kommo {
     pub db: Db,
     pub vault: Vault,
     pub public_url: Url,
+    pub installs: installs::InstallLimits,
     /// One refresh at a time per connection inside this process; the database lease does the
     /// same across processes.
     refresh_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
@@ -173,6 +175,7 @@ impl Kommo {
             db,
             vault,
             public_url: public_url.clone(),
+            installs: installs::InstallLimits::new(config),
             refresh_locks: Mutex::new(HashMap::new()),
         })
     }

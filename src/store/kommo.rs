@@ -316,17 +316,38 @@ pub struct InstallRow {
     pub created_at: i64,
 }
 
-pub async fn insert_install(tx: &mut Tx, id: uuid::Uuid, host: &str, now: i64) -> Result<(), StoreError> {
-    on_tx!(tx, c => sqlx::query(
-        "INSERT INTO kommo_installs (id, host, status, created_at, updated_at) VALUES ($1, $2, 'pending', $3, $3)",
+/// Records an install; `false` when one with this code is already recorded (the same call
+/// made again), so its code is not exchanged twice.
+pub async fn insert_install(
+    tx: &mut Tx,
+    id: uuid::Uuid,
+    host: &str,
+    code_hash: &[u8],
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = on_tx!(tx, c => sqlx::query(
+        "INSERT INTO kommo_installs (id, host, code_hash, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT (code_hash) DO NOTHING",
     )
     .bind(id)
     .bind(host)
+    .bind(code_hash)
     .bind(now)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    Ok(())
+    Ok(done == 1)
+}
+
+/// Forgets installs nobody claimed that were made before `before`.
+pub async fn expire_installs(tx: &mut Tx, before: i64) -> Result<u64, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query(
+        "DELETE FROM kommo_installs WHERE status <> 'claimed' AND created_at < $1",
+    )
+    .bind(before)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -356,16 +377,6 @@ pub async fn update_install(
     .await
     .map(|r| r.rows_affected()))?;
     Ok(())
-}
-
-/// The latest unclaimed install of a Kommo account.
-pub async fn open_install(tx: &mut Tx, account_id: i64) -> Result<Option<InstallRow>, StoreError> {
-    Ok(on_tx!(tx, c => sqlx::query_as(
-        concat!("SELECT ", install_columns!(), " FROM kommo_installs WHERE account_id = $1 AND status = 'ready' ORDER BY created_at DESC LIMIT 1"),
-    )
-    .bind(account_id)
-    .fetch_optional(c)
-    .await)?)
 }
 
 pub async fn install(tx: &mut Tx, id: uuid::Uuid) -> Result<Option<InstallRow>, StoreError> {

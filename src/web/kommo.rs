@@ -10,11 +10,12 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Message, Page, error_page};
+use crate::api::extract::ClientIp;
 use crate::auth::{FormPrincipal, Principal, SessionCsrf};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, CallbackOutcome, CallbackParams, PendingInstall, UninstallParams};
+use crate::kommo::connect::{self, CallbackOutcome, CallbackParams, UninstallParams};
 use crate::roles::Role;
 use crate::store;
 
@@ -28,13 +29,14 @@ pub fn router() -> Router<AppState> {
 async fn callback(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(ip): ClientIp,
     Query(params): Query<CallbackParams>,
 ) -> Response {
     let session = match &principal {
         Some(Principal::User { session, .. }) => Some(*session),
         _ => None,
     };
-    match connect::callback(&state.kommo, params, session).await {
+    match connect::callback(&state.kommo, params, session, Some(ip)).await {
         Ok(CallbackOutcome::Connected { account, webhook, client, agency }) => {
             let mut message = format!("The Kommo account {} is connected.", account.subdomain);
             if webhook == connect::webhook::MANUAL {
@@ -71,37 +73,29 @@ async fn uninstall(State(state): State<AppState>, Query(params): Query<Uninstall
     }
 }
 
-#[derive(Deserialize)]
-struct ClaimQuery {
-    account_id: Option<i64>,
-}
-
 #[derive(askama::Template)]
 #[template(path = "kommo_claim.html")]
 struct ClaimPage {
-    install: Option<PendingInstall>,
     /// (agency id, client id, label) of the client accounts the user administers.
     choices: Vec<(AgencyId, ClientId, String)>,
     csrf: String,
 }
 
-/// Where a Kommo admin lands from the widget to finish a marketplace install.
+/// Where a Kommo admin lands from the widget to finish a marketplace install. Nothing about an
+/// install is shown here: the widget cannot carry a secret of pipepay's (it is one static file
+/// for every account, and Kommo's install call reaches pipepay's server, not the widget), and
+/// a Kommo account id is no secret. The install is only bound to a client account after the
+/// consent in Kommo, which only that account's administrators can give.
 async fn claim_page(
     State(state): State<AppState>,
     FormPrincipal(principal): FormPrincipal,
     csrf: Option<Extension<SessionCsrf>>,
-    Query(query): Query<ClaimQuery>,
 ) -> Response {
     let (Some(Principal::User { user, .. }), Some(Extension(SessionCsrf(csrf)))) = (principal, csrf) else {
-        let back = format!("/kommo/claim?account_id={}", query.account_id.unwrap_or_default());
-        let next = url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>();
+        let next = url::form_urlencoded::byte_serialize(b"/kommo/claim").collect::<String>();
         return Redirect::to(&format!("/login?next={next}")).into_response();
     };
     let page = async {
-        let install = match query.account_id {
-            Some(id) => connect::pending_install(&state.kommo, id).await?,
-            None => None,
-        };
         let mut tx = state.db.read().await?;
         let mut choices = Vec::new();
         for (agency, role) in store::agencies::of_user(&mut tx, user).await? {
@@ -113,7 +107,7 @@ async fn claim_page(
             }
         }
         tx.commit().await?;
-        Ok::<_, Error>(ClaimPage { install, choices, csrf })
+        Ok::<_, Error>(ClaimPage { choices, csrf })
     };
     match page.await {
         Ok(page) => Page::render(StatusCode::OK, &page)

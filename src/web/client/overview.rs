@@ -165,20 +165,80 @@ pub async fn connect_kommo(
     }
 }
 
+/// A removal form: `force` is set by the "anyway" button shown when Kommo could not take the
+/// webhook off.
+#[derive(Deserialize)]
+pub struct RemovalForm {
+    #[serde(default)]
+    force: Option<String>,
+}
+
+impl RemovalForm {
+    fn force(&self) -> bool {
+        matches!(self.force.as_deref(), Some("true" | "1" | "on"))
+    }
+}
+
+/// Kommo could not take the webhook off: says so, and offers to try again or go ahead anyway.
+#[derive(Template)]
+#[template(path = "client_force.html")]
+struct ForcePage {
+    title: &'static str,
+    message: String,
+    action: String,
+    again_label: &'static str,
+    anyway_label: &'static str,
+    back: String,
+    csrf: String,
+}
+
+/// The removal's answer as a page: done, the "anyway" page, or the error.
+fn removal_answer(
+    result: Result<()>,
+    viewer: &Viewer,
+    back: String,
+    action: String,
+    labels: (&'static str, &'static str, &'static str),
+    done_at: (&str, &str),
+) -> Response {
+    match result {
+        Ok(()) => done(done_at.0, done_at.1),
+        Err(Error::Upstream { field: Some(connect::FORCE), message }) => {
+            let (title, again_label, anyway_label) = labels;
+            let page = ForcePage {
+                title,
+                message,
+                action,
+                again_label,
+                anyway_label,
+                back,
+                csrf: viewer.csrf.clone(),
+            };
+            Page::render(StatusCode::BAD_GATEWAY, &page).into_response()
+        }
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
+
 pub async fn disconnect_kommo(
     State(state): State<AppState>,
     PagePath((agency, client)): ClientPath,
-    posted: Posted<NoFields>,
+    posted: Posted<RemovalForm>,
 ) -> Response {
-    let viewer = posted.viewer;
+    let Posted { viewer, form } = posted;
     let result = async {
         let access = viewer.access(&state, agency).await?;
-        crate::actions::disconnect_kommo(&state, &access, client).await
+        crate::actions::disconnect_kommo(&state, &access, client, form.force()).await
     };
-    match result.await {
-        Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}"), "kommo-disconnected"),
-        Err(error) => crate::web::error_page(error).into_response(),
-    }
+    let base = format!("/app/agencies/{agency}/clients/{client}");
+    removal_answer(
+        result.await,
+        &viewer,
+        base.clone(),
+        format!("{base}/kommo/disconnect"),
+        ("Kommo could not be reached", "Try disconnecting again", "Disconnect anyway"),
+        (&base, "kommo-disconnected"),
+    )
 }
 
 /// Only what a person may see again: secrets typed into the form are never sent back.
@@ -249,15 +309,20 @@ pub async fn rotate_token(
 pub async fn delete(
     State(state): State<AppState>,
     PagePath((agency, client)): ClientPath,
-    posted: Posted<NoFields>,
+    posted: Posted<RemovalForm>,
 ) -> Response {
-    let viewer = posted.viewer;
+    let Posted { viewer, form } = posted;
     let deleted = async {
         let access = viewer.access(&state, agency).await?;
-        crate::actions::delete_client(&state, &access, client).await
+        crate::actions::delete_client(&state, &access, client, form.force()).await
     };
-    match deleted.await {
-        Ok(()) => done(&format!("/app/agencies/{agency}"), "client-deleted"),
-        Err(error) => crate::web::error_page(error).into_response(),
-    }
+    let base = format!("/app/agencies/{agency}/clients/{client}");
+    removal_answer(
+        deleted.await,
+        &viewer,
+        base.clone(),
+        format!("{base}/delete"),
+        ("Kommo could not be reached", "Try deleting again", "Delete anyway"),
+        (&format!("/app/agencies/{agency}"), "client-deleted"),
+    )
 }

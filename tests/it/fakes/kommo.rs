@@ -780,6 +780,27 @@ impl FakeKommo {
         self.state().account(account_id).webhook_refusal = Some((status, detail.to_owned()));
     }
 
+    // --- Connection lifecycle (issue #12) -------------------------------------------------------
+
+    /// A webhook someone else set up in the account (another integration, or by hand in
+    /// Settings > Integrations > Web hooks), as the API would have stored it.
+    pub fn add_foreign_webhook(&self, account_id: i64, destination: &str) {
+        let mut w = self.state();
+        let (now, id) = (w.tick(), w.next_id());
+        w.account(account_id).webhooks.push(json!({
+            "id": id, "destination": destination, "created_by": USER_ID, "created_at": now,
+            "updated_at": now, "sort": 10, "disabled": false, "settings": ["status_lead"],
+            "account_id": account_id,
+        }));
+    }
+
+    /// The destinations subscribed in the account, in the order they were added.
+    pub fn webhook_destinations(&self, account_id: i64) -> Vec<String> {
+        let w = self.state();
+        let hooks = &w.accounts.get(&account_id).expect("add_account first").webhooks;
+        hooks.iter().filter_map(|h| h["destination"].as_str().map(str::to_owned)).collect()
+    }
+
     /// A user drags the lead to `status_id`: the lead changes, then a `status_lead` hook goes to
     /// every subscribed destination. Dropping a lead onto the stage it is already in changes
     /// nothing, so nothing is sent (empty result). A stage of another pipeline moves the lead

@@ -8,12 +8,26 @@ use sha2::Sha256;
 
 use super::{ACME, CLIENT_ID, CLIENT_SECRET, World};
 use crate::on_both_engines;
+use crate::pipeline::eventually;
 use crate::support::{Engine, problem};
 
 on_both_engines!(
     a_marketplace_install_is_answered_fast_then_claimed,
     an_uninstall_revokes_the_connection_once_and_forgeries_change_nothing,
+    a_replayed_uninstall_leaves_a_newer_connection_alone,
+    a_stranger_who_knows_the_account_id_sees_and_claims_nothing,
 );
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the Kommo account's (latest) marketplace install has this status.
+async fn install_status(world: &World, status: &str) -> bool {
+    let found: Option<String> = pipepay::on_db!(&world.app.db, pool =>
+        sqlx::query_scalar("SELECT status FROM kommo_installs WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1")
+            .bind(ACME).fetch_optional(pool).await)
+    .unwrap();
+    found.as_deref() == Some(status)
+}
 
 async fn a_marketplace_install_is_answered_fast_then_claimed(engine: Engine) {
     let world = World::new(engine).await;
@@ -24,18 +38,7 @@ async fn a_marketplace_install_is_answered_fast_then_claimed(engine: Engine) {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // The code is exchanged in the background; the install then waits to be claimed.
-    let path = format!("/api/v1/kommo/installs/{ACME}");
-    let mut pending = None;
-    for _ in 0..100 {
-        let response = world.owner.agent.get(&path).await;
-        if response.status() == 200 {
-            pending = Some(response.json::<serde_json::Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pending = pending.expect("the install became claimable");
-    assert_eq!(pending["host"], "acme.kommo.com");
+    eventually(WAIT, "the install became claimable", || install_status(&world, "ready")).await;
     assert_eq!(world.fake.code_exchanges(ACME), 1);
 
     // Anonymous visitors are sent to log in first.
@@ -47,7 +50,7 @@ async fn a_marketplace_install_is_answered_fast_then_claimed(engine: Engine) {
 
     // The admin lands on the claim page, picks the client account, confirms in Kommo.
     let page = world.owner.agent.get(&format!("/kommo/claim?account_id={ACME}")).await.text().await.unwrap();
-    assert!(page.contains("acme.kommo.com"), "{page}");
+    assert!(!page.contains("acme"), "nothing about the install before the consent: {page}");
     let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let choice = format!("{}|{}", world.owner.agency, world.client);
     let posted = world
@@ -65,7 +68,7 @@ async fn a_marketplace_install_is_answered_fast_then_claimed(engine: Engine) {
     let back = world.owner.agent.http.get(world.fake.authorize(ACME, Some(&state))).send().await.unwrap();
     assert_eq!(back.status(), 200);
     assert_eq!(world.connection(&world.client).await["health"], "active");
-    problem(world.owner.agent.get(&path).await, 404).await;
+    assert!(install_status(&world, "claimed").await, "the consent claimed the install");
 
     // A form without the right token does nothing.
     let forged = world
@@ -106,6 +109,8 @@ async fn an_uninstall_revokes_the_connection_once_and_forgeries_change_nothing(e
     }
     assert_eq!(world.connection(&world.client).await["health"], "active", "forgeries changed nothing");
 
+    // An uninstall ends the tokens at Kommo before it notifies (kommo.md §2).
+    world.fake.revoke_all(ACME);
     let genuine = hook(CLIENT_ID, ACME, &signature(ACME, CLIENT_SECRET));
     for _ in 0..2 {
         assert_eq!(reqwest::get(&genuine).await.unwrap().status(), 200, "idempotent");
@@ -128,5 +133,73 @@ async fn an_uninstall_revokes_the_connection_once_and_forgeries_change_nothing(e
         .await;
     let body = problem(pipelines, 409).await;
     assert!(body["detail"].as_str().unwrap().contains("revoked"), "{body}");
+    world.app.stop().await;
+}
+
+async fn a_replayed_uninstall_leaves_a_newer_connection_alone(engine: Engine) {
+    let world = World::new(engine).await;
+    assert_eq!(world.connect(&world.client, ACME).await.0, 200);
+    let hook_url = world.app.url("/oauth/kommo/uninstall");
+    assert_eq!(world.fake.uninstall(ACME, &hook_url).await, 200);
+    assert_eq!(world.connection(&world.client).await["health"], "revoked");
+
+    // The admin installs again; someone replays the notification they captured.
+    assert_eq!(world.connect(&world.client, ACME).await.0, 200);
+    let captured = world.app.url(&format!(
+        "/oauth/kommo/uninstall?client_uuid={CLIENT_ID}&account_id={ACME}&signature={}",
+        signature(ACME, CLIENT_SECRET)
+    ));
+    assert_eq!(reqwest::get(&captured).await.unwrap().status(), 200);
+    let connection = world.connection(&world.client).await;
+    assert_eq!(connection["health"], "active", "{connection}");
+    let pipelines = world.owner.agent.get(&world.client_path(&world.client, "/kommo/pipelines")).await;
+    assert_eq!(pipelines.status(), 200, "the tokens were kept");
+
+    // Kommo cannot be asked: nothing is revoked on the notification's word alone.
+    world.fake.fail_next_on(ACME, "GET", "/api/v4/account", crate::fakes::kommo::Fault::ServerError);
+    problem(reqwest::get(&captured).await.unwrap(), 502).await;
+    assert_eq!(world.connection(&world.client).await["health"], "active");
+
+    // A real uninstall still revokes.
+    assert_eq!(world.fake.uninstall(ACME, &hook_url).await, 200);
+    assert_eq!(world.connection(&world.client).await["health"], "revoked");
+    let audit = world.owner.agent.json(&format!("/api/v1/agencies/{}/audit", world.owner.agency)).await;
+    let uninstalls = audit.as_array().unwrap().iter().filter(|e| e["action"] == "kommo.uninstalled").count();
+    assert_eq!(uninstalls, 2);
+    world.app.stop().await;
+}
+
+async fn a_stranger_who_knows_the_account_id_sees_and_claims_nothing(engine: Engine) {
+    let world = World::new(engine).await;
+    assert_eq!(world.fake.install_from_marketplace(ACME).await, 200);
+    eventually(WAIT, "the install became claimable", || install_status(&world, "ready")).await;
+
+    // An admin of another agency, who knows only the Kommo account id.
+    let stranger = world.app.sign_up("curious@elsewhere.example", "Elsewhere").await;
+    let (theirs, _) = world.app.add_client(&stranger.agent, &stranger.agency, "Not Acme").await;
+    problem(stranger.agent.get(&format!("/api/v1/kommo/installs/{ACME}")).await, 404).await;
+    let page = stranger.agent.get(&format!("/kommo/claim?account_id={ACME}")).await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(!page.contains("acme") && !page.contains(&ACME.to_string()), "{page}");
+
+    // Posting the claim only leads to Kommo's consent, which needs an admin of that account.
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let choice = format!("{}|{theirs}", stranger.agency);
+    let posted = stranger
+        .agent
+        .http
+        .post(world.app.url("/kommo/claim"))
+        .form(&[("csrf", csrf.as_str()), ("client", choice.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 303);
+    assert!(posted.headers()["location"].to_str().unwrap().starts_with(&world.fake.auth_url()));
+    assert!(install_status(&world, "ready").await, "still unclaimed");
+    let connected: i64 = pipepay::on_db!(&world.app.db, pool =>
+        sqlx::query_scalar("SELECT COUNT(*) FROM kommo_connections").fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(connected, 0);
     world.app.stop().await;
 }

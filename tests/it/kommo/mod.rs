@@ -4,6 +4,8 @@
 mod client;
 mod connect;
 mod install;
+mod install_limits;
+mod lifecycle;
 mod limits;
 mod tokens;
 
