@@ -176,11 +176,15 @@ struct Activity {
     idle_since: Instant,
     /// When the last byte of a response went out.
     wrote_at: Instant,
+    /// A read that found no deadline to wait for because a request was running: woken when
+    /// the request ends, so the idle deadline starts to count. Without it a connection whose
+    /// last read was polled before its response finished would never time out.
+    parked_read: Option<std::task::Waker>,
 }
 
 impl Activity {
     fn new(now: Instant) -> Self {
-        Activity { in_flight: 0, head_since: Some(now), idle_since: now, wrote_at: now }
+        Activity { in_flight: 0, head_since: Some(now), idle_since: now, wrote_at: now, parked_read: None }
     }
 
     fn is_idle(&self) -> bool {
@@ -222,6 +226,11 @@ impl Drop for InFlight {
         let mut a = lock(&self.0);
         a.in_flight = a.in_flight.saturating_sub(1);
         a.idle_since = Instant::now();
+        let parked = if a.in_flight == 0 { a.parked_read.take() } else { None };
+        drop(a);
+        if let Some(waker) = parked {
+            waker.wake();
+        }
     }
 }
 
@@ -290,9 +299,13 @@ impl AsyncRead for Watched {
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
                 let (deadline, what) = {
-                    let a = lock(&self.activity);
+                    let mut a = lock(&self.activity);
                     let what = if a.head_since.is_some() { "request head too slow" } else { "idle" };
-                    (a.read_deadline(&self.limits), what)
+                    let deadline = a.read_deadline(&self.limits);
+                    if deadline.is_none() {
+                        a.parked_read = Some(cx.waker().clone());
+                    }
+                    (deadline, what)
                 };
                 match deadline {
                     Some(deadline) => expire(&mut self.read_timer, cx, deadline, what).map(Err),

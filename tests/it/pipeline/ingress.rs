@@ -435,8 +435,9 @@ async fn a_webhook_over_the_lead_cap_or_a_backlog_over_the_job_cap_is_refused_wh
     shop.kommo.fail_next(ACME, vec![Fault::TooManyRequests { retry_after: 600 }; 20]);
     let (status, answer) = hook(&shop, &to_trigger(&[71, 72, 73])).await;
     assert_eq!((status, answer["stored"].as_i64()), (200, Some(3)), "{answer}");
-    eventually(WAIT, "three jobs waiting", || async {
-        count("SELECT COUNT(*) FROM jobs WHERE state = 'ready'").await == 3
+    // One of them may be in a worker's hands, meeting the 429; the cap counts those waiting.
+    eventually(WAIT, "the backlog at its cap", || async {
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'ready'").await >= 2
     })
     .await;
     let response = shop
