@@ -28,6 +28,7 @@ async fn sigterm_during_a_slow_request_lets_it_finish() {
         Duration::from_secs(10),
     ));
 
+    pipepay::install_tls_provider();
     let slow = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();

@@ -95,6 +95,7 @@ impl TestApp {
     /// a second instance would.
     pub async fn start(test_db: Arc<TestDb>, master_keys: &str, extra: &[&str]) -> TestApp {
         log_to_test_output();
+        pipepay::install_tls_provider();
         let flw = FakeFlutterwave::start().await;
         let flw_url = flw.base();
         let mut args = vec![
