@@ -20,10 +20,9 @@ async fn a_crash_between_the_link_and_its_note_duplicates_nothing_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(pg_tests), ignore = "set PIPEPAY_TEST_DATABASE_URL to run on PostgreSQL")]
 async fn a_crash_between_the_link_and_its_note_duplicates_nothing_on_postgres() {
-    if Engine::postgres_enabled() {
-        crash_between_link_and_note(Engine::Postgres).await;
-    }
+    crash_between_link_and_note(Engine::Postgres).await;
 }
 
 async fn crash_between_link_and_note(engine: Engine) {
