@@ -76,7 +76,10 @@ async fn crash_between_link_and_note(engine: Engine) {
         kommo.notes(ACME, 7).len() == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let url: pipepay::store::DatabaseUrl = db.url.parse().unwrap();
+    let store = pipepay::store::Db::connect(&url, 1).await.unwrap();
+    crate::support::queue_settled(&store).await;
+    store.close().await;
     assert_eq!(flw.created(SECRET).len(), 1, "one link: the restart did not create another");
     assert_eq!(kommo.notes(ACME, 7).len(), 1, "one note");
     assert!(kommo.notes(ACME, 7)[0].text.contains(&flw.created(SECRET)[0].link));

@@ -148,6 +148,11 @@ impl TestApp {
         pipepay::kommo::Kommo::new(&config, &public, self.db.clone(), vault).unwrap()
     }
 
+    /// Waits until this app's queue is settled; see [`queue_settled`].
+    pub async fn queue_settled(&self) {
+        queue_settled(&self.db).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -173,6 +178,30 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+/// Waits until the queue has nothing left to do: no job ready to run now, none running. A story
+/// checks that "nothing more happened" after this instead of sleeping for a guessed while.
+/// Webhooks are stored with their job before pipepay answers, so once a delivery has been
+/// answered its work is either counted here or done. Jobs retrying later do not count.
+pub async fn queue_settled(db: &Db) {
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    loop {
+        let now = pipepay::clock::now_ms();
+        let busy: i64 = pipepay::on_db!(db, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND run_at <= $1) OR state = 'running'",
+        )
+        .bind(now)
+        .fetch_one(pool)
+        .await)
+        .expect("count busy jobs");
+        if busy == 0 {
+            return;
+        }
+        assert!(started.elapsed() < WITHIN, "the queue did not settle: {busy} jobs ready or running");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
