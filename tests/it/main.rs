@@ -10,6 +10,7 @@ mod flutterwave;
 mod foundation;
 mod kommo;
 mod pipeline;
+mod schema;
 mod storage;
 mod telemetry;
 mod tenancy;
