@@ -11,6 +11,9 @@ use crate::support::{Engine, TestDb};
 /// One fact about the schema, comparable across engines.
 type Facts = BTreeSet<String>;
 
+/// An index: name, unique, primary, the constraint kind it backs, its columns in key order.
+type PgIndex = (String, bool, bool, Option<String>, Vec<String>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(pg_tests), ignore = "set PIPEPAY_TEST_DATABASE_URL to run on PostgreSQL")]
 async fn both_migration_sets_build_the_same_schema() {
@@ -141,7 +144,7 @@ async fn postgres_facts(pool: &sqlx::PgPool) -> Facts {
             ));
         }
         // Every index on the table with its columns in key order; which ones back constraints.
-        let indexes: Vec<(String, bool, bool, Option<String>, Vec<String>)> = sqlx::query_as(
+        let indexes: Vec<PgIndex> = sqlx::query_as(
             "SELECT i.relname::text, x.indisunique, x.indisprimary, \
                     (SELECT c.contype::text FROM pg_constraint c WHERE c.conindid = x.indexrelid \
                        AND c.conrelid = x.indrelid LIMIT 1), \
