@@ -198,6 +198,7 @@ async fn healthcheck(listen: std::net::SocketAddr, ready: bool) -> anyhow::Resul
         });
     }
     let url = format!("http://{addr}/{}", if ready { "readyz" } else { "healthz" });
+    crate::install_tls_provider();
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
     let status = client.get(&url).send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?.status();
     if !status.is_success() {

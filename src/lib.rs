@@ -49,6 +49,14 @@ pub mod vault;
 /// The agency web app (server-rendered pages), the OAuth landing pages, the claim page.
 pub mod web;
 
+/// Makes ring the process's TLS crypto provider; every HTTP client is built after this. reqwest
+/// is built without a provider of its own (its default would compile aws-lc's C sources), so
+/// a client built before any provider is installed would panic. Idempotent.
+pub fn install_tls_provider() {
+    // Losing a race to another thread installing the same provider is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An error and its causes on one line, `outer: inner: root`, for logs and start-up failures.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();

@@ -1,5 +1,7 @@
 //! SIGTERM lets in-flight requests finish. In a test binary of its own, because the signal
 //! goes to the whole test process.
+// A failed unwrap is how a test says what went wrong; the crate lints are for src/.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,7 @@ async fn sigterm_during_a_slow_request_lets_it_finish() {
         Duration::from_secs(10),
     ));
 
+    pipepay::install_tls_provider();
     let slow = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();

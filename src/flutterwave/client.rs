@@ -120,6 +120,7 @@ impl Flutterwave {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))

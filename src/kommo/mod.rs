@@ -161,6 +161,7 @@ impl std::fmt::Debug for Kommo {
 impl Kommo {
     pub fn new(config: &Config, public_url: &Url, db: Db, vault: Vault) -> anyhow::Result<Kommo> {
         let settings = Settings::from_config(config, public_url)?;
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(5))

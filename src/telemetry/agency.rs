@@ -61,6 +61,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 
 /// The HTTP client of one agency's exporter: no redirects, and no private targets unless allowed.
 fn http_client(allow_private: bool) -> reqwest::Result<reqwest::blocking::Client> {
+    crate::install_tls_provider();
     let mut builder = reqwest::blocking::Client::builder()
         .timeout(EXPORT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());

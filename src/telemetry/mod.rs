@@ -49,6 +49,8 @@ fn endpoint_set(signal: &str) -> bool {
 /// Installs the process-wide subscriber: logs, and the OpenTelemetry layer. Fails if one is
 /// installed already.
 pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
+    // The OTLP exporters build their own HTTP clients.
+    crate::install_tls_provider();
     // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still win; unset, the service is "pipepay"
     // rather than the SDK's "unknown_service".
     let mut resource = Resource::builder();

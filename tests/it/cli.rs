@@ -29,10 +29,8 @@ async fn the_run_command_works_on_a_fresh_machine_with_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(pg_tests), ignore = "set PIPEPAY_TEST_DATABASE_URL to run on PostgreSQL")]
 async fn the_same_binary_serves_on_postgres() {
-    if !Engine::postgres_enabled() {
-        return;
-    }
     let db = TestDb::new(Engine::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = pipepay::vault::MasterKeys::generate_entry("ci");

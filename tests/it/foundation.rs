@@ -101,6 +101,7 @@ async fn extractor_rejections_are_problem_json() {
         },
         Duration::from_secs(1),
     ));
+    pipepay::install_tls_provider();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/echo");
 

@@ -421,6 +421,7 @@ impl Shared {
 
     fn http(&self) -> &reqwest::Client {
         self.http.get_or_init(|| {
+            pipepay::install_tls_provider();
             reqwest::Client::builder()
                 // Flutterwave waits 60 s for a webhook answer and treats 3xx as failure (§2).
                 .timeout(Duration::from_secs(60))
@@ -1683,6 +1684,7 @@ mod tests {
     }
 
     fn http() -> reqwest::Client {
+        pipepay::install_tls_provider();
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
     }
 

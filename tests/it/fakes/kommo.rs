@@ -444,6 +444,7 @@ impl FakeKommo {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake Kommo server");
         });
+        pipepay::install_tls_provider();
         let http = reqwest::Client::builder()
             // Kommo does not follow redirects when delivering hooks (UNVERIFIED; a redirect
             // answer is not 1xx/2xx, so it would count as invalid anyway).
@@ -2213,6 +2214,7 @@ mod self_tests {
     }
 
     fn http() -> reqwest::Client {
+        pipepay::install_tls_provider();
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
     }
 

@@ -110,7 +110,7 @@ async fn every_flutterwave_shape_and_header_is_accepted_once(engine: Engine) {
     }
     eventually(std::time::Duration::from_secs(20), "the deal won", || async { shop.stage(61) == 142 }).await;
     eventually(std::time::Duration::from_secs(20), "all notes", || async { shop.notes(61).len() >= 3 }).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    shop.app.queue_settled().await;
     let notes = shop.notes(61);
     assert_eq!(notes.len(), 3, "link note, one failed-attempt note, one payment note: {notes:?}");
     let _ = HASH;

@@ -81,15 +81,15 @@ async fn repeated_webhooks_give_one_link_one_closing_and_one_note_each(engine: E
         assert_eq!(shop.flw.deliver(&shop.flw_hook, &paid, Shape::V3, Signature::VerifHash).await, 200);
     }
     eventually(WAIT, "the payment note", || async { shop.notes(7).len() == 2 }).await;
-    // Quiet for a while: nothing more arrives.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the queue is idle, nothing more arrives.
+    shop.app.queue_settled().await;
     assert_eq!(shop.flw.created(SECRET).len(), 1, "one link");
     assert_eq!(shop.notes(7).len(), 2, "one link note, one payment note");
     let closings = shop.activity().await.iter().filter(|a| a["kind"] == "deal_closed").count();
     assert_eq!(closings, 1, "one closing");
     // The earlier failed attempt's webhook, arriving after the win, changes nothing and says nothing.
     assert_eq!(shop.flw.deliver(&shop.flw_hook, &failed, Shape::V3, Signature::VerifHash).await, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shop.app.queue_settled().await;
     assert_eq!(shop.stage(7), 142);
     assert_eq!(shop.notes(7).len(), 2);
     shop.app.stop().await;
@@ -159,7 +159,7 @@ async fn forgeries_underpayments_wrong_currencies_and_strangers_close_nothing(en
         .unwrap();
     assert_eq!(replayed.status(), 200);
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shop.app.queue_settled().await;
     for lead in [11, 12, 13] {
         assert_eq!(shop.stage(lead), super::INVOICE, "lead {lead} stays open");
     }
@@ -240,7 +240,7 @@ async fn a_price_edited_in_the_trigger_stage_gets_a_link_for_the_new_amount(engi
     shop.lead(25, "500");
     let jobs_before = shop.owner.agent.json(&shop.path("/jobs")).await.as_array().unwrap().len();
     assert_eq!(shop.kommo.edit_price(ACME, 25, "650").await, [200]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    shop.app.queue_settled().await;
     let jobs_after = shop.owner.agent.json(&shop.path("/jobs")).await.as_array().unwrap().len();
     assert_eq!(jobs_after, jobs_before, "no job for an edit outside the trigger stages");
     let activity = shop.activity().await;
@@ -283,7 +283,7 @@ async fn a_lead_without_an_email_gets_one_note_saying_so(engine: Engine) {
     // Again: back and forth, a new webhook, the same problem: no second note.
     shop.kommo.move_lead(ACME, 31, NEW).await;
     shop.to_invoice(31).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shop.app.queue_settled().await;
     assert_eq!(shop.notes(31).len(), 1);
     assert!(shop.flw.created(SECRET).is_empty());
     shop.app.stop().await;
@@ -489,7 +489,7 @@ async fn a_note_whose_answer_was_lost_is_not_posted_again(engine: Engine) {
     })
     .await;
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    shop.app.queue_settled().await;
     assert_eq!(shop.notes(61).len(), 2, "one link note and one payment note: {:?}", shop.notes(61));
     assert_eq!(shop.notes(62).len(), 1, "{:?}", shop.notes(62));
     assert_eq!(shop.notes(63).len(), 3, "{:?}", shop.notes(63));

@@ -19,6 +19,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(base: String) -> Agent {
+        pipepay::install_tls_provider();
         let http = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())

@@ -44,6 +44,8 @@ impl Running {
 
     /// Starts the binary listening on `listen`.
     pub fn start_at(dir: &Path, env: &[(&str, &str)], listen: &str) -> Running {
+        // The tests that start the binary ask it over HTTP with clients of their own.
+        pipepay::install_tls_provider();
         let mut env = env.to_vec();
         env.extend([("PIPEPAY_LISTEN", listen), ("PIPEPAY_LOG_FORMAT", "json")]);
         let mut child = pipepay(dir, &env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();

@@ -26,6 +26,10 @@ async fn sign_up(browser: &Browser, base: &str, agency: &str, email: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "install Debian's chromium and chromium-driver to run browser stories"
+)]
 async fn an_agency_takes_its_first_payment_in_the_browser() {
     let kommo = FakeKommo::start().await;
     let app = app_with_kommo(Engine::Sqlite, &kommo, &["--job-retry-base", "200"]).await;
@@ -114,6 +118,10 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
 /// On a phone-sized screen every page fits its width (nothing to scroll sideways), and the
 /// first Tab reaches the "Skip to content" link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "install Debian's chromium and chromium-driver to run browser stories"
+)]
 async fn every_page_fits_a_phone_and_starts_with_a_skip_link() {
     let shop = crate::pipeline::Shop::open(Engine::Sqlite).await;
     let (agency, client) = (shop.owner.agency.clone(), shop.client.clone());
