@@ -35,10 +35,8 @@ struct Account {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(pg_tests), ignore = "set PIPEPAY_TEST_DATABASE_URL to run on PostgreSQL")]
 async fn three_instances_share_a_burst_and_survive_one_killed_mid_way() {
-    if !Engine::postgres_enabled() {
-        return;
-    }
     let db = TestDb::new(Engine::Postgres).await;
     let kommo = FakeKommo::start().await;
     let flw = FakeFlutterwave::start().await;
