@@ -116,7 +116,12 @@ pub async fn every<F, Fut>(
         }
         wait = every;
         if lease.is_held() {
-            work().await;
+            // A long pass (a first retention sweep over a big table) must not hold up a stop;
+            // cut short, its open transaction rolls back and the next holder starts it again.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = work() => {}
+            }
         }
     }
 }

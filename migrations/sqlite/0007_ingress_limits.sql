@@ -3,5 +3,4 @@
 -- after PIPEPAY_RETENTION_DAYS: unsigned bodies cannot fill the database.
 ALTER TABLE inbound_events ADD COLUMN payload_sha256 TEXT;
 ALTER TABLE inbound_events ADD COLUMN payload_bytes INTEGER;
--- The retention pass finds old ignored events without reading the others.
-CREATE INDEX inbound_events_by_outcome ON inbound_events (outcome, received_at);
+-- The retention pass's index is built by 0012, on its own.
