@@ -4,10 +4,10 @@
 
 use crate::auth::Access;
 use crate::error::Result;
-use crate::http::AppState;
 use crate::ids::ClientId;
 use crate::kommo::connect;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::clients::{self, ClientView, IssuedToken};
 use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
 use crate::tenants::settings::ClientSettings;

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::flutterwave::client::Flutterwave;
-use crate::http::{self, AppState};
+use crate::http;
 use crate::ingress::Ingress;
 use crate::ingress::tenants::Tenants;
 use crate::kommo::Kommo;
 use crate::pipeline::{Pipeline, reconcile};
 use crate::queue::{self, Queue, worker};
+use crate::state::AppState;
 use crate::store::Db;
 use crate::vault::{self, Vault};
 

@@ -20,7 +20,7 @@ pub mod config;
 pub mod error;
 /// Flutterwave: key formats, API client, webhooks.
 pub mod flutterwave;
-/// Router, middleware, problem+json, graceful serving.
+/// The router over every edge, middleware, graceful serving.
 pub mod http;
 /// Identifier newtypes.
 pub mod ids;
@@ -32,12 +32,16 @@ pub mod kommo;
 pub mod money;
 /// create_link, close_deal, reconcile: what each job does.
 pub mod pipeline;
+/// The RFC 9457 problem+json answer every error becomes.
+pub mod problem;
 /// The durable job queue and its workers.
 pub mod queue;
 /// Owner, admin, member.
 pub mod roles;
 /// The stop signal.
 pub mod shutdown;
+/// `AppState`: what every handler can reach, built at start-up.
+pub mod state;
 /// SQLite and PostgreSQL pools, migrations, queries.
 pub mod store;
 /// Logs, traces and metrics (OpenTelemetry), and each agency's own span export.

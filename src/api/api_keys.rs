@@ -12,9 +12,10 @@ use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
 use crate::ids::{AgencyId, ApiKeyId};
+use crate::problem::Problem;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::api_keys::{self, ApiKeyView};
 
 pub fn router() -> OpenApiRouter<AppState> {

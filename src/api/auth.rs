@@ -11,9 +11,10 @@ use utoipa_axum::routes;
 use super::extract::{ApiJson, ClientIp};
 use crate::auth::{self, NewSession, Principal, SessionCookies, SessionCsrf, SignUp};
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
 use crate::ids::{AgencyId, UserId};
+use crate::problem::Problem;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 use crate::vault::Secret;
 

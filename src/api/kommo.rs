@@ -11,10 +11,11 @@ use super::access;
 use super::clients::Force;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::connect::{self, ConnectionView};
 use crate::kommo::model::{CustomField, Pipeline};
+use crate::problem::Problem;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -19,8 +19,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{Access, Principal};
 use crate::error::Result;
-use crate::http::AppState;
 use crate::ids::AgencyId;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -10,8 +10,9 @@ use utoipa_axum::routes;
 use super::access;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
 use crate::ids::{AgencyId, ClientId};
+use crate::problem::Problem;
+use crate::state::AppState;
 use crate::store::activity::Filter;
 use crate::tenants::pipeline::{self, ActivityEntry, JobView, PipelineStatus};
 

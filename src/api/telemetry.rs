@@ -10,8 +10,9 @@ use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
 use crate::ids::AgencyId;
+use crate::problem::Problem;
+use crate::state::AppState;
 use crate::tenants::telemetry::{self, TelemetryInput, TelemetryView};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -15,7 +15,7 @@ use super::{Page, error_page};
 use crate::api::extract::ClientIp;
 use crate::auth::{self, FormPrincipal, NewSession, Principal, SessionCookies, SessionCsrf, SignUp};
 use crate::error::{Error, Result};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::tenants::members;
 use crate::vault::Secret;
 

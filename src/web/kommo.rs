@@ -13,10 +13,10 @@ use super::{Message, Page, error_page};
 use crate::api::extract::ClientIp;
 use crate::auth::{FormPrincipal, Principal, SessionCsrf};
 use crate::error::Error;
-use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::connect::{self, CallbackOutcome, CallbackParams, UninstallParams};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {
@@ -69,7 +69,7 @@ async fn callback(
 async fn uninstall(State(state): State<AppState>, Query(params): Query<UninstallParams>) -> Response {
     match connect::uninstall(&state.kommo, params).await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(error) => crate::http::Problem::from(error).into_response(),
+        Err(error) => crate::problem::Problem::from(error).into_response(),
     }
 }
 

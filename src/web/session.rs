@@ -12,9 +12,9 @@ use subtle::ConstantTimeEq;
 use super::error_page;
 use crate::auth::{Access, FormPrincipal, Principal, SessionCsrf};
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, SessionId, UserId};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 
 /// A logged-in person. Extracting it on a page sends anyone else to the log-in page, which

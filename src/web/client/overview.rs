@@ -10,10 +10,10 @@ use serde::Deserialize;
 
 use super::{ClientHead, NoFields, Opened, open, refused_or_again, when_rfc3339};
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::connect::{self, ConnectionView, ManualSetup};
 use crate::kommo::health;
+use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
 use crate::vault::Secret;
