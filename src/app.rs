@@ -23,7 +23,7 @@ use crate::pipeline::{Pipeline, reconcile};
 use crate::queue::{self, Queue, worker};
 use crate::state::AppState;
 use crate::store::Db;
-use crate::vault::{self, Vault};
+use crate::vault::Vault;
 
 /// Above Flutterwave's own ~28 s server timeout, so its 503 reaches us rather than our timeout.
 const FLUTTERWAVE_TIMEOUT: Duration = Duration::from_secs(35);
@@ -42,8 +42,7 @@ impl Application {
             .context("PIPEPAY_DATABASE_URL")?;
         db.migrate().await.context("PIPEPAY_DATABASE_URL")?;
         // After the database, so a bad database URL leaves no development key behind.
-        let master_keys = vault::master::resolve(config.master_keys.clone(), config.environment)
-            .map_err(anyhow::Error::msg)?;
+        let master_keys = config.resolve_master_keys().map_err(anyhow::Error::msg)?;
         let session_keys = SessionKeys::derive(&master_keys, config.session_ttl())?;
         let limits = serve_limits(&config);
         let listener = TcpListener::bind(config.listen)

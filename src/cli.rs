@@ -156,8 +156,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck { ready } => healthcheck(cli.config.listen, ready).await,
         Command::Keys(KeysCommand::Rotate) => {
             use anyhow::Context;
-            let keys = vault::master::resolve(cli.config.master_keys.clone(), cli.config.environment)
-                .map_err(anyhow::Error::msg)?;
+            let keys = cli.config.resolve_master_keys().map_err(anyhow::Error::msg)?;
             let db = Db::connect(&cli.config.database_url, 2).await.context("PIPEPAY_DATABASE_URL")?;
             let active = keys.active().id.clone();
             let vault = Vault::new(keys);

@@ -3,7 +3,6 @@
 
 pub mod client;
 pub mod connect;
-pub mod hosts;
 pub mod installs;
 pub mod limits;
 pub mod maintenance;
@@ -19,21 +18,14 @@ use std::time::Duration;
 
 use url::Url;
 
-use self::hosts::HostPatterns;
 use self::limits::Limits;
 use crate::config::Config;
+use crate::config::hosts::HostPatterns;
 use crate::ids::ClientId;
 use crate::store::{Db, StoreError};
 use crate::vault::{Secret, Vault, VaultError};
 
-/// Connection health, as the API shows it.
-pub mod health {
-    pub const ACTIVE: &str = "active";
-    pub const NEEDS_REAUTH: &str = "needs_reauth";
-    pub const REVOKED: &str = "revoked";
-    pub const PAYMENT_REQUIRED: &str = "payment_required";
-    pub const BLOCKED: &str = "blocked";
-}
+pub use crate::store::kommo::health;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KommoError {
