@@ -29,8 +29,9 @@ LAYERS = [
     ["http"],
     # request edges for people and programs
     ["api", "web"],
+    # what the edges share: extractors (caller's IP, access to the agency a path names), and
     # client account changes that reach the ingress cache and Kommo's subscription
-    ["actions"],
+    ["extract", "actions"],
     # what every handler can reach
     ["state"],
     # the webhook edge: runs on its own state, carried by `state` so actions can drop cache entries

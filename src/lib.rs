@@ -18,6 +18,8 @@ pub mod clock;
 pub mod config;
 /// The error every service returns.
 pub mod error;
+/// Extractors the API and the web app share: the caller's IP, their access to an agency.
+pub mod extract;
 /// Flutterwave: key formats, API client, webhooks.
 pub mod flutterwave;
 /// The router over every edge, middleware, graceful serving.

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::auth::with_session;
-use super::extract::{ApiJson, ClientIp};
+use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
+use crate::extract::ClientIp;
+use crate::extract::access;
 use crate::ids::{AgencyId, InvitationId, UserId};
 use crate::problem::Problem;
 use crate::roles::Role;

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::extract::access;
 use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;

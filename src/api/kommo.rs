@@ -7,10 +7,10 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::clients::Force;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::extract::access;
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::connect::{self, ConnectionView};
 use crate::kommo::model::{CustomField, Pipeline};

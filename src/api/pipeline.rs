@@ -7,9 +7,9 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use crate::auth::Principal;
 use crate::error::Result;
+use crate::extract::access;
 use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::Result;
+use crate::extract::access;
 use crate::ids::AgencyId;
 use crate::problem::Problem;
 use crate::state::AppState;

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Message, Page, error_page};
-use crate::api::extract::ClientIp;
 use crate::auth::{FormPrincipal, Principal, SessionCsrf};
 use crate::error::Error;
+use crate::extract::ClientIp;
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::connect::{self, CallbackOutcome, CallbackParams, UninstallParams};
 use crate::roles::Role;
@@ -145,7 +145,7 @@ async fn claim(
             .split_once('|')
             .and_then(|(a, c)| Some((a.parse::<AgencyId>().ok()?, c.parse::<ClientId>().ok()?)))
             .ok_or_else(|| Error::invalid("client", "choose a client account"))?;
-        let access = crate::api::access(&state, &principal, agency).await?;
+        let access = crate::extract::access(&state, &principal, agency).await?;
         let Principal::User { session, .. } = principal else { return Err(Error::NotFound) };
         connect::start(&state.kommo, &access, session, client).await
     };

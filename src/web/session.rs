@@ -96,7 +96,7 @@ pub struct AgencyLink {
 impl Viewer {
     /// The viewer's standing in `agency`: a stranger gets the same 404 as a missing agency.
     pub async fn access(&self, state: &AppState, agency: AgencyId) -> Result<Access> {
-        crate::api::access(state, &self.principal, agency).await
+        crate::extract::access(state, &self.principal, agency).await
     }
 
     pub async fn agencies(&self, state: &AppState) -> Result<Vec<AgencyLink>> {
