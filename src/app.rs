@@ -14,6 +14,7 @@ use crate::auth::{AttemptLimiter, Auth};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::connections::installs::InstallLimits;
 use crate::flutterwave::client::Flutterwave;
 use crate::http;
 use crate::ingress::Ingress;
@@ -92,6 +93,7 @@ impl Application {
                 max_ready_jobs: i64::from(config.ingress_max_ready_jobs),
             },
         });
+        let installs = Arc::new(InstallLimits::new(&config));
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -99,6 +101,7 @@ impl Application {
             vault,
             auth: Arc::new(auth),
             kommo,
+            installs,
             flutterwave,
             queue,
             ingress,

@@ -34,39 +34,12 @@ pub enum Command {
     /// Manage the vault's master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// The Kommo Marketplace listing.
-    #[command(subcommand)]
-    Kommo(KommoCommand),
     /// Ask the pipepay serving on PIPEPAY_LISTEN whether it is up (`/healthz`, or `/readyz` with
     /// --ready) and exit 0 if so: a container health check with no curl in the image.
     Healthcheck {
         /// Check readiness (database reachable, migrations applied) instead of liveness.
         #[arg(long)]
         ready: bool,
-    },
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum KommoCommand {
-    /// The widget archive Kommo needs to list the integration.
-    #[command(subcommand)]
-    Widget(WidgetCommand),
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum WidgetCommand {
-    /// Check the widget against Kommo's rules and pack it into a zip for upload, with this
-    /// deployment's PIPEPAY_PUBLIC_URL written into its links.
-    Pack {
-        /// The widget's source folder.
-        #[arg(long, default_value = "frontend/kommo-widget")]
-        source: std::path::PathBuf,
-        /// Where to write the archive.
-        #[arg(long, default_value = "pipepay-widget.zip")]
-        out: std::path::PathBuf,
-        /// The support address shown in the widget (Kommo requires a working one).
-        #[arg(long)]
-        support_email: String,
     },
 }
 
@@ -136,21 +109,6 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let entry = MasterKeys::generate_entry(&id);
             entry.parse::<MasterKeys>().map_err(|e| anyhow::anyhow!("--id: {e}"))?;
             println!("{entry}");
-            Ok(())
-        }
-        Command::Kommo(KommoCommand::Widget(WidgetCommand::Pack { source, out, support_email })) => {
-            let public_url =
-                cli.config.public_url.as_ref().filter(|u| u.scheme() == "https").ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "PIPEPAY_PUBLIC_URL: set it to the https:// address Kommo users reach pipepay at"
-                    )
-                })?;
-            if !support_email.contains('@') {
-                anyhow::bail!("--support-email: {support_email:?} is not an email address");
-            }
-            let report = crate::kommo::widget::pack_for(&source, &out, public_url.as_str(), &support_email)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", e.file()))?;
-            println!("packed {} files ({} bytes) into {}", report.files.len(), report.bytes, out.display());
             Ok(())
         }
         Command::Healthcheck { ready } => healthcheck(cli.config.listen, ready).await,

@@ -16,6 +16,9 @@ pub mod cli;
 pub mod clock;
 /// Typed settings from flags and `PIPEPAY_*` variables.
 pub mod config;
+/// Connecting client accounts to Kommo: consent, marketplace installs and claims, uninstall,
+/// webhook subscription, connection status.
+pub mod connections;
 /// The error every service returns.
 pub mod error;
 /// Extractors the API and the web app share: the caller's IP, their access to an agency.

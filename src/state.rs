@@ -6,6 +6,7 @@ use url::Url;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::connections::installs::InstallLimits;
 use crate::flutterwave::client::Flutterwave;
 use crate::ingress::Ingress;
 use crate::kommo::Kommo;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub vault: Vault,
     pub auth: Arc<Auth>,
     pub kommo: Arc<Kommo>,
+    /// Admission of anonymous marketplace installs (per IP and per host, in this process).
+    pub installs: Arc<InstallLimits>,
     pub flutterwave: Arc<Flutterwave>,
     pub queue: Queue,
     pub ingress: Arc<Ingress>,

@@ -9,10 +9,10 @@ use utoipa_axum::routes;
 
 use super::clients::Force;
 use crate::auth::Principal;
+use crate::connections::{self, ConnectionView};
 use crate::error::{Error, Result};
 use crate::extract::access;
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, ConnectionView};
 use crate::kommo::model::{CustomField, Pipeline};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -45,7 +45,7 @@ async fn get_connection(
 ) -> Result<Json<ConnectionView>> {
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
-    Ok(Json(connect::status(&state.kommo, &access, client).await?))
+    Ok(Json(connections::status(&state.kommo, &access, client).await?))
 }
 
 /// Start connecting (or reconnecting) Kommo. Needs a logged-in admin: the consent happens in
@@ -66,7 +66,7 @@ async fn start_connect(
     let Principal::User { session, .. } = principal else {
         return Err(Error::Forbidden("connecting Kommo needs a person in a browser; log in to pipepay"));
     };
-    let url = connect::start(&state.kommo, &access, session, client).await?;
+    let url = connections::start(&state.kommo, &access, session, client).await?;
     Ok(Json(ConnectStarted { authorize_url: url.to_string() }))
 }
 

@@ -1,16 +1,14 @@
-//! Everything pipepay does with Kommo: OAuth onboarding and marketplace installs, the token
-//! lifecycle, and an API client that stays within Kommo's limits.
+//! The Kommo adapter: settings, the OAuth token endpoint, the token lifecycle, an API client
+//! that stays within Kommo's limits, and parsing of Kommo's shapes and webhooks. Connecting a
+//! client account (consent, installs, uninstall) is `connections`' job.
 
 pub mod client;
-pub mod connect;
-pub mod installs;
 pub mod limits;
 pub mod maintenance;
 pub mod model;
 pub mod oauth;
 pub mod tokens;
 pub mod webhook;
-pub mod widget;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +19,7 @@ use url::Url;
 use self::limits::Limits;
 use crate::config::Config;
 use crate::config::hosts::HostPatterns;
+use crate::error::Error;
 use crate::ids::ClientId;
 use crate::store::{Db, StoreError};
 use crate::vault::{Secret, Vault, VaultError};
@@ -138,7 +137,6 @@ pub struct Kommo {
     pub db: Db,
     pub vault: Vault,
     pub public_url: Url,
-    pub installs: installs::InstallLimits,
     /// One refresh at a time per connection inside this process; the database lease does the
     /// same across processes.
     refresh_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
@@ -167,7 +165,6 @@ impl Kommo {
             db,
             vault,
             public_url: public_url.clone(),
-            installs: installs::InstallLimits::new(config),
             refresh_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -178,5 +175,25 @@ impl Kommo {
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         }
         locks.entry(client).or_default().clone()
+    }
+}
+
+impl From<KommoError> for Error {
+    fn from(e: KommoError) -> Error {
+        match e {
+            KommoError::Config(m) => Error::Upstream { field: None, message: m },
+            KommoError::NotConnected => {
+                Error::conflict("kommo", "this client account has no Kommo connection")
+            }
+            KommoError::NeedsReauth(m) => Error::Conflict { field: Some("kommo"), message: m },
+            KommoError::Revoked => Error::conflict(
+                "kommo",
+                "Kommo access was revoked (the integration was uninstalled); connect again",
+            ),
+            KommoError::Grant(m) => Error::invalid("code", format!("Kommo refused the authorisation: {m}")),
+            KommoError::Store(e) => Error::Store(e),
+            KommoError::Vault(e) => Error::Vault(e),
+            other => Error::Upstream { field: None, message: other.to_string() },
+        }
     }
 }
