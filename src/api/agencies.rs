@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::extract::ClientIp;
-use crate::extract::access;
+use crate::extract::{AgencyAccess, access};
 use crate::ids::{AgencyId, InvitationId, UserId};
 use crate::problem::Problem;
 use crate::roles::Role;
@@ -84,10 +84,9 @@ pub struct Accepted {
     responses((status = 200, body = AgencyView), (status = 404, body = Problem)))]
 async fn get_agency(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<AgencyView>> {
-    let access = access(&state, &principal, agency).await?;
+    let agency = access.agency;
     let mut tx = state.db.read().await?;
     let row = store::agencies::get(&mut tx, agency).await?.ok_or(Error::NotFound)?;
     tx.commit().await?;
@@ -104,10 +103,8 @@ async fn get_agency(
     responses((status = 200, body = Vec<MemberView>), (status = 404, body = Problem)))]
 async fn list_members(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<MemberView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(members::list(&state.db, &access).await?))
 }
 
@@ -147,10 +144,8 @@ async fn remove_member(
     responses((status = 200, body = Vec<InvitationView>), (status = 404, body = Problem)))]
 async fn list_invitations(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<InvitationView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(members::pending(&state.db, &access).await?))
 }
 

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::extract::access;
+use crate::extract::{AgencyAccess, access};
 use crate::ids::{AgencyId, ApiKeyId};
 use crate::problem::Problem;
 use crate::roles::Role;
@@ -42,10 +42,8 @@ pub struct KeyCreated {
     responses((status = 200, body = Vec<ApiKeyView>), (status = 404, body = Problem)))]
 async fn list_keys(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<ApiKeyView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(api_keys::list(&state.db, &access).await?))
 }
 

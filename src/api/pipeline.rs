@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::extract::access;
+use crate::extract::{ClientAccess, access};
 use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -104,10 +104,7 @@ async fn replay(
     responses((status = 200, body = PipelineStatus), (status = 404, body = Problem)))]
 async fn status(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<PipelineStatus>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(pipeline::status(&state.db, &access, client).await?))
 }
