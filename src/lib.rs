@@ -31,7 +31,7 @@ pub mod http;
 pub mod ids;
 /// The shared webhook ingress: token → client account, verify, store event + job, 200.
 pub mod ingress;
-/// Kommo: OAuth, installs, tokens, the rate-limited API client.
+/// The Kommo adapter: OAuth token endpoint, tokens, the rate-limited API client, webhook parsing.
 pub mod kommo;
 /// Currency decimals, rounding, and the one way amounts are written.
 pub mod money;
