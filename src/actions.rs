@@ -3,11 +3,11 @@
 //! so neither can forget a step.
 
 use crate::auth::Access;
+use crate::connections;
 use crate::error::Result;
-use crate::http::AppState;
 use crate::ids::ClientId;
-use crate::kommo::connect;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::clients::{self, ClientView, IssuedToken};
 use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
 use crate::tenants::settings::ClientSettings;
@@ -65,14 +65,14 @@ pub async fn update_settings(
     Ok(view)
 }
 
-/// Disconnects Kommo; see [`connect::disconnect`] for when Kommo's refusal stops it.
+/// Disconnects Kommo; see [`connections::disconnect`] for when Kommo's refusal stops it.
 pub async fn disconnect_kommo(
     state: &AppState,
     access: &Access,
     client: ClientId,
     force: bool,
 ) -> Result<()> {
-    connect::disconnect(&state.kommo, access, client, force).await?;
+    connections::disconnect(&state.kommo, access, client, force).await?;
     state.ingress.tenants.forget(client);
     Ok(())
 }
@@ -84,7 +84,7 @@ pub async fn delete_client(state: &AppState, access: &Access, client: ClientId, 
     // Strangers get their 404 and members their 403 before Kommo is called.
     clients::get(&state.db, access, client).await?;
     access.require(Role::Admin)?;
-    connect::unsubscribe_before_removal(&state.kommo, client, force).await?;
+    connections::unsubscribe_before_removal(&state.kommo, client, force).await?;
     clients::delete(&state.db, access, client).await?;
     state.ingress.tenants.forget(client);
     Ok(())

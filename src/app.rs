@@ -14,15 +14,17 @@ use crate::auth::{AttemptLimiter, Auth};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::connections::installs::InstallLimits;
 use crate::flutterwave::client::Flutterwave;
-use crate::http::{self, AppState};
+use crate::http;
 use crate::ingress::Ingress;
 use crate::ingress::tenants::Tenants;
 use crate::kommo::Kommo;
 use crate::pipeline::{Pipeline, reconcile};
 use crate::queue::{self, Queue, worker};
+use crate::state::AppState;
 use crate::store::Db;
-use crate::vault::{self, Vault};
+use crate::vault::Vault;
 
 /// Above Flutterwave's own ~28 s server timeout, so its 503 reaches us rather than our timeout.
 const FLUTTERWAVE_TIMEOUT: Duration = Duration::from_secs(35);
@@ -41,8 +43,7 @@ impl Application {
             .context("PIPEPAY_DATABASE_URL")?;
         db.migrate().await.context("PIPEPAY_DATABASE_URL")?;
         // After the database, so a bad database URL leaves no development key behind.
-        let master_keys = vault::master::resolve(config.master_keys.clone(), config.environment)
-            .map_err(anyhow::Error::msg)?;
+        let master_keys = config.resolve_master_keys().map_err(anyhow::Error::msg)?;
         let session_keys = SessionKeys::derive(&master_keys, config.session_ttl())?;
         let limits = serve_limits(&config);
         let listener = TcpListener::bind(config.listen)
@@ -92,6 +93,7 @@ impl Application {
                 max_ready_jobs: i64::from(config.ingress_max_ready_jobs),
             },
         });
+        let installs = Arc::new(InstallLimits::new(&config));
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -99,6 +101,7 @@ impl Application {
             vault,
             auth: Arc::new(auth),
             kommo,
+            installs,
             flutterwave,
             queue,
             ingress,

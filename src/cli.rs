@@ -34,39 +34,12 @@ pub enum Command {
     /// Manage the vault's master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// The Kommo Marketplace listing.
-    #[command(subcommand)]
-    Kommo(KommoCommand),
     /// Ask the pipepay serving on PIPEPAY_LISTEN whether it is up (`/healthz`, or `/readyz` with
     /// --ready) and exit 0 if so: a container health check with no curl in the image.
     Healthcheck {
         /// Check readiness (database reachable, migrations applied) instead of liveness.
         #[arg(long)]
         ready: bool,
-    },
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum KommoCommand {
-    /// The widget archive Kommo needs to list the integration.
-    #[command(subcommand)]
-    Widget(WidgetCommand),
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum WidgetCommand {
-    /// Check the widget against Kommo's rules and pack it into a zip for upload, with this
-    /// deployment's PIPEPAY_PUBLIC_URL written into its links.
-    Pack {
-        /// The widget's source folder.
-        #[arg(long, default_value = "frontend/kommo-widget")]
-        source: std::path::PathBuf,
-        /// Where to write the archive.
-        #[arg(long, default_value = "pipepay-widget.zip")]
-        out: std::path::PathBuf,
-        /// The support address shown in the widget (Kommo requires a working one).
-        #[arg(long)]
-        support_email: String,
     },
 }
 
@@ -138,26 +111,10 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             println!("{entry}");
             Ok(())
         }
-        Command::Kommo(KommoCommand::Widget(WidgetCommand::Pack { source, out, support_email })) => {
-            let public_url =
-                cli.config.public_url.as_ref().filter(|u| u.scheme() == "https").ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "PIPEPAY_PUBLIC_URL: set it to the https:// address Kommo users reach pipepay at"
-                    )
-                })?;
-            if !support_email.contains('@') {
-                anyhow::bail!("--support-email: {support_email:?} is not an email address");
-            }
-            let report = crate::kommo::widget::pack_for(&source, &out, public_url.as_str(), &support_email)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", e.file()))?;
-            println!("packed {} files ({} bytes) into {}", report.files.len(), report.bytes, out.display());
-            Ok(())
-        }
         Command::Healthcheck { ready } => healthcheck(cli.config.listen, ready).await,
         Command::Keys(KeysCommand::Rotate) => {
             use anyhow::Context;
-            let keys = vault::master::resolve(cli.config.master_keys.clone(), cli.config.environment)
-                .map_err(anyhow::Error::msg)?;
+            let keys = cli.config.resolve_master_keys().map_err(anyhow::Error::msg)?;
             let db = Db::connect(&cli.config.database_url, 2).await.context("PIPEPAY_DATABASE_URL")?;
             let active = keys.active().id.clone();
             let vault = Vault::new(keys);

@@ -1,14 +1,20 @@
 //! Typed settings, read from flags and `PIPEPAY_*` environment variables and validated at start.
 
+/// Which Kommo hosts an account may live on (a setting's type, so it lives with the settings).
+pub mod hosts;
+
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use url::Url;
 
-use crate::kommo::hosts::HostPatterns;
+use self::hosts::HostPatterns;
+
 use crate::store::DatabaseUrl;
+use crate::vault::master::DEV_KEY_PATH;
 use crate::vault::{MasterKeys, Secret};
 
 /// Every setting pipepay reads. Each one is a flag and an environment variable, so `--help`
@@ -253,6 +259,29 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The master keys to run with: the configured ones; in development, a generated key kept
+    /// under `data/` (with a warning at every start); in production, none means no start.
+    pub fn resolve_master_keys(&self) -> Result<MasterKeys, String> {
+        match (self.master_keys.clone(), self.environment) {
+            (Some(keys), _) => Ok(keys),
+            (None, Environment::Production) => Err(
+                "PIPEPAY_MASTER_KEYS: required when PIPEPAY_ENV=production (generate one with `pipepay keys generate`)"
+                    .into(),
+            ),
+            (None, Environment::Development) => {
+                let keys = MasterKeys::load_or_create_dev(Path::new(DEV_KEY_PATH))
+                    .map_err(|e| format!("PIPEPAY_MASTER_KEYS: not set, and the development key failed: {e}"))?;
+                tracing::warn!(
+                    path = DEV_KEY_PATH,
+                    "PIPEPAY_MASTER_KEYS is not set: secrets are sealed with a development key kept next to the \
+                     data. Anyone with that folder can read them. Set PIPEPAY_MASTER_KEYS (and PIPEPAY_ENV=production) \
+                     before taking real payments."
+                );
+                Ok(keys)
+            }
+        }
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }

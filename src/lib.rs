@@ -16,28 +16,37 @@ pub mod cli;
 pub mod clock;
 /// Typed settings from flags and `PIPEPAY_*` variables.
 pub mod config;
+/// Connecting client accounts to Kommo: consent, marketplace installs and claims, uninstall,
+/// webhook subscription, connection status.
+pub mod connections;
 /// The error every service returns.
 pub mod error;
+/// Extractors the API and the web app share: the caller's IP, their access to an agency.
+pub mod extract;
 /// Flutterwave: key formats, API client, webhooks.
 pub mod flutterwave;
-/// Router, middleware, problem+json, graceful serving.
+/// The router over every edge, middleware, graceful serving.
 pub mod http;
 /// Identifier newtypes.
 pub mod ids;
 /// The shared webhook ingress: token → client account, verify, store event + job, 200.
 pub mod ingress;
-/// Kommo: OAuth, installs, tokens, the rate-limited API client.
+/// The Kommo adapter: OAuth token endpoint, tokens, the rate-limited API client, webhook parsing.
 pub mod kommo;
 /// Currency decimals, rounding, and the one way amounts are written.
 pub mod money;
 /// create_link, close_deal, reconcile: what each job does.
 pub mod pipeline;
+/// The RFC 9457 problem+json answer every error becomes.
+pub mod problem;
 /// The durable job queue and its workers.
 pub mod queue;
 /// Owner, admin, member.
 pub mod roles;
 /// The stop signal.
 pub mod shutdown;
+/// `AppState`: what every handler can reach, built at start-up.
+pub mod state;
 /// SQLite and PostgreSQL pools, migrations, queries.
 pub mod store;
 /// Logs, traces and metrics (OpenTelemetry), and each agency's own span export.

@@ -8,15 +8,17 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::auth::with_session;
-use super::extract::{ApiJson, ClientIp};
+use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
+use crate::extract::ClientIp;
+use crate::extract::{AgencyAccess, access};
 use crate::ids::{AgencyId, InvitationId, UserId};
+use crate::problem::Problem;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 use crate::tenants::members::{self, InvitationView, MemberView};
 use crate::vault::Secret;
@@ -82,10 +84,9 @@ pub struct Accepted {
     responses((status = 200, body = AgencyView), (status = 404, body = Problem)))]
 async fn get_agency(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<AgencyView>> {
-    let access = access(&state, &principal, agency).await?;
+    let agency = access.agency;
     let mut tx = state.db.read().await?;
     let row = store::agencies::get(&mut tx, agency).await?.ok_or(Error::NotFound)?;
     tx.commit().await?;
@@ -102,10 +103,8 @@ async fn get_agency(
     responses((status = 200, body = Vec<MemberView>), (status = 404, body = Problem)))]
 async fn list_members(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<MemberView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(members::list(&state.db, &access).await?))
 }
 
@@ -145,10 +144,8 @@ async fn remove_member(
     responses((status = 200, body = Vec<InvitationView>), (status = 404, body = Problem)))]
 async fn list_invitations(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<InvitationView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(members::pending(&state.db, &access).await?))
 }
 

@@ -8,13 +8,14 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
+use crate::extract::{AgencyAccess, access};
 use crate::ids::{AgencyId, ApiKeyId};
+use crate::problem::Problem;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::api_keys::{self, ApiKeyView};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,10 +42,8 @@ pub struct KeyCreated {
     responses((status = 200, body = Vec<ApiKeyView>), (status = 404, body = Problem)))]
 async fn list_keys(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<ApiKeyView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(api_keys::list(&state.db, &access).await?))
 }
 

@@ -6,11 +6,12 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
+use crate::extract::access;
 use crate::ids::{AgencyId, AuditId, ClientId};
+use crate::problem::Problem;
+use crate::state::AppState;
 use crate::tenants::audit::{self, AuditEntry};
 
 pub fn router() -> OpenApiRouter<AppState> {

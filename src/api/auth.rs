@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, ClientIp};
+use super::extract::ApiJson;
 use crate::auth::{self, NewSession, Principal, SessionCookies, SessionCsrf, SignUp};
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
+use crate::extract::ClientIp;
 use crate::ids::{AgencyId, UserId};
+use crate::problem::Problem;
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 use crate::vault::Secret;
 

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
+use crate::extract::{AgencyAccess, ClientAccess, access};
 use crate::ids::{AgencyId, ClientId};
+use crate::problem::Problem;
+use crate::state::AppState;
 use crate::tenants::clients::{self, ClientView, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, KeysInput, KeysView};
 use crate::tenants::settings::ClientSettings;
@@ -56,10 +57,8 @@ type ClientPath = Path<(AgencyId, ClientId)>;
     responses((status = 200, body = Vec<ClientView>), (status = 404, body = Problem)))]
 async fn list_clients(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<Vec<ClientView>>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(clients::list(&state.db, &access).await?))
 }
 
@@ -90,11 +89,8 @@ async fn create_client(
     responses((status = 200, body = ClientView), (status = 404, body = Problem)))]
 async fn get_client(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<ClientView>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(clients::get(&state.db, &access, client).await?))
 }
 
@@ -131,11 +127,8 @@ async fn delete_client(
     responses((status = 200, body = ClientSettings), (status = 404, body = Problem)))]
 async fn get_settings(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<ClientSettings>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(clients::get(&state.db, &access, client).await?.settings))
 }
 
@@ -163,11 +156,8 @@ async fn put_settings(
     responses((status = 200, body = TokenRotated), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn rotate_token(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<TokenRotated>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     let issued = crate::actions::rotate_ingress_token(&state, &access, client).await?;
     Ok(Json(TokenRotated {
         ingress_token: issued.token.expose().to_owned(),
@@ -181,11 +171,8 @@ async fn rotate_token(
     responses((status = 200, body = WebhookUrls), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn webhook_urls(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<WebhookUrls>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(
         clients::current_webhook_urls(&state.db, &state.vault, &state.public_url, &access, client).await?,
     ))
@@ -197,11 +184,8 @@ async fn webhook_urls(
     responses((status = 200, body = KeysView), (status = 404, body = Problem)))]
 async fn get_flutterwave_keys(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<KeysView>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     flutterwave_keys::get(&state.db, &state.vault, &access, client).await?.map(Json).ok_or(Error::NotFound)
 }
 

@@ -1,12 +1,8 @@
-//! Request extractors for the JSON API: JSON bodies whose errors name the field, and the
-//! client's IP.
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+//! The JSON API's body extractor: JSON whose errors name the field.
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -68,23 +64,6 @@ fn without_position(error: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(at) => text[..at].to_owned(),
         None => text,
-    }
-}
-
-/// The TCP peer's address. Behind a reverse proxy this is the proxy; see the README.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(ip))
     }
 }
 

@@ -7,14 +7,15 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::clients::Force;
 use crate::auth::Principal;
+use crate::connections::{self, ConnectionView};
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
+use crate::extract::{ClientAccess, access};
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, ConnectionView};
 use crate::kommo::model::{CustomField, Pipeline};
+use crate::problem::Problem;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,12 +40,9 @@ pub struct ConnectStarted {
     responses((status = 200, body = ConnectionView), (status = 404, body = Problem)))]
 async fn get_connection(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<ConnectionView>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
-    Ok(Json(connect::status(&state.kommo, &access, client).await?))
+    Ok(Json(connections::status(&state.kommo, &access, client).await?))
 }
 
 /// Start connecting (or reconnecting) Kommo. Needs a logged-in admin: the consent happens in
@@ -55,17 +53,14 @@ async fn get_connection(
               (status = 502, body = Problem)))]
 async fn start_connect(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { principal, access, client }: ClientAccess,
 ) -> Result<Json<ConnectStarted>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     // Another agency's client account is a 404 before anything else is said about it.
     crate::tenants::clients::get(&state.db, &access, client).await?;
     let Principal::User { session, .. } = principal else {
         return Err(Error::Forbidden("connecting Kommo needs a person in a browser; log in to pipepay"));
     };
-    let url = connect::start(&state.kommo, &access, session, client).await?;
+    let url = connections::start(&state.kommo, &access, session, client).await?;
     Ok(Json(ConnectStarted { authorize_url: url.to_string() }))
 }
 
@@ -94,11 +89,8 @@ async fn disconnect(
               (status = 502, body = Problem)))]
 async fn pipelines(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<Vec<Pipeline>>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     crate::tenants::clients::get(&state.db, &access, client).await?;
     Ok(Json(state.kommo.pipelines(client).await?))
 }
@@ -110,11 +102,8 @@ async fn pipelines(
               (status = 502, body = Problem)))]
 async fn lead_fields(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<Vec<CustomField>>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     crate::tenants::clients::get(&state.db, &access, client).await?;
     Ok(Json(state.kommo.lead_fields(client).await?))
 }

@@ -17,10 +17,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::{Access, Principal};
-use crate::error::Result;
-use crate::http::AppState;
-use crate::ids::AgencyId;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -75,12 +72,4 @@ pub fn router() -> axum::Router<AppState> {
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
-}
-
-/// The caller's standing in `agency`, or 404.
-pub(crate) async fn access(state: &AppState, principal: &Principal, agency: AgencyId) -> Result<Access> {
-    let mut tx = state.db.read().await?;
-    let access = crate::auth::access(&mut tx, principal, agency).await?;
-    tx.commit().await?;
-    Ok(access)
 }

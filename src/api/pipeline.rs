@@ -7,11 +7,12 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
+use crate::extract::{ClientAccess, access};
 use crate::ids::{AgencyId, ClientId};
+use crate::problem::Problem;
+use crate::state::AppState;
 use crate::store::activity::Filter;
 use crate::tenants::pipeline::{self, ActivityEntry, JobView, PipelineStatus};
 
@@ -103,10 +104,7 @@ async fn replay(
     responses((status = 200, body = PipelineStatus), (status = 404, body = Problem)))]
 async fn status(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<PipelineStatus>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(pipeline::status(&state.db, &access, client).await?))
 }

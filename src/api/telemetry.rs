@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access;
 use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::http::{AppState, Problem};
+use crate::extract::{AgencyAccess, access};
 use crate::ids::AgencyId;
+use crate::problem::Problem;
+use crate::state::AppState;
 use crate::tenants::telemetry::{self, TelemetryInput, TelemetryView};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,10 +25,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, body = TelemetryView), (status = 404, body = Problem)))]
 async fn get_telemetry(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<Json<TelemetryView>> {
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(telemetry::get(&state.db, &state.vault, &access).await?))
 }
 
@@ -57,10 +56,8 @@ async fn put_telemetry(
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn delete_telemetry(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
 ) -> Result<StatusCode> {
-    let access = access(&state, &principal, agency).await?;
     telemetry::delete(&state.db, &access).await?;
     if let Some(routes) = crate::telemetry::agency_routes() {
         telemetry::sync(&state.db, &state.vault, &routes).await?;

@@ -7,8 +7,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::AppState;
-use super::problem::Problem;
+use crate::problem::Problem;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))

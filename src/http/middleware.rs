@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tracing::Span;
 
-use super::problem::{self, Problem};
+use crate::problem::{self, Problem};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

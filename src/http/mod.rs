@@ -1,15 +1,13 @@
-//! The HTTP edge: application state, the router every module plugs into, middleware, and
-//! serving with a graceful shutdown.
+//! The top of the request path: the router every edge plugs into, the middleware every answer
+//! goes through, and serving with a graceful shutdown.
 
 pub mod fd_limit;
 mod health;
 pub mod middleware;
-pub mod problem;
 mod serve;
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,34 +22,13 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use url::Url;
 
-use crate::auth::{self, Auth, AuthState};
+use crate::auth::{self, AuthState};
 use crate::config::Config;
-use crate::flutterwave::client::Flutterwave;
-use crate::ingress::{self, Ingress};
-use crate::kommo::Kommo;
-use crate::queue::Queue;
-use crate::store::Db;
-use crate::vault::Vault;
+use crate::ingress;
+use crate::state::AppState;
 
-pub use self::problem::Problem;
 pub use self::serve::ServeLimits;
-
-/// What every handler can reach. Cheap to clone: everything inside is shared.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub config: Arc<Config>,
-    /// Where the outside world reaches us; resolved after binding when not configured.
-    pub public_url: Arc<Url>,
-    pub vault: Vault,
-    pub auth: Arc<Auth>,
-    pub kommo: Arc<Kommo>,
-    pub flutterwave: Arc<Flutterwave>,
-    pub queue: Queue,
-    pub ingress: Arc<Ingress>,
-}
 
 /// The whole HTTP surface with its middleware.
 pub fn router(state: AppState) -> Router {

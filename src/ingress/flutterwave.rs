@@ -16,8 +16,8 @@ use super::tenants::{Tenant, Tenants};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::flutterwave::webhook::{self, ChargeStatus, Event, EventKind, TransactionId};
-use crate::http::Problem;
 use crate::pipeline::kinds;
+use crate::problem::Problem;
 use crate::store::events::{self, NewEvent};
 use crate::store::{StoreError, links};
 

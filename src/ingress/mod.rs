@@ -23,7 +23,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 
 use self::tenants::Tenants;
-use crate::http::Problem;
+use crate::problem::Problem;
 use crate::queue::Queue;
 use crate::store::Db;
 

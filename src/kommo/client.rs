@@ -17,6 +17,11 @@ use crate::telemetry::metrics::{kv, metrics};
 use crate::vault::Secret;
 use tracing::Instrument;
 
+/// The events pipepay subscribes to. Edits (`update_lead`) matter for leads in a trigger
+/// stage: a price set or changed there needs a link for the new amount, and Kommo sometimes
+/// sends only the edit hook for a stage change.
+pub const EVENTS: [&str; 3] = ["status_lead", "add_lead", "update_lead"];
+
 impl Kommo {
     /// One API call for the client's account; `None` for Kommo's 204 (not found, or empty).
     pub async fn call(
@@ -261,7 +266,7 @@ impl Kommo {
     }
 
     pub async fn subscribe(&self, client: ClientId, destination: &str) -> Result<(), KommoError> {
-        let body = json!({ "destination": destination, "settings": super::connect::EVENTS, "sort": 10 });
+        let body = json!({ "destination": destination, "settings": EVENTS, "sort": 10 });
         self.call(client, Method::POST, "/api/v4/webhooks", Some(&body)).await?;
         Ok(())
     }

@@ -1,17 +1,14 @@
-//! Everything pipepay does with Kommo: OAuth onboarding and marketplace installs, the token
-//! lifecycle, and an API client that stays within Kommo's limits.
+//! The Kommo adapter: settings, the OAuth token endpoint, the token lifecycle, an API client
+//! that stays within Kommo's limits, and parsing of Kommo's shapes and webhooks. Connecting a
+//! client account (consent, installs, uninstall) is `connections`' job.
 
 pub mod client;
-pub mod connect;
-pub mod hosts;
-pub mod installs;
 pub mod limits;
 pub mod maintenance;
 pub mod model;
 pub mod oauth;
 pub mod tokens;
 pub mod webhook;
-pub mod widget;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,21 +16,15 @@ use std::time::Duration;
 
 use url::Url;
 
-use self::hosts::HostPatterns;
 use self::limits::Limits;
 use crate::config::Config;
+use crate::config::hosts::HostPatterns;
+use crate::error::Error;
 use crate::ids::ClientId;
 use crate::store::{Db, StoreError};
 use crate::vault::{Secret, Vault, VaultError};
 
-/// Connection health, as the API shows it.
-pub mod health {
-    pub const ACTIVE: &str = "active";
-    pub const NEEDS_REAUTH: &str = "needs_reauth";
-    pub const REVOKED: &str = "revoked";
-    pub const PAYMENT_REQUIRED: &str = "payment_required";
-    pub const BLOCKED: &str = "blocked";
-}
+pub use crate::store::kommo::health;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KommoError {
@@ -146,7 +137,6 @@ pub struct Kommo {
     pub db: Db,
     pub vault: Vault,
     pub public_url: Url,
-    pub installs: installs::InstallLimits,
     /// One refresh at a time per connection inside this process; the database lease does the
     /// same across processes.
     refresh_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
@@ -176,7 +166,6 @@ impl Kommo {
             db,
             vault,
             public_url: public_url.clone(),
-            installs: installs::InstallLimits::new(config),
             refresh_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -187,5 +176,25 @@ impl Kommo {
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         }
         locks.entry(client).or_default().clone()
+    }
+}
+
+impl From<KommoError> for Error {
+    fn from(e: KommoError) -> Error {
+        match e {
+            KommoError::Config(m) => Error::Upstream { field: None, message: m },
+            KommoError::NotConnected => {
+                Error::conflict("kommo", "this client account has no Kommo connection")
+            }
+            KommoError::NeedsReauth(m) => Error::Conflict { field: Some("kommo"), message: m },
+            KommoError::Revoked => Error::conflict(
+                "kommo",
+                "Kommo access was revoked (the integration was uninstalled); connect again",
+            ),
+            KommoError::Grant(m) => Error::invalid("code", format!("Kommo refused the authorisation: {m}")),
+            KommoError::Store(e) => Error::Store(e),
+            KommoError::Vault(e) => Error::Vault(e),
+            other => Error::Upstream { field: None, message: other.to_string() },
+        }
     }
 }

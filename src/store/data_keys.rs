@@ -3,9 +3,17 @@
 use crate::clock::now_ms;
 use crate::ids::ClientId;
 use crate::on_tx;
-use crate::vault::WrappedKey;
 
 use super::{StoreError, Tx};
+
+/// A data key as stored: wrapped by the master key named (the vault wraps and unwraps it).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WrappedKey {
+    pub client_id: ClientId,
+    pub key_id: String,
+    pub master_key_id: String,
+    pub wrapped: Vec<u8>,
+}
 
 pub async fn insert(tx: &mut Tx, key: &WrappedKey) -> Result<(), StoreError> {
     on_tx!(tx, c => sqlx::query(

@@ -5,6 +5,15 @@ use crate::on_tx;
 
 use super::{Db, StoreError, Tx};
 
+/// Connection health as stored in `kommo_connections.health` (and as the API shows it).
+pub mod health {
+    pub const ACTIVE: &str = "active";
+    pub const NEEDS_REAUTH: &str = "needs_reauth";
+    pub const REVOKED: &str = "revoked";
+    pub const PAYMENT_REQUIRED: &str = "payment_required";
+    pub const BLOCKED: &str = "blocked";
+}
+
 /// Every column of `ConnectionRow`, in order.
 macro_rules! connection_columns {
     () => {

@@ -9,7 +9,7 @@ use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::kommo::health;
+use crate::store::kommo::health;
 use crate::store::{Db, stats};
 
 /// States and healths reported even at zero, so a drained queue reads 0 rather than vanishing.

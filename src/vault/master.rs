@@ -8,34 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
-use crate::config::Environment;
-
 pub const KEY_LEN: usize = 32;
 /// Where development keeps its generated master key when none is configured.
 pub const DEV_KEY_PATH: &str = "data/master.key";
-
-/// The master keys to run with: the configured ones; in development, a generated key kept
-/// under `data/` (with a warning at every start); in production, none means no start.
-pub fn resolve(configured: Option<MasterKeys>, environment: Environment) -> Result<MasterKeys, String> {
-    match (configured, environment) {
-        (Some(keys), _) => Ok(keys),
-        (None, Environment::Production) => {
-            Err("PIPEPAY_MASTER_KEYS: required when PIPEPAY_ENV=production (generate one with `pipepay keys generate`)"
-                .into())
-        }
-        (None, Environment::Development) => {
-            let keys = MasterKeys::load_or_create_dev(Path::new(DEV_KEY_PATH))
-                .map_err(|e| format!("PIPEPAY_MASTER_KEYS: not set, and the development key failed: {e}"))?;
-            tracing::warn!(
-                path = DEV_KEY_PATH,
-                "PIPEPAY_MASTER_KEYS is not set: secrets are sealed with a development key kept next to the \
-                 data. Anyone with that folder can read them. Set PIPEPAY_MASTER_KEYS (and PIPEPAY_ENV=production) \
-                 before taking real payments."
-            );
-            Ok(keys)
-        }
-    }
-}
 
 /// One AES-256 master key and the id sealed values name it by.
 pub struct MasterKey {

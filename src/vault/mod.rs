@@ -17,6 +17,7 @@ pub use self::master::MasterKeys;
 pub use self::rotate::{RotationReport, rotate};
 pub use self::secret::{Secret, mask};
 use crate::ids::{AgencyId, ClientId};
+use crate::store::data_keys::WrappedKey;
 use crate::store::{self, Tx};
 
 /// The format version written in front of every sealed value.
@@ -45,15 +46,6 @@ pub enum VaultError {
 pub struct Slot {
     pub table: &'static str,
     pub field: &'static str,
-}
-
-/// A data key as stored: wrapped by the master key named.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct WrappedKey {
-    pub client_id: ClientId,
-    pub key_id: String,
-    pub master_key_id: String,
-    pub wrapped: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]

@@ -12,10 +12,10 @@ use subtle::ConstantTimeEq;
 use super::session::{PagePath, Posted, PublicForm, Viewer, safe_next};
 use super::view::{Chrome, Done, Failure, FormErrors, again, page};
 use super::{Page, error_page};
-use crate::api::extract::ClientIp;
 use crate::auth::{self, FormPrincipal, NewSession, Principal, SessionCookies, SessionCsrf, SignUp};
 use crate::error::{Error, Result};
-use crate::http::AppState;
+use crate::extract::ClientIp;
+use crate::state::AppState;
 use crate::tenants::members;
 use crate::vault::Secret;
 

@@ -13,9 +13,9 @@ use super::view::{Chrome, Done, FormErrors, done, page, refused, when};
 use super::{Page, error_page};
 use crate::error::Result;
 use crate::flutterwave::keys::Mode;
-use crate::http::AppState;
 use crate::ids::AgencyId;
 use crate::kommo::health;
+use crate::state::AppState;
 use crate::tenants::{clients, overview};
 
 pub fn router() -> Router<AppState> {

@@ -10,13 +10,13 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Message, Page, error_page};
-use crate::api::extract::ClientIp;
 use crate::auth::{FormPrincipal, Principal, SessionCsrf};
+use crate::connections::{self, CallbackOutcome, CallbackParams, UninstallParams};
 use crate::error::Error;
-use crate::http::AppState;
+use crate::extract::ClientIp;
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, CallbackOutcome, CallbackParams, UninstallParams};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {
@@ -36,10 +36,10 @@ async fn callback(
         Some(Principal::User { session, .. }) => Some(*session),
         _ => None,
     };
-    match connect::callback(&state.kommo, params, session, Some(ip)).await {
+    match connections::callback(&state.kommo, &state.installs, params, session, Some(ip)).await {
         Ok(CallbackOutcome::Connected { account, webhook, client, agency }) => {
             let mut message = format!("The Kommo account {} is connected.", account.subdomain);
-            if webhook == connect::webhook::MANUAL {
+            if webhook == connections::webhook::MANUAL {
                 message.push_str(
                     " Kommo did not let pipepay subscribe to its webhooks automatically; \
                      the client account's page shows how to add the webhook by hand.",
@@ -67,9 +67,9 @@ async fn callback(
 }
 
 async fn uninstall(State(state): State<AppState>, Query(params): Query<UninstallParams>) -> Response {
-    match connect::uninstall(&state.kommo, params).await {
+    match connections::uninstall(&state.kommo, params).await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(error) => crate::http::Problem::from(error).into_response(),
+        Err(error) => crate::problem::Problem::from(error).into_response(),
     }
 }
 
@@ -145,9 +145,9 @@ async fn claim(
             .split_once('|')
             .and_then(|(a, c)| Some((a.parse::<AgencyId>().ok()?, c.parse::<ClientId>().ok()?)))
             .ok_or_else(|| Error::invalid("client", "choose a client account"))?;
-        let access = crate::api::access(&state, &principal, agency).await?;
+        let access = crate::extract::access(&state, &principal, agency).await?;
         let Principal::User { session, .. } = principal else { return Err(Error::NotFound) };
-        connect::start(&state.kommo, &access, session, client).await
+        connections::start(&state.kommo, &access, session, client).await
     };
     match result.await {
         Ok(consent) => {

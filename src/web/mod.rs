@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::error::Error;
-use crate::http::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,7 +47,7 @@ pub async fn not_found(headers: axum::http::HeaderMap) -> Response {
     if browser {
         error_page(Error::NotFound).into_response()
     } else {
-        crate::http::Problem::not_found().into_response()
+        crate::problem::Problem::not_found().into_response()
     }
 }
 
@@ -129,10 +129,10 @@ impl Message {
 
 /// A service error as a page: the status and the message the API would give, in HTML.
 pub fn error_page(error: Error) -> Page {
-    problem_page(crate::http::Problem::from(error))
+    problem_page(crate::problem::Problem::from(error))
 }
 
-fn problem_page(problem: crate::http::Problem) -> Page {
+fn problem_page(problem: crate::problem::Problem) -> Page {
     let message = problem.detail.clone().unwrap_or_else(|| problem.title.clone());
     let errors: Vec<String> = problem.errors.iter().map(|e| e.message.clone()).collect();
     let message = if errors.is_empty() || errors.contains(&message) { message } else { errors.join(" ") };

@@ -12,9 +12,9 @@ use subtle::ConstantTimeEq;
 use super::error_page;
 use crate::auth::{Access, FormPrincipal, Principal, SessionCsrf};
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, SessionId, UserId};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::store;
 
 /// A logged-in person. Extracting it on a page sends anyone else to the log-in page, which
@@ -96,7 +96,7 @@ pub struct AgencyLink {
 impl Viewer {
     /// The viewer's standing in `agency`: a stranger gets the same 404 as a missing agency.
     pub async fn access(&self, state: &AppState, agency: AgencyId) -> Result<Access> {
-        crate::api::access(state, &self.principal, agency).await
+        crate::extract::access(state, &self.principal, agency).await
     }
 
     pub async fn agencies(&self, state: &AppState) -> Result<Vec<AgencyLink>> {

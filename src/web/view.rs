@@ -10,9 +10,10 @@ use serde::Deserialize;
 use super::session::{AgencyLink, Viewer};
 use super::{Page, error_page};
 use crate::error::{Error, Result};
-use crate::http::{AppState, Problem};
 use crate::ids::AgencyId;
+use crate::problem::Problem;
 use crate::roles::Role;
+use crate::state::AppState;
 
 /// The layout's data: the header, the agency navigation and the notice line.
 #[derive(Debug, Clone)]

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::{ClientHead, NoFields, Opened, open, when, when_rfc3339};
 use crate::error::Result;
-use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
+use crate::state::AppState;
 use crate::store::activity::Filter;
 use crate::tenants::pipeline::{self, KINDS, OUTCOMES};
 use crate::web::Page;

@@ -18,8 +18,8 @@ use super::view::{Chrome, FormErrors, again};
 use super::{Page, error_page};
 use crate::auth::Access;
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
+use crate::state::AppState;
 use crate::tenants::clients::{self, ClientView};
 
 const CLIENT: &str = "/app/agencies/{agency}/clients/{client}";

@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{ClientHead, NoFields, Opened, open, refused_or_again, when_rfc3339};
+use crate::connections::{self, ConnectionView, ManualSetup};
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::connect::{self, ConnectionView, ManualSetup};
 use crate::kommo::health;
+use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
 use crate::vault::Secret;
@@ -50,7 +50,7 @@ impl From<ConnectionView> for KommoStatus {
             account_name: view.account_name,
             host: view.host,
             connected_at: when_rfc3339(&view.connected_at),
-            subscribed: view.webhook.status == connect::webhook::SUBSCRIBED,
+            subscribed: view.webhook.status == connections::webhook::SUBSCRIBED,
             webhook_detail: view.webhook.detail,
             manual: view.webhook.manual_setup,
         }
@@ -92,7 +92,7 @@ async fn overview(
     done: Option<&str>,
 ) -> Result<OverviewPage> {
     let Opened { access, chrome, head, .. } = open(state, viewer, agency, client, "overview", done).await?;
-    let connection = match connect::status(&state.kommo, &access, client).await {
+    let connection = match connections::status(&state.kommo, &access, client).await {
         Ok(view) => Some(view),
         // The client account exists (checked above): not found means not connected.
         Err(Error::NotFound) => None,
@@ -151,7 +151,7 @@ pub async fn connect_kommo(
     let viewer = posted.viewer;
     let started = async {
         let access = viewer.access(&state, agency).await?;
-        connect::start(&state.kommo, &access, viewer.session, client).await
+        connections::start(&state.kommo, &access, viewer.session, client).await
     };
     match started.await {
         Ok(consent) => {
@@ -203,7 +203,7 @@ fn removal_answer(
 ) -> Response {
     match result {
         Ok(()) => done(done_at.0, done_at.1),
-        Err(Error::Upstream { field: Some(connect::FORCE), message }) => {
+        Err(Error::Upstream { field: Some(connections::FORCE), message }) => {
             let (title, again_label, anyway_label) = labels;
             let page = ForcePage {
                 title,

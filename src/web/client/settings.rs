@@ -12,10 +12,10 @@ use serde::Deserialize;
 
 use super::{ClientHead, Opened, open, refused_or_again};
 use crate::error::{Error, FieldError, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::model::{CustomField, Pipeline};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::clients;
 use crate::tenants::notes::NoteKind;
 use crate::tenants::settings::{

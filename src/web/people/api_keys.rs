@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::{Empty, ShownOnce, parse_role, row_failure, when};
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, ApiKeyId};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::api_keys;
 use crate::web::Page;
 use crate::web::session::{PagePath, Posted, Viewer};

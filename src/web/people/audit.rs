@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::when;
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::ids::{AgencyId, AuditId, ClientId};
+use crate::state::AppState;
 use crate::tenants::{audit, clients};
 use crate::vault::mask;
 use crate::web::Page;

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::{Empty, ShownOnce, parse_role, row_failure, when};
 use crate::error::Result;
-use crate::http::AppState;
 use crate::ids::{AgencyId, InvitationId, UserId};
 use crate::roles::Role;
+use crate::state::AppState;
 use crate::tenants::members;
 use crate::web::Page;
 use crate::web::session::{PagePath, Posted, Viewer};

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use super::view::FormErrors;
 use super::view::when_rfc3339 as when;
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::roles::Role;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     let base = "/app/agencies/{agency}";

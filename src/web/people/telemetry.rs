@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::{Empty, when};
 use crate::error::{Error, FieldError, Result};
-use crate::http::AppState;
 use crate::ids::AgencyId;
+use crate::state::AppState;
 use crate::tenants::telemetry::{self, TelemetryInput};
 use crate::web::Page;
 use crate::web::session::{PagePath, Posted, Viewer};

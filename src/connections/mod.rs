@@ -2,6 +2,8 @@
 //! claim, disconnecting, Kommo's uninstall hook, webhook subscription and the status the
 //! agency sees.
 
+pub mod installs;
+
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -10,13 +12,15 @@ use serde_json::json;
 use sha2::Sha256;
 use url::Url;
 
-use super::model::Account;
-use super::tokens::{ACCESS_TOKEN, REFRESH_TOKEN};
-use super::{Kommo, KommoError, health, oauth};
+use self::installs::InstallLimits;
 use crate::auth::{Access, Actor, tokens};
 use crate::clock::{ms_after, now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::ids::{AgencyId, ClientId, SessionId};
+use crate::kommo::client::EVENTS;
+use crate::kommo::model::Account;
+use crate::kommo::tokens::{ACCESS_TOKEN, REFRESH_TOKEN};
+use crate::kommo::{Kommo, KommoError, health, oauth};
 use crate::roles::Role;
 use crate::store::kommo::ConnectionRow;
 use crate::store::{self};
@@ -24,34 +28,10 @@ use crate::tenants::{audit, clients, secrets};
 
 /// How long a consent started from the app may take.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
-/// The events pipepay subscribes to. Edits (`update_lead`) matter for leads in a trigger
-/// stage: a price set or changed there needs a link for the new amount, and Kommo sometimes
-/// sends only the edit hook for a stage change.
-pub const EVENTS: [&str; 3] = ["status_lead", "add_lead", "update_lead"];
 
 pub mod webhook {
     pub const SUBSCRIBED: &str = "subscribed";
     pub const MANUAL: &str = "manual";
-}
-
-impl From<KommoError> for Error {
-    fn from(e: KommoError) -> Error {
-        match e {
-            KommoError::Config(m) => Error::Upstream { field: None, message: m },
-            KommoError::NotConnected => {
-                Error::conflict("kommo", "this client account has no Kommo connection")
-            }
-            KommoError::NeedsReauth(m) => Error::Conflict { field: Some("kommo"), message: m },
-            KommoError::Revoked => Error::conflict(
-                "kommo",
-                "Kommo access was revoked (the integration was uninstalled); connect again",
-            ),
-            KommoError::Grant(m) => Error::invalid("code", format!("Kommo refused the authorisation: {m}")),
-            KommoError::Store(e) => Error::Store(e),
-            KommoError::Vault(e) => Error::Vault(e),
-            other => Error::Upstream { field: None, message: other.to_string() },
-        }
-    }
 }
 
 /// Starts connecting: a single-use state, bound to this session and client account, that
@@ -91,12 +71,13 @@ pub enum CallbackOutcome {
 /// server calls with `from_widget` and no state).
 pub async fn callback(
     kommo: &Kommo,
+    installs: &InstallLimits,
     params: CallbackParams,
     session: Option<SessionId>,
     ip: Option<std::net::IpAddr>,
 ) -> Result<CallbackOutcome> {
     if params.state.is_none() && params.from_widget.is_some() {
-        return install(kommo, params, ip).await;
+        return install(kommo, installs, params, ip).await;
     }
     let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::invalid("state", "the link from Kommo is incomplete; start connecting again from pipepay")
@@ -210,6 +191,7 @@ fn allowed_host(kommo: &Kommo, referer: Option<&str>) -> Result<String> {
 /// Anyone can make this call, so it is limited, and the same code is exchanged only once.
 async fn install(
     kommo: &Kommo,
+    installs: &InstallLimits,
     params: CallbackParams,
     ip: Option<std::net::IpAddr>,
 ) -> Result<CallbackOutcome> {
@@ -219,10 +201,10 @@ async fn install(
         return Err(Error::Forbidden("this install is for another integration"));
     }
     let code = params.code.filter(|c| !c.is_empty()).ok_or_else(|| Error::invalid("code", "no code"))?;
-    kommo.installs.admit(ip, &host)?;
+    installs.admit(ip, &host)?;
     let id = uuid::Uuid::now_v7();
     let now = now_ms();
-    let ttl = i64::try_from(kommo.installs.ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl = i64::try_from(installs.ttl.as_millis()).unwrap_or(i64::MAX);
     let mut tx = kommo.db.write().await?;
     // Expired here rather than on a timer: installs only ever arrive through this call, so the
     // table stays bounded by what the limits let in during one lifetime.
@@ -254,7 +236,7 @@ async fn install(
 /// guessing its account id.
 async fn exchange_install(
     http: &reqwest::Client,
-    settings: &super::Settings,
+    settings: &crate::kommo::Settings,
     host: &str,
     code: &str,
 ) -> Result<Account, KommoError> {

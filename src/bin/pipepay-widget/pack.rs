@@ -179,9 +179,11 @@ const SETTING_TYPES: [&str; 5] = ["text", "pass", "users", "users_lp", "custom"]
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
 /// Validates the widget folder against Kommo's rules and writes a zip with every file at the root.
+/// (The command always packs with [`pack_for`]; the tests pack the folder as shipped.)
 ///
 /// Nothing is written unless the whole folder passes. The archive holds the bytes that were
 /// validated, in sorted order, with fixed timestamps and permissions.
+#[cfg(test)]
 pub fn pack(source: &Path, out: &Path) -> Result<PackReport, WidgetError> {
     let files = validate(read_folder(source)?)?;
     write_archive(files, out)
@@ -220,6 +222,7 @@ fn write_archive(files: BTreeMap<String, Vec<u8>>, out: &Path) -> Result<PackRep
 }
 
 /// The text files of the widget folder that still carry a [`PLACEHOLDER_HOST`] link, sorted.
+#[cfg(test)]
 pub fn placeholder_files(source: &Path) -> Result<Vec<String>, WidgetError> {
     let files = read_folder(source)?;
     Ok(files
