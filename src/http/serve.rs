@@ -256,9 +256,19 @@ impl Watched {
         lock(&self.activity).wrote_at + self.limits.idle_timeout
     }
 
-    fn wrote(&self, result: &io::Result<usize>) {
-        if matches!(result, Ok(n) if *n > 0) {
-            lock(&self.activity).wrote_at = Instant::now();
+    /// Notes a write that went out, or waits on the write deadline for one that could not.
+    fn written(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    lock(&self.activity).wrote_at = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let deadline = self.write_deadline();
+                expire(&mut self.write_timer, cx, deadline, "response not read").map(Err)
+            }
         }
     }
 }
@@ -318,16 +328,8 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                self.wrote(&result);
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let deadline = self.write_deadline();
-                expire(&mut self.write_timer, cx, deadline, "response not read").map(Err)
-            }
-        }
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.written(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -343,16 +345,8 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                self.wrote(&result);
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let deadline = self.write_deadline();
-                expire(&mut self.write_timer, cx, deadline, "response not read").map(Err)
-            }
-        }
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.written(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
