@@ -1,5 +1,5 @@
 //! The error every service returns: what went wrong in terms a caller can act on. The HTTP edge
-//! turns it into problem+json (`http::problem`); the cause chain of internal errors goes to the
+//! turns it into problem+json (`problem`); the cause chain of internal errors goes to the
 //! log, never to the client.
 
 use serde::Serialize;
