@@ -9,7 +9,7 @@ use sha2::Sha256;
 use super::{ACME, CLIENT_ID, CLIENT_SECRET, World};
 use crate::on_both_engines;
 use crate::pipeline::eventually;
-use crate::support::{Engine, problem};
+use crate::support::{Agent, Engine, problem};
 
 on_both_engines!(
     a_marketplace_install_is_answered_fast_then_claimed,
@@ -51,17 +51,8 @@ async fn a_marketplace_install_is_answered_fast_then_claimed(engine: Engine) {
     // The admin lands on the claim page, picks the client account, confirms in Kommo.
     let page = world.owner.agent.get(&format!("/kommo/claim?account_id={ACME}")).await.text().await.unwrap();
     assert!(!page.contains("acme"), "nothing about the install before the consent: {page}");
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let choice = format!("{}|{}", world.owner.agency, world.client);
-    let posted = world
-        .owner
-        .agent
-        .http
-        .post(world.app.url("/kommo/claim"))
-        .form(&[("csrf", csrf.as_str()), ("client", choice.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let posted = post_claim(&world, &world.owner.agent, &page, &choice).await;
     assert_eq!(posted.status(), 303);
     let consent = url::Url::parse(posted.headers()["location"].to_str().unwrap()).unwrap();
     let state = consent.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
@@ -184,16 +175,8 @@ async fn a_stranger_who_knows_the_account_id_sees_and_claims_nothing(engine: Eng
     assert!(!page.contains("acme") && !page.contains(&ACME.to_string()), "{page}");
 
     // Posting the claim only leads to Kommo's consent, which needs an admin of that account.
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let choice = format!("{}|{theirs}", stranger.agency);
-    let posted = stranger
-        .agent
-        .http
-        .post(world.app.url("/kommo/claim"))
-        .form(&[("csrf", csrf.as_str()), ("client", choice.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let posted = post_claim(&world, &stranger.agent, &page, &choice).await;
     assert_eq!(posted.status(), 303);
     assert!(posted.headers()["location"].to_str().unwrap().starts_with(&world.fake.auth_url()));
     assert!(install_status(&world, "ready").await, "still unclaimed");
@@ -202,4 +185,16 @@ async fn a_stranger_who_knows_the_account_id_sees_and_claims_nothing(engine: Eng
     .unwrap();
     assert_eq!(connected, 0);
     world.app.stop().await;
+}
+
+/// Picks `choice` (`agency|client`) on the claim page `page` as `agent` would, with its CSRF token.
+async fn post_claim(world: &World, agent: &Agent, page: &str, choice: &str) -> reqwest::Response {
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    agent
+        .http
+        .post(world.app.url("/kommo/claim"))
+        .form(&[("csrf", csrf), ("client", choice)])
+        .send()
+        .await
+        .unwrap()
 }
