@@ -6,7 +6,40 @@
 //! note, on the Flutterwave dashboard and in the body Flutterwave was sent, and a separator
 //! would mislead half of Kommo's users: in Spanish and Portuguese `1,075` is one and a bit.
 
+use std::fmt;
+
 use rust_decimal::{Decimal, RoundingStrategy};
+
+/// An amount in a currency: what a link asks for, or what a payment paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Money {
+    pub amount: Decimal,
+    /// ISO 4217, upper case.
+    pub currency: String,
+}
+
+impl Money {
+    pub fn new(amount: Decimal, currency: impl Into<String>) -> Money {
+        Money { amount, currency: currency.into() }
+    }
+
+    /// An amount stored as decimal text; `None` if the text is no decimal.
+    pub fn parse(amount: &str, currency: &str) -> Option<Money> {
+        Some(Money::new(amount.parse().ok()?, currency))
+    }
+
+    /// The amount as pipepay writes it (see [`format`]), without the currency.
+    pub fn amount_text(&self) -> String {
+        format(&self.currency, self.amount)
+    }
+}
+
+/// `1075.00 KES`: the amount as pipepay writes it, then the currency.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount_text(), self.currency)
+    }
+}
 
 /// ISO 4217 currencies without minor units. Of those Flutterwave takes: CLP, GNF, RWF, UGX, XAF,
 /// XOF; the rest are here so that an amount reported in one is never shown with cents.
@@ -97,6 +130,15 @@ mod tests {
         assert_eq!(format("KES", dec("1075.005")), "1075.005");
         assert_eq!(format("UGX", dec("1075.5")), "1075.5");
         assert!(!fits("UGX", dec("1075.5")) && fits("UGX", dec("1075.000")) && fits("KES", dec("0.01")));
+    }
+
+    #[test]
+    fn money_is_written_amount_then_currency_and_compares_by_value() {
+        let price = Money::parse("1075.0", "KES").unwrap();
+        assert_eq!(price.to_string(), "1075.00 KES");
+        assert_eq!(price, Money::new(dec("1075.00"), "KES"), "1075.0 is 1075.00");
+        assert_ne!(price, Money::new(dec("1075"), "NGN"));
+        assert_eq!(Money::parse("n/a", "KES"), None);
     }
 
     #[test]

@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::kommo::record;
@@ -16,8 +15,8 @@ use super::tenants::{Tenant, Tenants};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::flutterwave::webhook::{self, ChargeStatus, Event, EventKind, TransactionId};
-use crate::pipeline::kinds;
 use crate::problem::Problem;
+use crate::queue::job::{Job, PaymentJob};
 use crate::store::events::{self, NewEvent};
 use crate::store::{StoreError, links};
 
@@ -151,11 +150,8 @@ async fn store(
             Some(TransactionId::Numeric(id)) => Some(*id),
             _ => None,
         };
-        let payload = json!({ "tx_ref": tx_ref, "transaction_id": transaction_id, "status": status });
-        queued = ingress
-            .queue
-            .enqueue(&mut tx, tenant.client, kinds::PAYMENT, Some(event_id), &payload, None)
-            .await?;
+        let job = Job::Payment(PaymentJob { status, transaction_id, tx_ref });
+        queued = ingress.queue.enqueue(&mut tx, tenant.client, &job, Some(event_id), None).await?;
     }
     tx.commit().await?;
     Ok(Some(queued))

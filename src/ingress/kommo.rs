@@ -10,15 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::tenants::{Tenant, Tenants};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::kommo::webhook::{self, LeadAction, LeadEvent, Webhook};
-use crate::pipeline::kinds;
 use crate::problem::Problem;
+use crate::queue::job::{Job, LeadJob};
 use crate::store::activity::ActivityRow;
 use crate::store::events::{self, NewEvent};
 use crate::store::{self, StoreError, jobs};
@@ -380,12 +379,12 @@ async fn store_lead(
         .await?;
     let Some((reason, detail)) = verdict else {
         answer.stored += 1;
-        let payload = json!({
-            "lead_id": lead.lead_id,
-            "status_id": lead.status_id,
-            "pipeline_id": lead.pipeline_id,
+        let job = Job::Lead(LeadJob {
+            lead_id: lead.lead_id,
+            pipeline_id: lead.pipeline_id,
+            status_id: lead.status_id,
         });
-        if ingress.queue.enqueue(tx, tenant.client, kinds::LEAD, Some(event_id), &payload, None).await? {
+        if ingress.queue.enqueue(tx, tenant.client, &job, Some(event_id), None).await? {
             answer.jobs += 1;
         }
         return Ok(());

@@ -1,9 +1,9 @@
 //! Writing the activity timeline.
 
-use super::Tenant;
+use super::JobContext;
 use crate::clock::now_ms;
 use crate::store::activity::ActivityRow;
-use crate::store::{self, Db};
+use crate::store::{self, Db, StoreError, Tx};
 
 /// One timeline entry, built up then recorded.
 pub struct Activity {
@@ -11,17 +11,17 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new(tenant: &Tenant, kind: &str, outcome: &str) -> Activity {
+    pub(crate) fn new(cx: &JobContext, kind: &str, outcome: &str) -> Activity {
         Activity {
             row: ActivityRow {
                 id: uuid::Uuid::now_v7(),
-                client_id: tenant.id,
+                client_id: cx.client,
                 at: now_ms(),
                 kind: kind.into(),
                 outcome: outcome.into(),
                 lead_id: None,
                 tx_ref: None,
-                job_id: Some(tenant.job),
+                job_id: Some(cx.job),
                 detail: String::new(),
             },
         }
@@ -40,6 +40,11 @@ impl Activity {
     pub fn detail(mut self, detail: impl Into<String>) -> Activity {
         self.row.detail = detail.into();
         self
+    }
+
+    /// Records it with the write it reports, in that write's transaction.
+    pub async fn record_in(self, tx: &mut Tx) -> Result<(), StoreError> {
+        store::activity::insert(tx, &self.row).await
     }
 
     /// Records it; a timeline write that fails is logged, never fails the job.

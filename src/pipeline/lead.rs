@@ -2,236 +2,212 @@
 //! amount), lost it loses its open link, anywhere else nothing happens.
 
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Activity, Pipeline, Tenant, flutterwave_outcome, kommo_outcome};
+use super::{Activity, JobContext, Pipeline, Step, Stop, read_tx, write_tx};
 use crate::clock::now_ms;
-use crate::flutterwave::client::{Customer, PaymentRequest};
+use crate::flutterwave::client::{Customer, FlutterwaveError, PaymentRequest};
 use crate::kommo::model::Lead;
-use crate::money;
-use crate::queue::Outcome;
-use crate::store::links::{self, LinkRow, Step, state};
-use crate::store::{self, StoreError};
+use crate::money::{self, Money};
+use crate::store::links::{self, LinkRow, Step as LinkStep, state};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::{CURRENCIES, KOMMO_LOST};
+use crate::vault::Secret;
+
+/// What a new link will charge, and whom.
+struct Charge {
+    customer: Customer,
+    price: Money,
+}
 
 impl Pipeline {
-    pub(super) async fn lead(&self, tenant: &Tenant, payload: &Value) -> Outcome {
-        let Some(lead_id) = payload["lead_id"].as_i64() else {
-            return Outcome::Dead { error: "the job names no lead".into() };
-        };
-        let Some(trigger) = tenant.settings.trigger.clone() else {
-            Activity::new(tenant, "ignored", "ignored")
-                .lead(lead_id)
-                .detail("no trigger stage is set in the client account's settings")
-                .record(&self.db)
-                .await;
-            return Outcome::Done;
+    pub(super) async fn lead(&self, cx: &JobContext, lead_id: i64) -> Step {
+        let ignored = |detail: &str| Activity::new(cx, "ignored", "ignored").lead(lead_id).detail(detail);
+        let Some(trigger) = cx.settings.trigger.clone() else {
+            ignored("no trigger stage is set in the client account's settings").record(&self.db).await;
+            return Ok(());
         };
         // Trust nothing in the webhook: the lead as Kommo has it now decides.
-        let lead = match self.kommo.lead(tenant.id, lead_id).await {
-            Ok(Some(lead)) => lead,
-            Ok(None) => {
-                Activity::new(tenant, "ignored", "ignored")
-                    .lead(lead_id)
-                    .detail("the lead no longer exists in Kommo")
-                    .record(&self.db)
-                    .await;
-                return Outcome::Done;
-            }
-            Err(error) => return kommo_outcome(error),
+        let Some(lead) = self.kommo.lead(cx.client, lead_id).await? else {
+            ignored("the lead no longer exists in Kommo").record(&self.db).await;
+            return Ok(());
         };
+        let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead_id).await?)?;
         if lead.status_id == KOMMO_LOST {
-            return self.cancel_links(tenant, &lead).await;
+            return self.cancel_links(cx, &lead, &existing).await;
         }
         if lead.pipeline_id != trigger.pipeline_id || !trigger.stage_ids.contains(&lead.status_id) {
-            Activity::new(tenant, "ignored", "ignored")
-                .lead(lead_id)
-                .detail(format!("the lead is not in a trigger stage now (stage {})", lead.status_id))
-                .record(&self.db)
-                .await;
-            return Outcome::Done;
+            let detail = format!("the lead is not in a trigger stage now (stage {})", lead.status_id);
+            ignored(&detail).record(&self.db).await;
+            return Ok(());
         }
-        match self.paid(tenant, lead_id).await {
-            Ok(true) => {
-                Activity::new(tenant, "ignored", "ignored")
-                    .lead(lead_id)
-                    .detail("the lead is paid already")
-                    .record(&self.db)
-                    .await;
-                return Outcome::Done;
-            }
-            Ok(false) => {}
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        if existing.iter().any(|link| link.state == state::PAID) {
+            ignored("the lead is paid already").record(&self.db).await;
+            return Ok(());
         }
-        self.create_link(tenant, &lead).await
+        self.create_link(cx, &lead, &existing).await
     }
 
-    async fn paid(&self, tenant: &Tenant, lead_id: i64) -> Result<bool, StoreError> {
-        let mut tx = self.db.read().await?;
-        let paid = links::lead_is_paid(&mut tx, tenant.id, lead_id).await?;
-        tx.commit().await?;
-        Ok(paid)
+    /// A link for the lead's price, unless its open link asks for it already; an open link for
+    /// another amount is disabled first.
+    async fn create_link(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow]) -> Step {
+        let secret = cx.secret()?;
+        let Some(charge) = self.charge(cx, lead).await? else { return Ok(()) };
+        let replaced = match self.retire(cx, lead, existing, &charge.price, secret).await? {
+            Retired::Reuse(link) => return self.finish_link(cx, lead, link, None).await,
+            Retired::Replaced(replaced) => replaced,
+        };
+        let link = self.open_link(cx, lead, charge, secret).await?;
+        self.finish_link(cx, lead, &link, replaced.as_ref()).await
     }
 
-    async fn create_link(&self, tenant: &Tenant, lead: &Lead) -> Outcome {
-        let secret = match self.secret_key(tenant).await {
-            Ok(secret) => secret,
-            Err(outcome) => return outcome,
-        };
-        let (customer, mut missing) = match self.customer(tenant, lead).await {
-            Ok(found) => found,
-            Err(outcome) => return outcome,
-        };
-        let currency = match self.currency(tenant, lead).await {
-            Ok(found) => found,
-            Err(outcome) => return outcome,
-        };
+    /// Whom to charge how much; `None` when something is missing, after a note saying what.
+    async fn charge(&self, cx: &JobContext, lead: &Lead) -> Step<Option<Charge>> {
+        let (customer, mut missing) = self.customer(cx, lead).await?;
+        let currency = self.currency(cx, lead);
         // Checked after rounding: 0.004 USD is no price either, and Flutterwave would refuse it.
         let amount = match &currency {
-            Ok(currency) => money::round(currency, self.amount(tenant, lead)),
-            Err(_) => self.amount(tenant, lead),
+            Ok(currency) => money::round(currency, amount(cx, lead)),
+            Err(_) => amount(cx, lead),
         };
         if amount <= Decimal::ZERO {
             missing.push("the lead has no price (the amount is 0)".to_owned());
         }
         let currency = currency.map_err(|problem| missing.push(problem)).ok();
-        let (Some(customer), Some(currency), true) = (customer, currency, missing.is_empty()) else {
-            return self.missing_details(tenant, lead, &missing).await;
-        };
+        match (customer, currency, missing.is_empty()) {
+            (Some(customer), Some(currency), true) => {
+                Ok(Some(Charge { customer, price: Money::new(amount, currency) }))
+            }
+            _ => {
+                self.missing_details(cx, lead, &missing).await?;
+                Ok(None)
+            }
+        }
+    }
 
-        let existing = match self.links_of(tenant, lead.id).await {
-            Ok(existing) => existing,
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
+    /// Settles the lead's earlier links before a new one: an attempt whose answer was lost
+    /// becomes uncertain, an open link for the same price is reused, one for another price is
+    /// disabled and superseded.
+    async fn retire<'a>(
+        &self,
+        cx: &JobContext,
+        lead: &Lead,
+        existing: &'a [LinkRow],
+        price: &Money,
+        secret: &Secret,
+    ) -> Step<Retired<'a>> {
         let mut replaced = None;
-        for link in &existing {
+        for link in existing {
             match link.state.as_str() {
                 // An earlier attempt whose answer was lost: Flutterwave may have the link, so its
                 // reference is never posted again; a payment on it would still close the deal.
                 state::CREATING => {
-                    if let Err(error) = self.set_state(link.id, state::UNCERTAIN).await {
-                        return Outcome::Retry { error: error.to_string(), after: None };
-                    }
+                    write_tx!(self.db, tx => links::set_state(&mut tx, link.id, state::UNCERTAIN, now_ms()).await?)?;
                 }
                 state::OPEN if replaced.is_none() => {
-                    let same =
-                        link.currency == currency && link.amount.parse::<Decimal>().ok() == Some(amount);
-                    if same {
-                        return self.finish_link(tenant, lead, link, None).await;
+                    if link.price().as_ref() == Some(price) {
+                        return Ok(Retired::Reuse(link));
                     }
                     // A new amount: the old link must stop working before the new one exists.
-                    if let Some(url) = &link.link
-                        && let Err(error) = self.flutterwave.disable_link(&secret, url).await
-                    {
-                        return flutterwave_outcome(error);
+                    if let Some(url) = &link.link {
+                        self.flutterwave.disable_link(secret, url).await?;
                     }
-                    if let Err(error) = self.set_state(link.id, state::SUPERSEDED).await {
-                        return Outcome::Retry { error: error.to_string(), after: None };
-                    }
-                    Activity::new(tenant, "link_disabled", "ok")
+                    let disabled = Activity::new(cx, "link_disabled", "ok")
                         .lead(lead.id)
                         .tx_ref(&link.tx_ref)
                         .detail(format!(
-                            "replaced: the amount changed from {} {} to {} {currency}",
+                            "replaced: the amount changed from {} {} to {price}",
                             money::format_text(&link.currency, &link.amount),
                             link.currency,
-                            money::format(&currency, amount),
-                        ))
-                        .record(&self.db)
-                        .await;
+                        ));
+                    write_tx!(self.db, tx => {
+                        links::set_state(&mut tx, link.id, state::SUPERSEDED, now_ms()).await?;
+                        disabled.record_in(&mut tx).await?;
+                    })?;
                     replaced = Some(link.clone());
                 }
                 _ => {}
             }
         }
+        Ok(Retired::Replaced(replaced))
+    }
 
+    /// Creates the link at Flutterwave, its reference recorded first and its URL after.
+    async fn open_link(
+        &self,
+        cx: &JobContext,
+        lead: &Lead,
+        charge: Charge,
+        secret: &Secret,
+    ) -> Step<LinkRow> {
+        let Charge { customer, price } = charge;
         // The reference is new for every link and recorded before Flutterwave hears of it.
         let tx_ref = format!("pp-{}", uuid::Uuid::now_v7().simple());
         // The current span is the job's (steps have none of their own).
         tracing::Span::current().record("pipepay.tx_ref", tx_ref.as_str());
         let id = uuid::Uuid::now_v7();
-        let recorded = async {
-            let mut tx = self.db.write().await?;
-            links::insert_creating(
-                &mut tx,
-                id,
-                tenant.id,
-                lead.id,
-                lead.pipeline_id,
-                &tx_ref,
-                &money::format(&currency, amount),
-                &currency,
-                now_ms(),
-            )
-            .await?;
-            tx.commit().await
-        };
-        if let Err(error) = recorded.await {
-            return Outcome::Retry { error: error.to_string(), after: None };
-        }
-        let checkout = &tenant.settings.checkout;
+        write_tx!(self.db, tx => links::insert_creating(
+            &mut tx,
+            id,
+            cx.client,
+            lead.id,
+            lead.pipeline_id,
+            &tx_ref,
+            &price.amount_text(),
+            &price.currency,
+            now_ms(),
+        )
+        .await?)?;
+        let checkout = &cx.settings.checkout;
         let request = PaymentRequest {
             tx_ref: tx_ref.clone(),
-            amount,
-            currency: currency.clone(),
+            amount: price.amount,
+            currency: price.currency.clone(),
             redirect_url: checkout.redirect_url.clone(),
             customer,
-            title: checkout.title.clone().or_else(|| Some(tenant.settings.display_name.clone())),
+            title: checkout.title.clone().or_else(|| Some(cx.settings.display_name.clone())),
             logo: checkout.logo_url.clone(),
             description: Some(lead.name.clone()).filter(|n| !n.is_empty()),
-            meta: json!({ "client_account": tenant.id, "lead_id": lead.id }),
+            meta: json!({ "client_account": cx.client, "lead_id": lead.id }),
             payment_options: checkout.payment_options.clone(),
             session_duration_minutes: checkout.session_duration_minutes,
             max_retry_attempt: None,
         };
-        let link_url = match self.flutterwave.create_payment(&secret, &request).await {
+        let link_url = match self.flutterwave.create_payment(secret, &request).await {
             Ok(url) => url,
             Err(error) => {
                 // A refusal means nothing was created; anything else may have been.
                 let after = match &error {
-                    crate::flutterwave::client::FlutterwaveError::Rejected { .. }
-                    | crate::flutterwave::client::FlutterwaveError::Invalid(_)
-                    | crate::flutterwave::client::FlutterwaveError::Unauthorized => state::FAILED,
+                    FlutterwaveError::Rejected { .. }
+                    | FlutterwaveError::Invalid(_)
+                    | FlutterwaveError::Unauthorized => state::FAILED,
                     _ => state::UNCERTAIN,
                 };
-                if let Err(store_error) = self.set_state(id, after).await {
+                let marked = write_tx!(self.db, tx => links::set_state(&mut tx, id, after, now_ms()).await?);
+                if let Err(store_error) = marked {
                     tracing::warn!(%store_error, "could not mark a link attempt");
                 }
-                return flutterwave_outcome(error);
+                return Err(error.into());
             }
         };
-        let opened = async {
-            let mut tx = self.db.write().await?;
+        let created =
+            Activity::new(cx, "link_created", "ok").lead(lead.id).tx_ref(&tx_ref).detail(price.to_string());
+        let row = write_tx!(self.db, tx => {
             links::opened(&mut tx, id, &link_url, now_ms()).await?;
-            let row = links::by_tx_ref(&mut tx, tenant.id, &tx_ref).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(row)
-        };
-        let row = match opened.await {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                return Outcome::Retry { error: "the new link's record vanished".into(), after: None };
-            }
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
-        Activity::new(tenant, "link_created", "ok")
-            .lead(lead.id)
-            .tx_ref(&tx_ref)
-            .detail(format!("{} {currency}", money::format(&currency, amount)))
-            .record(&self.db)
-            .await;
-        self.finish_link(tenant, lead, &row, replaced.as_ref()).await
+            created.record_in(&mut tx).await?;
+            links::by_tx_ref(&mut tx, cx.client, &tx_ref).await?
+        })?;
+        row.ok_or_else(|| Stop::retry("the new link's record vanished"))
     }
 
     /// The once-only steps after a link exists: the note, then the lead's link field.
     async fn finish_link(
         &self,
-        tenant: &Tenant,
+        cx: &JobContext,
         lead: &Lead,
         link: &LinkRow,
         replaced: Option<&LinkRow>,
-    ) -> Outcome {
+    ) -> Step {
         tracing::Span::current().record("pipepay.tx_ref", link.tx_ref.as_str());
         let url = link.link.clone().unwrap_or_default();
         if link.note_posted_at.is_none() {
@@ -245,7 +221,7 @@ impl Pipeline {
             let lead_id = lead.id.to_string();
             let amount = money::format_text(&link.currency, &link.amount);
             let text = render(
-                tenant.settings.notes.get(kind),
+                cx.settings.notes.get(kind),
                 &[
                     ("link", &url),
                     ("amount", &amount),
@@ -255,55 +231,32 @@ impl Pipeline {
                     ("lead_id", &lead_id),
                 ],
             );
-            let earlier = match self.attempt(link, Step::Note, &text).await {
-                Ok(earlier) => earlier,
-                Err(outcome) => return outcome,
-            };
-            if let Err(outcome) = self.post_note(tenant, lead.id, &text, earlier).await {
-                return outcome;
-            }
-            if let Err(error) = self.mark(link, Step::Note).await {
-                return Outcome::Retry { error: error.to_string(), after: None };
-            }
-            Activity::new(tenant, "note_posted", "ok")
+            let posted = Activity::new(cx, "note_posted", "ok")
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
-                .detail("payment link note")
-                .record(&self.db)
-                .await;
+                .detail("payment link note");
+            self.link_note(link, LinkStep::Note, &text, posted, cx).await?;
         } else if replaced.is_none() {
-            Activity::new(tenant, "link_reused", "ok")
+            Activity::new(cx, "link_reused", "ok")
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
                 .detail("the lead's open link already asks for this amount")
                 .record(&self.db)
                 .await;
         }
-        if let Some(field) = tenant.settings.link_field_id
+        if let Some(field) = cx.settings.link_field_id
             && link.field_written_at.is_none()
         {
-            if let Err(error) = self.kommo.set_lead_field(tenant.id, lead.id, field, &url).await {
-                return kommo_outcome(error);
-            }
-            if let Err(error) = self.mark(link, Step::Field).await {
-                return Outcome::Retry { error: error.to_string(), after: None };
-            }
+            self.kommo.set_lead_field(cx.client, lead.id, field, &url).await?;
+            write_tx!(self.db, tx => links::mark(&mut tx, link.id, LinkStep::Field, now_ms()).await?)?;
         }
-        Outcome::Done
+        Ok(())
     }
 
     /// The first contact with an email, and what is missing.
-    async fn customer(
-        &self,
-        tenant: &Tenant,
-        lead: &Lead,
-    ) -> Result<(Option<Customer>, Vec<String>), Outcome> {
+    async fn customer(&self, cx: &JobContext, lead: &Lead) -> Step<(Option<Customer>, Vec<String>)> {
         for contact_id in &lead.contact_ids {
-            let contact = match self.kommo.contact(tenant.id, *contact_id).await {
-                Ok(Some(contact)) => contact,
-                Ok(None) => continue,
-                Err(error) => return Err(kommo_outcome(error)),
-            };
+            let Some(contact) = self.kommo.contact(cx.client, *contact_id).await? else { continue };
             if let Some(email) = contact.emails.first() {
                 let customer = Customer {
                     email: email.clone(),
@@ -321,23 +274,11 @@ impl Pipeline {
         Ok((None, vec![why.to_owned()]))
     }
 
-    /// The lead's price, plus tax unless the price includes it, rounded to the currency's units.
-    fn amount(&self, tenant: &Tenant, lead: &Lead) -> Decimal {
-        let tax = &tenant.settings.tax;
-        let mut amount = lead.price;
-        if let Some(rate) = tax.rate_percent
-            && !tax.included_in_price
-        {
-            amount += amount * rate / Decimal::ONE_HUNDRED;
-        }
-        amount
-    }
-
     /// The lead's currency field, else the settings, else the Kommo account's; `Err(problem)`
     /// when there is none, or when the lead's field names something Flutterwave does not take
     /// (falling back would charge "1500" in the wrong currency).
-    async fn currency(&self, tenant: &Tenant, lead: &Lead) -> Result<Result<String, String>, Outcome> {
-        let from_field = tenant
+    fn currency(&self, cx: &JobContext, lead: &Lead) -> Result<String, String> {
+        let from_field = cx
             .settings
             .currency_field_id
             .and_then(|field| lead.field(field))
@@ -345,140 +286,84 @@ impl Pipeline {
             .filter(|value| !value.is_empty());
         if let Some(value) = from_field {
             if CURRENCIES.contains(&value.as_str()) {
-                return Ok(Ok(value));
+                return Ok(value);
             }
             let shown: String = value.chars().take(20).collect();
-            return Ok(Err(format!(
+            return Err(format!(
                 "the lead's currency field says \"{shown}\", which is not a currency code pipepay takes (such as KES, NGN, USD)"
-            )));
+            ));
         }
-        if let Some(currency) = &tenant.settings.currency {
-            return Ok(Ok(currency.clone()));
+        if let Some(currency) = &cx.settings.currency {
+            return Ok(currency.clone());
         }
-        let connection = async {
-            let mut tx = self.db.read().await?;
-            let row = store::kommo::connection(&mut tx, tenant.id).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(row.and_then(|r| r.currency))
-        };
-        match connection.await {
-            Ok(currency) => Ok(currency
-                .map(|c| c.to_uppercase())
-                .filter(|c| CURRENCIES.contains(&c.as_str()))
-                .ok_or_else(|| "no currency: set one in pipepay or in the lead's currency field".to_owned())),
-            Err(error) => Err(Outcome::Retry { error: error.to_string(), after: None }),
-        }
+        cx.kommo_currency
+            .as_ref()
+            .map(|c| c.to_uppercase())
+            .filter(|c| CURRENCIES.contains(&c.as_str()))
+            .ok_or_else(|| "no currency: set one in pipepay or in the lead's currency field".to_owned())
     }
 
     /// One note saying what to fix, once per set of problems.
-    async fn missing_details(&self, tenant: &Tenant, lead: &Lead, missing: &[String]) -> Outcome {
+    async fn missing_details(&self, cx: &JobContext, lead: &Lead, missing: &[String]) -> Step {
         let key = format!("missing:{}:{}", lead.id, missing.join("|"));
         let text = render(
-            tenant.settings.notes.get(NoteKind::MissingDetails),
+            cx.settings.notes.get(NoteKind::MissingDetails),
             &[("missing", &missing.join("; ")), ("lead_id", &lead.id.to_string())],
         );
-        let outcome = self.notice_once(tenant, lead.id, &key, &text).await;
-        Activity::new(tenant, "ignored", "failed")
+        let noticed = self.notice_once(cx, lead.id, &key, &text).await;
+        Activity::new(cx, "ignored", "failed")
             .lead(lead.id)
             .detail(format!("no link: {}", missing.join("; ")))
             .record(&self.db)
             .await;
-        outcome
-    }
-
-    /// Posts a note keyed by `key` at most once, even across crashes and repeats.
-    pub(super) async fn notice_once(&self, tenant: &Tenant, lead_id: i64, key: &str, text: &str) -> Outcome {
-        // Claimed before sending: a claim still pending on a later attempt may have been sent.
-        let claim = async {
-            let mut tx = self.db.write().await?;
-            let fresh = links::claim_notice(&mut tx, tenant.id, key).await?;
-            let pending = fresh || links::notice_pending(&mut tx, tenant.id, key).await?;
-            let earlier = if pending {
-                links::notice_attempt(&mut tx, tenant.id, key, text, now_ms()).await?
-            } else {
-                None
-            };
-            tx.commit().await?;
-            Ok::<_, StoreError>((pending, earlier))
-        };
-        let earlier = match claim.await {
-            Ok((true, earlier)) => earlier,
-            Ok((false, _)) => return Outcome::Done,
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
-        if let Err(outcome) = self.post_note(tenant, lead_id, text, earlier).await {
-            return outcome;
-        }
-        let posted = async {
-            let mut tx = self.db.write().await?;
-            links::notice_posted(&mut tx, tenant.id, key, now_ms()).await?;
-            tx.commit().await
-        };
-        if let Err(error) = posted.await {
-            return Outcome::Retry { error: error.to_string(), after: None };
-        }
-        Activity::new(tenant, "note_posted", "ok")
-            .lead(lead_id)
-            .detail(key.split(':').next().unwrap_or(key).to_owned())
-            .record(&self.db)
-            .await;
-        Outcome::Done
+        noticed
     }
 
     /// A lost lead: its open links stop working.
-    async fn cancel_links(&self, tenant: &Tenant, lead: &Lead) -> Outcome {
-        let existing = match self.links_of(tenant, lead.id).await {
-            Ok(existing) => existing,
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
+    async fn cancel_links(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow]) -> Step {
         let open: Vec<&LinkRow> = existing.iter().filter(|l| l.state == state::OPEN).collect();
         if open.is_empty() {
-            Activity::new(tenant, "ignored", "ignored")
+            Activity::new(cx, "ignored", "ignored")
                 .lead(lead.id)
                 .detail("the lead was lost; it had no open link")
                 .record(&self.db)
                 .await;
-            return Outcome::Done;
+            return Ok(());
         }
-        let secret = match self.secret_key(tenant).await {
-            Ok(secret) => secret,
-            Err(outcome) => return outcome,
-        };
+        let secret = cx.secret()?;
         for link in open {
-            if let Some(url) = &link.link
-                && let Err(error) = self.flutterwave.disable_link(&secret, url).await
-            {
-                return flutterwave_outcome(error);
+            if let Some(url) = &link.link {
+                self.flutterwave.disable_link(secret, url).await?;
             }
-            if let Err(error) = self.set_state(link.id, state::CANCELLED).await {
-                return Outcome::Retry { error: error.to_string(), after: None };
-            }
-            Activity::new(tenant, "link_disabled", "ok")
+            let disabled = Activity::new(cx, "link_disabled", "ok")
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
-                .detail("the lead was lost")
-                .record(&self.db)
-                .await;
+                .detail("the lead was lost");
+            write_tx!(self.db, tx => {
+                links::set_state(&mut tx, link.id, state::CANCELLED, now_ms()).await?;
+                disabled.record_in(&mut tx).await?;
+            })?;
         }
-        Outcome::Done
+        Ok(())
     }
+}
 
-    async fn links_of(&self, tenant: &Tenant, lead_id: i64) -> Result<Vec<LinkRow>, StoreError> {
-        let mut tx = self.db.read().await?;
-        let rows = links::for_lead(&mut tx, tenant.id, lead_id).await?;
-        tx.commit().await?;
-        Ok(rows)
-    }
+/// What became of the lead's earlier links.
+enum Retired<'a> {
+    /// Its open link asks for this price already.
+    Reuse(&'a LinkRow),
+    /// Go on with a new link; this open one was superseded for it.
+    Replaced(Option<LinkRow>),
+}
 
-    pub(super) async fn set_state(&self, link: uuid::Uuid, to: &str) -> Result<(), StoreError> {
-        let mut tx = self.db.write().await?;
-        links::set_state(&mut tx, link, to, now_ms()).await?;
-        tx.commit().await
+/// The lead's price, plus tax unless the price includes it.
+fn amount(cx: &JobContext, lead: &Lead) -> Decimal {
+    let tax = &cx.settings.tax;
+    let mut amount = lead.price;
+    if let Some(rate) = tax.rate_percent
+        && !tax.included_in_price
+    {
+        amount += amount * rate / Decimal::ONE_HUNDRED;
     }
-
-    pub(super) async fn mark(&self, link: &LinkRow, step: Step) -> Result<(), StoreError> {
-        let mut tx = self.db.write().await?;
-        links::mark(&mut tx, link.id, step, now_ms()).await?;
-        tx.commit().await
-    }
+    amount
 }

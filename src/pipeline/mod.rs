@@ -6,23 +6,29 @@
 //! closing before the payment note), and every external write is either idempotent (moving a
 //! lead to won twice is harmless) or guarded by a record (a note already marked posted is not
 //! posted again). A job can therefore be run again after a crash at any point.
+//!
+//! Steps return [`Step`] and use `?`: a failure becomes the job's outcome with its causes.
 
 mod activity;
 mod lead;
 mod notes;
 mod payment;
 pub mod reconcile;
+mod step;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::activity::Activity;
-use crate::flutterwave::client::{Flutterwave, FlutterwaveError};
+pub use self::step::chain;
+pub(crate) use self::step::{Step, Stop, Waiting};
+use crate::flutterwave::client::Flutterwave;
 use crate::ids::{AgencyId, ClientId};
-use crate::kommo::{Kommo, KommoError};
-use crate::queue::{Outcome, Queue, worker::Handler};
+use crate::kommo::Kommo;
+use crate::queue::job::JobError;
+use crate::queue::{Job, Outcome, Queue, worker::Handler};
 use crate::store::jobs::JobRow;
-use crate::store::{self, Db, StoreError};
+use crate::store::{self, Db};
 use crate::telemetry::metrics::{kv, metrics};
 use crate::tenants::flutterwave_keys::SECRET_KEY;
 use crate::tenants::secrets;
@@ -30,11 +36,34 @@ use crate::tenants::settings::ClientSettings;
 use crate::vault::{Secret, Vault};
 use tracing::Instrument;
 
-pub mod kinds {
-    pub const LEAD: &str = "lead";
-    pub const PAYMENT: &str = "payment";
-    pub const RECONCILE: &str = "reconcile";
+/// Runs `$body` in one write transaction on `$db`, committed if the body gets through (`?` in
+/// it rolls back); a step's writes that belong together go through one of these.
+macro_rules! write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        async {
+            let mut $tx = $db.write().await?;
+            let value = $body;
+            $tx.commit().await?;
+            Ok::<_, $crate::store::StoreError>(value)
+        }
+        .await
+    };
 }
+
+/// [`write_tx!`] for reads: one consistent snapshot.
+macro_rules! read_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        async {
+            let mut $tx = $db.read().await?;
+            let value = $body;
+            $tx.commit().await?;
+            Ok::<_, $crate::store::StoreError>(value)
+        }
+        .await
+    };
+}
+
+pub(crate) use {read_tx, write_tx};
 
 pub struct Pipeline {
     pub db: Db,
@@ -48,79 +77,30 @@ pub struct Pipeline {
     pub unknown_transaction_window: Duration,
 }
 
-/// A retry the step expected, which the timeline does not hear of each time: the step writes
-/// one entry when it stops waiting.
-pub(crate) struct Waiting {
-    pub reason: String,
-    pub after: Duration,
-}
-
-/// A job's client account, as the steps need it.
-pub(crate) struct Tenant {
-    pub id: ClientId,
+/// What one attempt at a job knows of its client account, read once when the attempt starts.
+pub(crate) struct JobContext {
+    pub client: ClientId,
     pub agency: AgencyId,
     /// For traces only: the steps go through the Kommo client, which reads the connection.
     pub kommo_account: Option<i64>,
+    /// The Kommo account's currency: the last place a lead's currency is looked for.
+    pub kommo_currency: Option<String>,
     pub settings: ClientSettings,
     pub job: uuid::Uuid,
+    secret: Option<Secret>,
+}
+
+impl JobContext {
+    /// The client account's Flutterwave secret key, or the pause that waits for one.
+    pub fn secret(&self) -> Step<&Secret> {
+        self.secret.as_ref().ok_or_else(|| Stop::pause("the Flutterwave keys are not set"))
+    }
 }
 
 impl Handler for Pipeline {
     async fn handle(&self, job: &JobRow) -> Outcome {
-        let started = std::time::Instant::now();
-        let payload: serde_json::Value = match serde_json::from_str(&job.payload) {
-            Ok(payload) => payload,
-            Err(error) => {
-                return Outcome::Dead { error: format!("the job's payload does not parse: {error}") };
-            }
-        };
-        let tenant = match self.tenant(job).await {
-            Ok(Some(tenant)) => tenant,
-            Ok(None) => return Outcome::Dead { error: "the client account no longer exists".into() },
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
-        // One span per attempt, in the trace of the webhook that caused the job. It names the
-        // tenant and agency at creation, so every span inside it is routed to that agency.
-        let span = tracing::info_span!(
-            "job",
-            otel.name = %format!("job {}", job.kind),
-            otel.status_code = tracing::field::Empty,
-            pipepay.client_id = %tenant.id,
-            pipepay.agency_id = %tenant.agency,
-            pipepay.job.kind = %job.kind,
-            pipepay.job.attempt = job.attempts,
-            pipepay.lead_id = payload["lead_id"].as_i64(),
-            pipepay.tx_ref = payload["tx_ref"].as_str(),
-            pipepay.kommo.account_id = tenant.kommo_account,
-            pipepay.outcome = tracing::field::Empty,
-        );
-        crate::telemetry::context::adopt(&span, job.trace.as_deref());
-        let outcome = async {
-            let outcome = match job.kind.as_str() {
-                kinds::LEAD => self.lead(&tenant, &payload).await,
-                kinds::PAYMENT => match self.payment(&tenant, job, &payload).await {
-                    Ok(outcome) => outcome,
-                    Err(Waiting { reason, after }) => {
-                        return Outcome::Retry { error: reason, after: Some(after) };
-                    }
-                },
-                kinds::RECONCILE => self.reconcile(&tenant).await,
-                other => Outcome::Dead { error: format!("unknown job kind {other:?}") },
-            };
-            self.record_outcome(&tenant, job, &outcome).await;
-            outcome
-        }
-        .instrument(span.clone())
-        .await;
-        let label = outcome_label(&outcome);
-        span.record("pipepay.outcome", label);
-        if !matches!(outcome, Outcome::Done) {
-            span.record("otel.status_code", "ERROR");
-        }
-        let kind = job.kind.clone();
-        metrics()
-            .job_duration
-            .record(started.elapsed().as_secs_f64(), &[kv("kind", kind), kv("outcome", label)]);
+        let (outcome, transactions) = store::counting(self.run(job)).await;
+        tracing::debug!(job = %job.id, kind = %job.kind, transactions, "job attempt's transactions");
         outcome
     }
 }
@@ -135,34 +115,96 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
 }
 
 impl Pipeline {
-    async fn tenant(&self, job: &JobRow) -> Result<Option<Tenant>, StoreError> {
-        let mut tx = self.db.read().await?;
-        let row = store::clients::by_id(&mut tx, job.client_id).await?;
-        let kommo_account = store::kommo::connection(&mut tx, job.client_id).await?.map(|c| c.account_id);
-        tx.commit().await?;
-        Ok(row.and_then(|row| {
-            let settings = serde_json::from_str(&row.settings).ok()?;
-            Some(Tenant { id: row.id, agency: row.agency_id, kommo_account, settings, job: job.id })
+    async fn run(&self, row: &JobRow) -> Outcome {
+        let started = std::time::Instant::now();
+        // An unknown kind is a dead end the timeline hears of; a payload that does not parse is
+        // not even tied to a client account's settings.
+        let job = match Job::parse(&row.kind, &row.payload) {
+            Ok(job) => Ok(job),
+            Err(error @ JobError::Payload(_)) => return Outcome::Dead { error: error.to_string() },
+            Err(error @ JobError::UnknownKind(_)) => Err(error.to_string()),
+        };
+        let cx = match self.context(row).await {
+            Ok(Some(cx)) => cx,
+            Ok(None) => return Outcome::Dead { error: "the client account no longer exists".into() },
+            Err(error) => return Outcome::Retry { error: chain(&error), after: None },
+        };
+        let (lead_id, tx_ref) = match &job {
+            Ok(job) => (job.lead_id(), job.tx_ref()),
+            Err(_) => (None, None),
+        };
+        // One span per attempt, in the trace of the webhook that caused the job. It names the
+        // tenant and agency at creation, so every span inside it is routed to that agency.
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format!("job {}", row.kind),
+            otel.status_code = tracing::field::Empty,
+            pipepay.client_id = %cx.client,
+            pipepay.agency_id = %cx.agency,
+            pipepay.job.kind = %row.kind,
+            pipepay.job.attempt = row.attempts,
+            pipepay.lead_id = lead_id,
+            pipepay.tx_ref = tx_ref,
+            pipepay.kommo.account_id = cx.kommo_account,
+            pipepay.outcome = tracing::field::Empty,
+        );
+        crate::telemetry::context::adopt(&span, row.trace.as_deref());
+        let outcome = async {
+            let ran = match &job {
+                Ok(Job::Lead(lead)) => self.lead(&cx, lead.lead_id).await,
+                Ok(Job::Payment(payment)) => self.payment(&cx, row, payment).await,
+                Ok(Job::Reconcile) => self.reconcile(&cx).await,
+                Err(unknown) => Err(Stop::dead(unknown.clone())),
+            };
+            let outcome = match ran {
+                Ok(()) => Outcome::Done,
+                Err(Stop::End(outcome)) => outcome,
+                Err(Stop::Wait(Waiting { reason, after })) => {
+                    return Outcome::Retry { error: reason, after: Some(after) };
+                }
+            };
+            self.record_outcome(&cx, row, &outcome).await;
+            outcome
+        }
+        .instrument(span.clone())
+        .await;
+        let label = outcome_label(&outcome);
+        span.record("pipepay.outcome", label);
+        if !matches!(outcome, Outcome::Done) {
+            span.record("otel.status_code", "ERROR");
+        }
+        let kind = row.kind.clone();
+        metrics()
+            .job_duration
+            .record(started.elapsed().as_secs_f64(), &[kv("kind", kind), kv("outcome", label)]);
+        outcome
+    }
+
+    /// The attempt's client account, its Kommo connection and its Flutterwave key, in one read.
+    async fn context(&self, job: &JobRow) -> Result<Option<JobContext>, crate::error::Error> {
+        let read = read_tx!(self.db, tx => match store::clients::by_id(&mut tx, job.client_id).await? {
+            Some(row) => {
+                let connection = store::kommo::connection(&mut tx, job.client_id).await?;
+                let secret = secrets::open(&mut tx, &self.vault, job.client_id, SECRET_KEY).await;
+                Some((row, connection, secret))
+            }
+            None => None,
+        })?;
+        let Some((row, connection, secret)) = read else { return Ok(None) };
+        let Ok(settings) = serde_json::from_str(&row.settings) else { return Ok(None) };
+        Ok(Some(JobContext {
+            client: row.id,
+            agency: row.agency_id,
+            kommo_account: connection.as_ref().map(|c| c.account_id),
+            kommo_currency: connection.and_then(|c| c.currency),
+            settings,
+            job: job.id,
+            secret: secret?,
         }))
     }
 
-    /// The client account's Flutterwave secret key, or the pause that waits for one.
-    async fn secret_key(&self, tenant: &Tenant) -> Result<Secret, Outcome> {
-        let opened = async {
-            let mut tx = self.db.read().await?;
-            let key = secrets::open(&mut tx, &self.vault, tenant.id, SECRET_KEY).await?;
-            tx.commit().await?;
-            Ok::<_, crate::error::Error>(key)
-        };
-        match opened.await {
-            Ok(Some(key)) => Ok(key),
-            Ok(None) => Err(Outcome::Pause { reason: "the Flutterwave keys are not set".into() }),
-            Err(error) => Err(Outcome::Retry { error: error.to_string(), after: None }),
-        }
-    }
-
     /// Failures and dead ends go on the timeline; successes are recorded by the steps.
-    async fn record_outcome(&self, tenant: &Tenant, job: &JobRow, outcome: &Outcome) {
+    async fn record_outcome(&self, cx: &JobContext, job: &JobRow, outcome: &Outcome) {
         let (kind, detail) = match outcome {
             Outcome::Done => return,
             Outcome::Retry { error, .. } if job.attempts >= job.max_attempts => {
@@ -174,48 +216,6 @@ impl Pipeline {
             Outcome::Pause { reason } => ("paused", format!("waiting for a person: {reason}")),
             Outcome::Dead { error } => ("dead", error.clone()),
         };
-        Activity::new(tenant, kind, "failed").detail(detail).record(&self.db).await;
-    }
-}
-
-/// What a Kommo failure means for the job.
-pub(crate) fn kommo_outcome(error: KommoError) -> Outcome {
-    match error {
-        KommoError::NotConnected => Outcome::Pause { reason: "Kommo is not connected".into() },
-        KommoError::Revoked => Outcome::Pause { reason: "Kommo access was revoked (uninstalled)".into() },
-        KommoError::NeedsReauth(why) => Outcome::Pause { reason: why },
-        KommoError::PaymentRequired => {
-            Outcome::Pause { reason: "the Kommo account's subscription has ended".into() }
-        }
-        KommoError::Config(why) => Outcome::Pause { reason: why },
-        KommoError::RateLimited { retry_after } => {
-            Outcome::Retry { error: "Kommo asked to slow down".into(), after: Some(retry_after) }
-        }
-        // An IP block lifts by itself after a while; hammering it would extend it.
-        KommoError::Blocked(why) => Outcome::Retry {
-            error: format!("Kommo refuses requests: {why}"),
-            after: Some(Duration::from_secs(600)),
-        },
-        KommoError::Rejected { status, detail } => {
-            Outcome::Dead { error: format!("Kommo refused ({status}): {detail}") }
-        }
-        other => Outcome::Retry { error: other.to_string(), after: None },
-    }
-}
-
-/// What a Flutterwave failure means for the job.
-pub(crate) fn flutterwave_outcome(error: FlutterwaveError) -> Outcome {
-    match error {
-        FlutterwaveError::Unauthorized => {
-            Outcome::Pause { reason: "Flutterwave refused the secret key; paste the current keys".into() }
-        }
-        FlutterwaveError::RateLimited { retry_after } => {
-            Outcome::Retry { error: "Flutterwave asked to slow down".into(), after: Some(retry_after) }
-        }
-        FlutterwaveError::Rejected { status, message } => {
-            Outcome::Dead { error: format!("Flutterwave refused ({status}): {message}") }
-        }
-        FlutterwaveError::Invalid(why) => Outcome::Dead { error: format!("not sent to Flutterwave: {why}") },
-        other => Outcome::Retry { error: other.to_string(), after: None },
+        Activity::new(cx, kind, "failed").detail(detail).record(&self.db).await;
     }
 }

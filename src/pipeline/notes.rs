@@ -2,10 +2,10 @@
 //! sending was cut short (its answer lost, or pipepay stopped before recording it) is looked
 //! for on the lead before it is sent again.
 
-use super::{Outcome, Pipeline, Tenant, kommo_outcome};
+use super::{Activity, JobContext, Pipeline, Step, write_tx};
 use crate::clock::now_ms;
-use crate::store::StoreError;
-use crate::store::links::{self, Attempt, LinkRow, Step};
+use crate::store::links::{self, Attempt, LinkRow, Step as LinkStep};
+use crate::store::notices;
 
 /// How far Kommo's clock may be behind ours when a note it took is dated.
 const CLOCK_SKEW_SECS: i64 = 120;
@@ -16,43 +16,65 @@ impl Pipeline {
     /// before, say a plain "Paid, thanks!" of an earlier payment, does not count).
     pub(super) async fn post_note(
         &self,
-        tenant: &Tenant,
+        cx: &JobContext,
         lead_id: i64,
         text: &str,
         earlier: Option<Attempt>,
-    ) -> Result<(), Outcome> {
+    ) -> Step {
         let text = earlier.as_ref().map_or(text, |a| a.text.as_str());
         if let Some(attempt) = &earlier {
             let since = attempt.at / 1000 - CLOCK_SKEW_SECS;
-            match self.kommo.lead_has_note(tenant.id, lead_id, text, since).await {
-                Ok(true) => {
-                    tracing::info!(
-                        lead_id,
-                        "the earlier attempt's note is on the lead; not sending it again"
-                    );
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(error) => return Err(kommo_outcome(error)),
+            if self.kommo.lead_has_note(cx.client, lead_id, text, since).await? {
+                tracing::info!(lead_id, "the earlier attempt's note is on the lead; not sending it again");
+                return Ok(());
             }
         }
-        self.kommo.add_note(tenant.id, lead_id, text).await.map_err(kommo_outcome)
+        Ok(self.kommo.add_note(cx.client, lead_id, text).await?)
     }
 
-    /// Records that a link's note (`Step::Note` or `Step::PaidNote`) is being sent as `text`;
-    /// the earlier attempt, if one was made.
-    pub(super) async fn attempt(
+    /// A link's note (`Note` or `PaidNote`), once: the attempt recorded, the note sent, then
+    /// marked posted together with its timeline entry.
+    pub(super) async fn link_note(
         &self,
         link: &LinkRow,
-        step: Step,
+        step: LinkStep,
         text: &str,
-    ) -> Result<Option<Attempt>, Outcome> {
-        let recorded = async {
-            let mut tx = self.db.write().await?;
-            let earlier = links::attempt(&mut tx, link.id, step, text, now_ms()).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(earlier)
-        };
-        recorded.await.map_err(|error| Outcome::Retry { error: error.to_string(), after: None })
+        posted: Activity,
+        cx: &JobContext,
+    ) -> Step {
+        let earlier =
+            write_tx!(self.db, tx => links::attempt(&mut tx, link.id, step, text, now_ms()).await?)?;
+        self.post_note(cx, link.lead_id, text, earlier).await?;
+        write_tx!(self.db, tx => {
+            links::mark(&mut tx, link.id, step, now_ms()).await?;
+            posted.record_in(&mut tx).await?;
+        })?;
+        Ok(())
+    }
+
+    /// Posts a note keyed by `key` at most once, even across crashes and repeats.
+    pub(super) async fn notice_once(&self, cx: &JobContext, lead_id: i64, key: &str, text: &str) -> Step {
+        // Claimed before sending: a claim still pending on a later attempt may have been sent.
+        let (pending, earlier) = write_tx!(self.db, tx => {
+            let fresh = notices::claim(&mut tx, cx.client, key).await?;
+            let pending = fresh || notices::pending(&mut tx, cx.client, key).await?;
+            let earlier = if pending {
+                notices::attempt(&mut tx, cx.client, key, text, now_ms()).await?
+            } else {
+                None
+            };
+            (pending, earlier)
+        })?;
+        if !pending {
+            return Ok(());
+        }
+        self.post_note(cx, lead_id, text, earlier).await?;
+        let posted =
+            Activity::new(cx, "note_posted", "ok").lead(lead_id).detail(key.split(':').next().unwrap_or(key));
+        write_tx!(self.db, tx => {
+            notices::posted(&mut tx, cx.client, key, now_ms()).await?;
+            posted.record_in(&mut tx).await?;
+        })?;
+        Ok(())
     }
 }

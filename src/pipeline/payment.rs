@@ -2,150 +2,112 @@
 //! id with the client account's own key; only a successful payment in the link's currency of at
 //! least its amount closes the deal, and only once.
 
-use rust_decimal::Decimal;
-use serde_json::Value;
-
-use std::time::Duration;
-
-use super::{Activity, Pipeline, Tenant, Waiting, flutterwave_outcome, kommo_outcome};
+use super::{Activity, JobContext, Pipeline, Step, Stop, Waiting, read_tx, write_tx};
 use crate::clock::now_ms;
 use crate::flutterwave::model::Transaction;
 use crate::money;
-use crate::queue::Outcome;
-use crate::store::StoreError;
+use crate::queue::job::PaymentJob;
 use crate::store::jobs::JobRow;
-use crate::store::links::{self, LinkRow, Step, state};
+use crate::store::links::{self, LinkRow, Step as LinkStep, state};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::KOMMO_WON;
 
+use std::time::Duration;
+
 impl Pipeline {
-    pub(super) async fn payment(
-        &self,
-        tenant: &Tenant,
-        job: &JobRow,
-        payload: &Value,
-    ) -> Result<Outcome, Waiting> {
-        let Some(tx_ref) = payload["tx_ref"].as_str() else {
-            return Ok(Outcome::Dead { error: "the payment names no tx_ref".into() });
+    pub(super) async fn payment(&self, cx: &JobContext, job: &JobRow, payment: &PaymentJob) -> Step {
+        let tx_ref = payment.tx_ref.as_str();
+        let Some(link) = self.link(cx, tx_ref).await? else {
+            Activity::new(cx, "ignored", "ignored")
+                .tx_ref(tx_ref)
+                .detail("not a payment link pipepay issued for this client account")
+                .record(&self.db)
+                .await;
+            return Ok(());
         };
-        let link = match self.link(tenant, tx_ref).await {
-            Ok(Some(link)) => link,
-            Ok(None) => {
-                Activity::new(tenant, "ignored", "ignored")
-                    .tx_ref(tx_ref)
-                    .detail("not a payment link pipepay issued for this client account")
-                    .record(&self.db)
-                    .await;
-                return Ok(Outcome::Done);
-            }
-            Err(error) => return Ok(Outcome::Retry { error: error.to_string(), after: None }),
-        };
-        let secret = match self.secret_key(tenant).await {
-            Ok(secret) => secret,
-            Err(outcome) => return Ok(outcome),
-        };
+        let secret = cx.secret()?;
         // By id when the event has Flutterwave's numeric id; v4 events carry a charge id the v3
         // verify does not know, so those are verified by reference.
-        let id = payload["transaction_id"].as_i64();
+        let id = payment.transaction_id;
         let verified = match id {
-            Some(id) => self.flutterwave.verify(&secret, id).await,
-            None => self.flutterwave.verify_by_reference(&secret, tx_ref).await,
+            Some(id) => self.flutterwave.verify(secret, id).await?,
+            None => self.flutterwave.verify_by_reference(secret, tx_ref).await?,
         };
-        let transaction = match verified {
-            Ok(Some(transaction)) => transaction,
-            Ok(None) => {
-                let what = id
-                    .map_or_else(|| format!("a transaction for {tx_ref}"), |id| format!("transaction {id}"));
-                return self.unknown(tenant, job, &link, &what).await;
-            }
-            Err(error) => return Ok(flutterwave_outcome(error)),
+        let Some(transaction) = verified else {
+            let what =
+                id.map_or_else(|| format!("a transaction for {tx_ref}"), |id| format!("transaction {id}"));
+            return self.unknown(cx, job, &link, &what).await;
         };
-        Ok(self.settle(tenant, &link, &transaction).await)
+        self.settle(cx, &link, &transaction).await
     }
 
     /// Flutterwave does not know the transaction a signed webhook named. Its verify endpoint can
     /// lag the webhook, so it is asked again, quietly, at growing intervals; once the window
     /// since the webhook has passed (or the attempts are spent) the job ends with one entry.
     /// Nothing is closed; reconciliation still watches the link for a real payment.
-    async fn unknown(
-        &self,
-        tenant: &Tenant,
-        job: &JobRow,
-        link: &LinkRow,
-        what: &str,
-    ) -> Result<Outcome, Waiting> {
+    async fn unknown(&self, cx: &JobContext, job: &JobRow, link: &LinkRow, what: &str) -> Step {
         let window = self.unknown_transaction_window;
-        match next_look(job, now_ms(), window) {
-            Some(after) => Err(Waiting { reason: format!("Flutterwave does not know {what} (yet)"), after }),
-            None => {
-                Activity::new(tenant, "payment_unknown", "failed")
-                    .lead(link.lead_id)
-                    .tx_ref(&link.tx_ref)
-                    .detail(format!(
-                        "Flutterwave does not know {what}: not closed (looked for it for {}s after the webhook)",
-                        window.as_secs()
-                    ))
-                    .record(&self.db)
-                    .await;
-                Ok(Outcome::Done)
-            }
+        if let Some(after) = next_look(job, now_ms(), window) {
+            return Err(Stop::Wait(Waiting {
+                reason: format!("Flutterwave does not know {what} (yet)"),
+                after,
+            }));
         }
+        Activity::new(cx, "payment_unknown", "failed")
+            .lead(link.lead_id)
+            .tx_ref(&link.tx_ref)
+            .detail(format!(
+                "Flutterwave does not know {what}: not closed (looked for it for {}s after the webhook)",
+                window.as_secs()
+            ))
+            .record(&self.db)
+            .await;
+        Ok(())
     }
 
-    async fn link(&self, tenant: &Tenant, tx_ref: &str) -> Result<Option<LinkRow>, StoreError> {
-        let mut tx = self.db.read().await?;
-        let link = links::by_tx_ref(&mut tx, tenant.id, tx_ref).await?;
-        tx.commit().await?;
-        Ok(link)
+    async fn link(&self, cx: &JobContext, tx_ref: &str) -> Step<Option<LinkRow>> {
+        Ok(read_tx!(self.db, tx => links::by_tx_ref(&mut tx, cx.client, tx_ref).await?)?)
     }
 
     /// Acts on a verified transaction of one of the client's links.
-    pub(super) async fn settle(&self, tenant: &Tenant, link: &LinkRow, transaction: &Transaction) -> Outcome {
+    pub(super) async fn settle(&self, cx: &JobContext, link: &LinkRow, transaction: &Transaction) -> Step {
+        let ignored = |detail: String| {
+            Activity::new(cx, "ignored", "ignored").lead(link.lead_id).tx_ref(&link.tx_ref).detail(detail)
+        };
         if transaction.tx_ref != link.tx_ref {
-            Activity::new(tenant, "ignored", "ignored")
-                .lead(link.lead_id)
-                .tx_ref(&link.tx_ref)
-                .detail(format!("Flutterwave's transaction {} belongs to another reference", transaction.id))
-                .record(&self.db)
-                .await;
-            return Outcome::Done;
+            let detail = format!("Flutterwave's transaction {} belongs to another reference", transaction.id);
+            ignored(detail).record(&self.db).await;
+            return Ok(());
         }
         match transaction.status.as_str() {
-            _ if transaction.is_successful() => self.close(tenant, link, transaction).await,
-            "failed" => self.failed_attempt(tenant, link, transaction).await,
-            "pending" => {
-                Outcome::Retry { error: "the payment is still pending at Flutterwave".into(), after: None }
-            }
+            _ if transaction.is_successful() => self.close(cx, link, transaction).await,
+            "failed" => self.failed_attempt(cx, link, transaction).await,
+            "pending" => Err(Stop::retry("the payment is still pending at Flutterwave")),
             other => {
-                Activity::new(tenant, "ignored", "ignored")
-                    .lead(link.lead_id)
-                    .tx_ref(&link.tx_ref)
-                    .detail(format!("transaction {} is {other}", transaction.id))
-                    .record(&self.db)
-                    .await;
-                Outcome::Done
+                ignored(format!("transaction {} is {other}", transaction.id)).record(&self.db).await;
+                Ok(())
             }
         }
     }
 
-    async fn close(&self, tenant: &Tenant, link: &LinkRow, transaction: &Transaction) -> Outcome {
+    async fn close(&self, cx: &JobContext, link: &LinkRow, transaction: &Transaction) -> Step {
         if link.state == state::PAID {
             if link.transaction_id == Some(transaction.id) {
                 // A repeat of the payment that closed it: only the note may still be owed.
-                return self.paid_note(tenant, link, transaction, false).await;
+                return self.paid_note(cx, link, transaction, false).await;
             }
-            Activity::new(tenant, "ignored", "ignored")
+            Activity::new(cx, "ignored", "ignored")
                 .lead(link.lead_id)
                 .tx_ref(&link.tx_ref)
                 .detail(format!("another successful payment ({}) for a link paid already", transaction.id))
                 .record(&self.db)
                 .await;
-            return Outcome::Done;
+            return Ok(());
         }
-        let expected: Option<Decimal> = link.amount.parse().ok();
+        let expected = link.price();
         let problem = if transaction.currency != link.currency {
             Some(format!("paid in {} but the link asks for {}", transaction.currency, link.currency))
-        } else if expected.is_none_or(|expected| transaction.amount < expected) {
+        } else if expected.is_none_or(|expected| transaction.amount < expected.amount) {
             Some(format!(
                 "paid {} {} but the link asks for {} {}",
                 money::format(&transaction.currency, transaction.amount),
@@ -157,18 +119,16 @@ impl Pipeline {
             None
         };
         if let Some(reason) = problem {
-            Activity::new(tenant, "payment_rejected", "failed")
+            Activity::new(cx, "payment_rejected", "failed")
                 .lead(link.lead_id)
                 .tx_ref(&link.tx_ref)
                 .detail(format!("not closed: {reason}"))
                 .record(&self.db)
                 .await;
-            let text = problem_note(tenant, link, transaction, &reason);
-            return self
-                .notice_once(tenant, link.lead_id, &format!("problem:{}", transaction.id), &text)
-                .await;
+            let text = problem_note(cx, link, transaction, &reason);
+            return self.notice_once(cx, link.lead_id, &format!("problem:{}", transaction.id), &text).await;
         }
-        Activity::new(tenant, "payment_verified", "ok")
+        Activity::new(cx, "payment_verified", "ok")
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail(format!(
@@ -183,16 +143,17 @@ impl Pipeline {
         // The deal is won in the pipeline its link was made in. A chosen won stage belongs to the
         // trigger pipeline; if the settings have moved to another pipeline since, Kommo's own
         // "closed - won" (the same id in every pipeline) is the won stage that exists there.
-        let won = match &tenant.settings.trigger {
+        let won = match &cx.settings.trigger {
             Some(trigger) if trigger.pipeline_id != link.pipeline_id => KOMMO_WON,
-            _ => tenant.settings.won_stage(),
+            _ => cx.settings.won_stage(),
         };
         // Moving to won twice is harmless, so the move comes first and the record after.
-        if let Err(error) = self.kommo.move_lead(tenant.id, link.lead_id, link.pipeline_id, won).await {
-            return kommo_outcome(error);
-        }
-        let recorded = async {
-            let mut tx = self.db.write().await?;
+        self.kommo.move_lead(cx.client, link.lead_id, link.pipeline_id, won).await?;
+        let closed = Activity::new(cx, "deal_closed", "ok")
+            .lead(link.lead_id)
+            .tx_ref(&link.tx_ref)
+            .detail(format!("moved to stage {won}"));
+        write_tx!(self.db, tx => {
             let first = links::paid(
                 &mut tx,
                 link.id,
@@ -204,42 +165,27 @@ impl Pipeline {
                 now_ms(),
             )
             .await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(first)
-        };
-        match recorded.await {
-            Ok(true) => {
-                Activity::new(tenant, "deal_closed", "ok")
-                    .lead(link.lead_id)
-                    .tx_ref(&link.tx_ref)
-                    .detail(format!("moved to stage {won}"))
-                    .record(&self.db)
-                    .await;
+            if first {
+                closed.record_in(&mut tx).await?;
             }
-            Ok(false) => {}
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        }
-        self.paid_note(tenant, link, transaction, was_replaced(link)).await
+        })?;
+        self.paid_note(cx, link, transaction, was_replaced(link)).await
     }
 
     /// The payment note, at most once per link.
     async fn paid_note(
         &self,
-        tenant: &Tenant,
+        cx: &JobContext,
         link: &LinkRow,
         transaction: &Transaction,
         replaced: bool,
-    ) -> Outcome {
-        let current = match self.link(tenant, &link.tx_ref).await {
-            Ok(Some(current)) => current,
-            Ok(None) => return Outcome::Done,
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
+    ) -> Step {
+        let Some(current) = self.link(cx, &link.tx_ref).await? else { return Ok(()) };
         if current.paid_note_posted_at.is_some() {
-            return Outcome::Done;
+            return Ok(());
         }
         let mut text = render(
-            tenant.settings.notes.get(NoteKind::PaymentReceived),
+            cx.settings.notes.get(NoteKind::PaymentReceived),
             &[
                 ("amount", &money::format(&transaction.currency, transaction.amount)),
                 ("currency", &transaction.currency),
@@ -252,63 +198,40 @@ impl Pipeline {
         if replaced {
             text.push_str(" (This payment used an earlier payment link that had been replaced.)");
         }
-        let earlier = match self.attempt(&current, Step::PaidNote, &text).await {
-            Ok(earlier) => earlier,
-            Err(outcome) => return outcome,
-        };
-        if let Err(outcome) = self.post_note(tenant, link.lead_id, &text, earlier).await {
-            return outcome;
-        }
-        if let Err(error) = self.mark(&current, Step::PaidNote).await {
-            return Outcome::Retry { error: error.to_string(), after: None };
-        }
-        Activity::new(tenant, "note_posted", "ok")
+        let posted = Activity::new(cx, "note_posted", "ok")
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
-            .detail("payment note")
-            .record(&self.db)
-            .await;
-        Outcome::Done
+            .detail("payment note");
+        self.link_note(&current, LinkStep::PaidNote, &text, posted, cx).await
     }
 
     /// A failed attempt: one note per transaction, and never anything on a won deal.
-    async fn failed_attempt(&self, tenant: &Tenant, link: &LinkRow, transaction: &Transaction) -> Outcome {
-        match self.lead_paid(tenant, link.lead_id).await {
-            Ok(true) => {
-                Activity::new(tenant, "ignored", "ignored")
-                    .lead(link.lead_id)
-                    .tx_ref(&link.tx_ref)
-                    .detail(format!("a failed attempt ({}) after the deal was won", transaction.id))
-                    .record(&self.db)
-                    .await;
-                return Outcome::Done;
-            }
-            Ok(false) => {}
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+    async fn failed_attempt(&self, cx: &JobContext, link: &LinkRow, transaction: &Transaction) -> Step {
+        if read_tx!(self.db, tx => links::lead_is_paid(&mut tx, cx.client, link.lead_id).await?)? {
+            Activity::new(cx, "ignored", "ignored")
+                .lead(link.lead_id)
+                .tx_ref(&link.tx_ref)
+                .detail(format!("a failed attempt ({}) after the deal was won", transaction.id))
+                .record(&self.db)
+                .await;
+            return Ok(());
         }
-        Activity::new(tenant, "payment_failed", "failed")
+        Activity::new(cx, "payment_failed", "failed")
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail(format!("attempt {} by {} failed", transaction.id, transaction.payment_type))
             .record(&self.db)
             .await;
         let reason = format!("the {} payment attempt failed; the link still works", transaction.payment_type);
-        let text = problem_note(tenant, link, transaction, &reason);
-        self.notice_once(tenant, link.lead_id, &format!("failed:{}", transaction.id), &text).await
-    }
-
-    async fn lead_paid(&self, tenant: &Tenant, lead_id: i64) -> Result<bool, StoreError> {
-        let mut tx = self.db.read().await?;
-        let paid = links::lead_is_paid(&mut tx, tenant.id, lead_id).await?;
-        tx.commit().await?;
-        Ok(paid)
+        let text = problem_note(cx, link, transaction, &reason);
+        self.notice_once(cx, link.lead_id, &format!("failed:{}", transaction.id), &text).await
     }
 }
 
 /// The client's "payment problem" note for this transaction and reason.
-fn problem_note(tenant: &Tenant, link: &LinkRow, transaction: &Transaction, reason: &str) -> String {
+fn problem_note(cx: &JobContext, link: &LinkRow, transaction: &Transaction, reason: &str) -> String {
     render(
-        tenant.settings.notes.get(NoteKind::PaymentProblem),
+        cx.settings.notes.get(NoteKind::PaymentProblem),
         &[
             ("reason", reason),
             ("amount", &money::format(&transaction.currency, transaction.amount)),

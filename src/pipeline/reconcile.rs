@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Pipeline, Tenant, flutterwave_outcome, kinds};
+use super::{JobContext, Pipeline, Step, read_tx, write_tx};
 use crate::background::{self, Lease};
 use crate::clock::now_ms;
-use crate::queue::{Outcome, Queue};
-use crate::store::links::{self, LinkRow};
+use crate::queue::{Job, Queue};
+use crate::store::links;
 use crate::store::{Db, StoreError};
 
 /// Links checked per client account per run; Flutterwave's limits are per merchant account.
@@ -20,52 +19,25 @@ use crate::store::{Db, StoreError};
 const PER_RUN: i64 = 25;
 
 impl Pipeline {
-    pub(super) async fn reconcile(&self, tenant: &Tenant) -> Outcome {
-        let open = match self.open_links(tenant).await {
-            Ok(open) => open,
-            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
-        };
+    pub(super) async fn reconcile(&self, cx: &JobContext) -> Step {
+        let before = now_ms() - i64::try_from(self.reconcile_after.as_millis()).unwrap_or(0);
+        let open = read_tx!(self.db, tx => links::open_before(&mut tx, cx.client, before, PER_RUN).await?)?;
         if open.is_empty() {
-            return Outcome::Done;
+            return Ok(());
         }
-        let secret = match self.secret_key(tenant).await {
-            Ok(secret) => secret,
-            Err(outcome) => return outcome,
-        };
+        let secret = cx.secret()?;
         for link in &open {
             // Marked first: a link whose check fails (its lead deleted in Kommo, say) then waits
             // behind the others instead of stopping every run at the same place.
-            if let Err(error) = self.checked(link).await {
-                return Outcome::Retry { error: error.to_string(), after: None };
-            }
-            let found = match self.flutterwave.verify_by_reference(&secret, &link.tx_ref).await {
-                Ok(found) => found,
-                Err(error) => return flutterwave_outcome(error),
-            };
+            write_tx!(self.db, tx => links::checked(&mut tx, link.id, now_ms()).await?)?;
+            let found = self.flutterwave.verify_by_reference(secret, &link.tx_ref).await?;
             // Only a completed payment matters here; failures were (or will be) reported by
             // their own webhooks, and an unpaid link simply stays open.
             if let Some(transaction) = found.filter(|t| t.is_successful()) {
-                let outcome = self.settle(tenant, link, &transaction).await;
-                if outcome != Outcome::Done {
-                    return outcome;
-                }
+                self.settle(cx, link, &transaction).await?;
             }
         }
-        Outcome::Done
-    }
-
-    async fn checked(&self, link: &LinkRow) -> Result<(), StoreError> {
-        let mut tx = self.db.write().await?;
-        links::checked(&mut tx, link.id, now_ms()).await?;
-        tx.commit().await
-    }
-
-    async fn open_links(&self, tenant: &Tenant) -> Result<Vec<LinkRow>, StoreError> {
-        let before = now_ms() - i64::try_from(self.reconcile_after.as_millis()).unwrap_or(0);
-        let mut tx = self.db.read().await?;
-        let open = links::open_before(&mut tx, tenant.id, before, PER_RUN).await?;
-        tx.commit().await?;
-        Ok(open)
+        Ok(())
     }
 }
 
@@ -94,7 +66,7 @@ async fn enqueue_all(db: &Db, queue: &Queue, every_ms: i64) -> Result<usize, Sto
     let mut added = 0;
     for client in clients {
         let key = format!("reconcile:{window}");
-        if queue.enqueue(&mut tx, client, kinds::RECONCILE, None, &json!({}), Some(&key)).await? {
+        if queue.enqueue(&mut tx, client, &Job::Reconcile, None, Some(&key)).await? {
             added += 1;
         }
     }

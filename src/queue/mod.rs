@@ -3,6 +3,7 @@
 //! claimed them, retried with backoff and jitter, dead after too many attempts, paused when a
 //! client account needs a person.
 
+pub mod job;
 pub mod worker;
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use crate::clock::{ms_after, now_ms};
 use crate::ids::ClientId;
 use crate::store::jobs::{self, JobRow, NewJob, state};
 use crate::store::{Db, StoreError, Tx};
+
+pub use self::job::Job;
 
 /// What handling a job came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,18 +80,17 @@ impl Queue {
         &self,
         tx: &mut Tx,
         client: ClientId,
-        kind: &str,
+        job: &Job,
         event_id: Option<uuid::Uuid>,
-        payload: &serde_json::Value,
         dedup_key: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let payload = payload.to_string();
+        let payload = job.payload();
         // The job joins the trace of whatever caused it (the webhook's request span).
         let trace = crate::telemetry::context::current();
         let job = NewJob {
             id: uuid::Uuid::now_v7(),
             client,
-            kind,
+            kind: job.kind(),
             event_id,
             payload: &payload,
             max_attempts: self.settings.max_attempts,

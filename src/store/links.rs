@@ -1,6 +1,7 @@
-//! Payment links pipepay issued, and the notes it must post only once.
+//! Payment links pipepay issued, and the notes on their leads it must post only once.
 
 use crate::ids::ClientId;
+use crate::money::Money;
 use crate::on_tx;
 
 use super::{StoreError, Tx};
@@ -26,6 +27,13 @@ pub struct LinkRow {
     pub closed_at: Option<i64>,
     pub paid_note_posted_at: Option<i64>,
     pub created_at: i64,
+}
+
+impl LinkRow {
+    /// What the link asks for; `None` if its stored amount is no decimal.
+    pub fn price(&self) -> Option<Money> {
+        Money::parse(&self.amount, &self.currency)
+    }
 }
 
 /// Every column of `LinkRow`, in order; one list for every query that reads a link.
@@ -197,7 +205,7 @@ pub struct Attempt {
     pub at: i64,
 }
 
-fn attempt_of(row: Option<(Option<String>, Option<i64>)>) -> Option<Attempt> {
+pub(super) fn attempt_of(row: Option<(Option<String>, Option<i64>)>) -> Option<Attempt> {
     match row {
         Some((Some(text), Some(at))) => Some(Attempt { text, at }),
         _ => None,
@@ -229,35 +237,6 @@ pub async fn attempt(
     };
     let earlier = on_tx!(tx, c => sqlx::query_as(read).bind(id).fetch_optional(c).await)?;
     on_tx!(tx, c => sqlx::query(write).bind(id).bind(text).bind(now).execute(c).await.map(drop))?;
-    Ok(attempt_of(earlier))
-}
-
-/// The same for a once-only notice, claimed already.
-pub async fn notice_attempt(
-    tx: &mut Tx,
-    client: ClientId,
-    key: &str,
-    text: &str,
-    now: i64,
-) -> Result<Option<Attempt>, StoreError> {
-    let earlier = on_tx!(tx, c => sqlx::query_as(
-        "SELECT attempt, attempted_at FROM lead_notices WHERE client_id = $1 AND notice_key = $2",
-    )
-    .bind(client)
-    .bind(key)
-    .fetch_optional(c)
-    .await)?;
-    on_tx!(tx, c => sqlx::query(
-        "UPDATE lead_notices SET attempt = $3, attempted_at = $4 \
-         WHERE client_id = $1 AND notice_key = $2 AND attempt IS NULL",
-    )
-    .bind(client)
-    .bind(key)
-    .bind(text)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(drop))?;
     Ok(attempt_of(earlier))
 }
 
@@ -307,40 +286,4 @@ pub async fn lead_is_paid(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result
     .fetch_optional(c)
     .await)?;
     Ok(found.is_some())
-}
-
-/// Claims a once-only notice. `true` if it was not claimed before (the caller posts it).
-pub async fn claim_notice(tx: &mut Tx, client: ClientId, key: &str) -> Result<bool, StoreError> {
-    let done = on_tx!(tx, c => sqlx::query(
-        "INSERT INTO lead_notices (client_id, notice_key) VALUES ($1, $2) ON CONFLICT (client_id, notice_key) DO NOTHING",
-    )
-    .bind(client)
-    .bind(key)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
-}
-
-/// Whether a claimed notice is still to be posted (a crash came between claim and post).
-pub async fn notice_pending(tx: &mut Tx, client: ClientId, key: &str) -> Result<bool, StoreError> {
-    let posted: Option<Option<i64>> = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT posted_at FROM lead_notices WHERE client_id = $1 AND notice_key = $2",
-    )
-    .bind(client)
-    .bind(key)
-    .fetch_optional(c)
-    .await)?;
-    Ok(matches!(posted, Some(None)))
-}
-
-pub async fn notice_posted(tx: &mut Tx, client: ClientId, key: &str, now: i64) -> Result<(), StoreError> {
-    on_tx!(tx, c => sqlx::query("UPDATE lead_notices SET posted_at = $3 WHERE client_id = $1 AND notice_key = $2")
-        .bind(client)
-        .bind(key)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(())
 }

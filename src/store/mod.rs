@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod kommo;
 pub mod leases;
 pub mod links;
+pub mod notices;
 pub mod overview;
 pub mod stats;
 pub mod telemetry;
@@ -33,7 +34,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use self::tx::Tx;
+pub use self::tx::{Tx, counting};
 pub use self::url::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -1,5 +1,8 @@
 //! Transactions over either engine, and the `on_tx!` macro that runs one query text on both.
 
+use std::cell::Cell;
+use std::future::Future;
+
 use sqlx::{Postgres, Sqlite, Transaction};
 
 use super::{Backend, Db, StoreError};
@@ -28,11 +31,31 @@ macro_rules! on_tx {
     };
 }
 
+tokio::task_local! {
+    static OPENED: Cell<u64>;
+}
+
+/// Runs `work`, counting the transactions it opens (for a job's trace: each one is a round trip
+/// and, on SQLite, a turn at the write lock).
+pub async fn counting<F: Future>(work: F) -> (F::Output, u64) {
+    OPENED
+        .scope(Cell::new(0), async {
+            let output = work.await;
+            (output, OPENED.with(Cell::get))
+        })
+        .await
+}
+
+fn opened() {
+    let _ = OPENED.try_with(|count| count.set(count.get() + 1));
+}
+
 impl Db {
     /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN
     /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// SQLITE_BUSY without waiting, because upgrading its snapshot would be unsafe.
     pub async fn write(&self) -> Result<Tx, StoreError> {
+        opened();
         Ok(match self {
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
@@ -41,6 +64,7 @@ impl Db {
 
     /// A transaction that only reads: a consistent snapshot that does not block writers.
     pub async fn read(&self) -> Result<Tx, StoreError> {
+        opened();
         Ok(match self {
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
