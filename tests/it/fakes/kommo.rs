@@ -109,6 +109,8 @@ pub enum Fault {
     /// Kommo does what was asked, then the answer never arrives: the gateway's 504. The caller
     /// cannot tell this from a request that never ran.
     AnswerLost,
+    /// The connection breaks mid-answer: a transport failure, with causes, on the caller's side.
+    Hangup,
 }
 
 /// A note as the account keeps it: with its id and when it was made.
@@ -1158,6 +1160,16 @@ async fn fault_response(fault: Fault, json_body: bool) -> Response {
         }
         Fault::Forbidden => text(StatusCode::FORBIDDEN, "text/plain", "403 Forbidden"),
         Fault::Unauthorized => unauthorized(),
+        Fault::Hangup => {
+            let broken = futures_util::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other("the connection broke"))
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/hal+json")
+                .body(Body::from_stream(broken))
+                .unwrap()
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::on_both_engines;
 use crate::support::{Engine, TestDb};
 
 on_both_engines!(
+    a_transport_failure_reaches_the_timeline_with_its_causes,
     a_stale_worker_cannot_finish_a_reclaimed_job,
     a_claimer_that_saw_the_account_idle_takes_nothing_once_another_claimed,
     a_worker_that_loses_its_lease_stops_the_job,
@@ -377,4 +378,24 @@ async fn shutdown_hands_a_running_job_back_to_the_queue(engine: Engine) {
         "SELECT state, attempts FROM jobs").fetch_one(pool).await)
     .unwrap();
     assert_eq!((state.as_str(), attempts), ("ready", 0), "released, its attempt not counted");
+}
+
+async fn a_transport_failure_reaches_the_timeline_with_its_causes(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(83, "40");
+    // The first call of the job (reading the lead) breaks mid-answer; the retry succeeds.
+    shop.kommo.fail_next(ACME, vec![Fault::Hangup]);
+    shop.to_invoice(83).await;
+    eventually(Duration::from_secs(20), "the link's note after a retry", || async {
+        shop.notes(83).len() == 1
+    })
+    .await;
+    let failures = shop.owner.agent.json(&shop.path("/activity?kind=failure")).await;
+    let detail = failures[0]["detail"].as_str().unwrap();
+    let cause = detail.strip_prefix("will retry (attempt 1): cannot reach Kommo: ").unwrap_or_else(|| {
+        panic!("the timeline names the failure: {failures}");
+    });
+    // reqwest's and hyper's own words follow; their exact text is theirs to change.
+    assert!(cause.len() > 10, "the causes behind \"cannot reach Kommo\" are kept: {detail}");
+    shop.app.stop().await;
 }
