@@ -73,3 +73,44 @@ id_type!(
     /// One audit log entry.
     AuditId
 );
+
+/// A lead in a client account's Kommo (Kommo's own number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct LeadId(pub i64);
+
+impl fmt::Display for LeadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A payment link's reference at Flutterwave (`pp-` and a UUIDv7), pipepay's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct TxRef(pub String);
+
+impl TxRef {
+    /// A new reference, never used before.
+    pub fn new() -> TxRef {
+        TxRef(format!("pp-{}", Uuid::now_v7().simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for TxRef {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TxRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

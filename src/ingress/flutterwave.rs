@@ -15,6 +15,7 @@ use super::tenants::{Tenant, Tenants};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::flutterwave::webhook::{self, ChargeStatus, Event, EventKind, TransactionId};
+use crate::ids::TxRef;
 use crate::problem::Problem;
 use crate::queue::job::{Job, PaymentJob};
 use crate::store::events::{self, NewEvent};
@@ -150,7 +151,7 @@ async fn store(
             Some(TransactionId::Numeric(id)) => Some(*id),
             _ => None,
         };
-        let job = Job::Payment(PaymentJob { status, transaction_id, tx_ref });
+        let job = Job::Payment(PaymentJob { status, transaction_id, tx_ref: TxRef(tx_ref) });
         queued = ingress.queue.enqueue(&mut tx, tenant.client, &job, Some(event_id), None).await?;
     }
     tx.commit().await?;

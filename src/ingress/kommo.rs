@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::tenants::{Tenant, Tenants};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
+use crate::ids::LeadId;
 use crate::kommo::webhook::{self, LeadAction, LeadEvent, Webhook};
 use crate::problem::Problem;
 use crate::queue::job::{Job, LeadJob};
@@ -380,7 +381,7 @@ async fn store_lead(
     let Some((reason, detail)) = verdict else {
         answer.stored += 1;
         let job = Job::Lead(LeadJob {
-            lead_id: lead.lead_id,
+            lead_id: LeadId(lead.lead_id),
             pipeline_id: lead.pipeline_id,
             status_id: lead.status_id,
         });

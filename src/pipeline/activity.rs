@@ -2,7 +2,7 @@
 
 use super::JobContext;
 use crate::clock::now_ms;
-use crate::store::activity::ActivityRow;
+use crate::store::activity::{ActivityKind, ActivityOutcome, ActivityRow};
 use crate::store::{self, Db, StoreError, Tx};
 
 /// One timeline entry, built up then recorded.
@@ -11,14 +11,14 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new(cx: &JobContext, kind: &str, outcome: &str) -> Activity {
+    pub(crate) fn new(cx: &JobContext, kind: ActivityKind, outcome: ActivityOutcome) -> Activity {
         Activity {
             row: ActivityRow {
                 id: uuid::Uuid::now_v7(),
                 client_id: cx.client,
                 at: now_ms(),
-                kind: kind.into(),
-                outcome: outcome.into(),
+                kind: kind.as_str().into(),
+                outcome: outcome.as_str().into(),
                 lead_id: None,
                 tx_ref: None,
                 job_id: Some(cx.job),

@@ -7,9 +7,11 @@ use serde_json::json;
 use super::{Activity, JobContext, Pipeline, Step, Stop, read_tx, write_tx};
 use crate::clock::now_ms;
 use crate::flutterwave::client::{Customer, FlutterwaveError, PaymentRequest};
+use crate::ids::TxRef;
 use crate::kommo::model::Lead;
 use crate::money::{self, Money};
-use crate::store::links::{self, LinkRow, Step as LinkStep, state};
+use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
+use crate::store::links::{self, LinkRow, LinkState, Step as LinkStep};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::{CURRENCIES, KOMMO_LOST};
 use crate::vault::Secret;
@@ -22,7 +24,8 @@ struct Charge {
 
 impl Pipeline {
     pub(super) async fn lead(&self, cx: &JobContext, lead_id: i64) -> Step {
-        let ignored = |detail: &str| Activity::new(cx, "ignored", "ignored").lead(lead_id).detail(detail);
+        let ignored =
+            |detail: &str| Activity::new(cx, Kind::Ignored, Turned::Ignored).lead(lead_id).detail(detail);
         let Some(trigger) = cx.settings.trigger.clone() else {
             ignored("no trigger stage is set in the client account's settings").record(&self.db).await;
             return Ok(());
@@ -41,7 +44,7 @@ impl Pipeline {
             ignored(&detail).record(&self.db).await;
             return Ok(());
         }
-        if existing.iter().any(|link| link.state == state::PAID) {
+        if existing.iter().any(|link| link.state == LinkState::Paid) {
             ignored("the lead is paid already").record(&self.db).await;
             return Ok(());
         }
@@ -58,7 +61,7 @@ impl Pipeline {
             Retired::Replaced(replaced) => replaced,
         };
         let link = self.open_link(cx, lead, charge, secret).await?;
-        self.finish_link(cx, lead, &link, replaced.as_ref()).await
+        self.finish_link(cx, lead, &link, replaced).await
     }
 
     /// Whom to charge how much; `None` when something is missing, after a note saying what.
@@ -98,13 +101,13 @@ impl Pipeline {
     ) -> Step<Retired<'a>> {
         let mut replaced = None;
         for link in existing {
-            match link.state.as_str() {
+            match link.state {
                 // An earlier attempt whose answer was lost: Flutterwave may have the link, so its
                 // reference is never posted again; a payment on it would still close the deal.
-                state::CREATING => {
-                    write_tx!(self.db, tx => links::set_state(&mut tx, link.id, state::UNCERTAIN, now_ms()).await?)?;
+                LinkState::Creating => {
+                    write_tx!(self.db, tx => links::set_state(&mut tx, link.id, LinkState::Uncertain, now_ms()).await?)?;
                 }
-                state::OPEN if replaced.is_none() => {
+                LinkState::Open if replaced.is_none() => {
                     if link.price().as_ref() == Some(price) {
                         return Ok(Retired::Reuse(link));
                     }
@@ -112,7 +115,7 @@ impl Pipeline {
                     if let Some(url) = &link.link {
                         self.flutterwave.disable_link(secret, url).await?;
                     }
-                    let disabled = Activity::new(cx, "link_disabled", "ok")
+                    let disabled = Activity::new(cx, Kind::LinkDisabled, Turned::Ok)
                         .lead(lead.id)
                         .tx_ref(&link.tx_ref)
                         .detail(format!(
@@ -121,10 +124,10 @@ impl Pipeline {
                             link.currency,
                         ));
                     write_tx!(self.db, tx => {
-                        links::set_state(&mut tx, link.id, state::SUPERSEDED, now_ms()).await?;
+                        links::set_state(&mut tx, link.id, LinkState::Superseded, now_ms()).await?;
                         disabled.record_in(&mut tx).await?;
                     })?;
-                    replaced = Some(link.clone());
+                    replaced = Some(link);
                 }
                 _ => {}
             }
@@ -142,9 +145,10 @@ impl Pipeline {
     ) -> Step<LinkRow> {
         let Charge { customer, price } = charge;
         // The reference is new for every link and recorded before Flutterwave hears of it.
-        let tx_ref = format!("pp-{}", uuid::Uuid::now_v7().simple());
+        let tx_ref = TxRef::new();
         // The current span is the job's (steps have none of their own).
         tracing::Span::current().record("pipepay.tx_ref", tx_ref.as_str());
+        let tx_ref = tx_ref.0;
         let id = uuid::Uuid::now_v7();
         write_tx!(self.db, tx => links::insert_creating(
             &mut tx,
@@ -180,8 +184,8 @@ impl Pipeline {
                 let after = match &error {
                     FlutterwaveError::Rejected { .. }
                     | FlutterwaveError::Invalid(_)
-                    | FlutterwaveError::Unauthorized => state::FAILED,
-                    _ => state::UNCERTAIN,
+                    | FlutterwaveError::Unauthorized => LinkState::Failed,
+                    _ => LinkState::Uncertain,
                 };
                 let marked = write_tx!(self.db, tx => links::set_state(&mut tx, id, after, now_ms()).await?);
                 if let Err(store_error) = marked {
@@ -190,8 +194,10 @@ impl Pipeline {
                 return Err(error.into());
             }
         };
-        let created =
-            Activity::new(cx, "link_created", "ok").lead(lead.id).tx_ref(&tx_ref).detail(price.to_string());
+        let created = Activity::new(cx, Kind::LinkCreated, Turned::Ok)
+            .lead(lead.id)
+            .tx_ref(&tx_ref)
+            .detail(price.to_string());
         let row = write_tx!(self.db, tx => {
             links::opened(&mut tx, id, &link_url, now_ms()).await?;
             created.record_in(&mut tx).await?;
@@ -231,13 +237,13 @@ impl Pipeline {
                     ("lead_id", &lead_id),
                 ],
             );
-            let posted = Activity::new(cx, "note_posted", "ok")
+            let posted = Activity::new(cx, Kind::NotePosted, Turned::Ok)
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
                 .detail("payment link note");
             self.link_note(link, LinkStep::Note, &text, posted, cx).await?;
         } else if replaced.is_none() {
-            Activity::new(cx, "link_reused", "ok")
+            Activity::new(cx, Kind::LinkReused, Turned::Ok)
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
                 .detail("the lead's open link already asks for this amount")
@@ -311,7 +317,7 @@ impl Pipeline {
             &[("missing", &missing.join("; ")), ("lead_id", &lead.id.to_string())],
         );
         let noticed = self.notice_once(cx, lead.id, &key, &text).await;
-        Activity::new(cx, "ignored", "failed")
+        Activity::new(cx, Kind::Ignored, Turned::Failed)
             .lead(lead.id)
             .detail(format!("no link: {}", missing.join("; ")))
             .record(&self.db)
@@ -321,9 +327,9 @@ impl Pipeline {
 
     /// A lost lead: its open links stop working.
     async fn cancel_links(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow]) -> Step {
-        let open: Vec<&LinkRow> = existing.iter().filter(|l| l.state == state::OPEN).collect();
+        let open: Vec<&LinkRow> = existing.iter().filter(|l| l.state == LinkState::Open).collect();
         if open.is_empty() {
-            Activity::new(cx, "ignored", "ignored")
+            Activity::new(cx, Kind::Ignored, Turned::Ignored)
                 .lead(lead.id)
                 .detail("the lead was lost; it had no open link")
                 .record(&self.db)
@@ -335,12 +341,12 @@ impl Pipeline {
             if let Some(url) = &link.link {
                 self.flutterwave.disable_link(secret, url).await?;
             }
-            let disabled = Activity::new(cx, "link_disabled", "ok")
+            let disabled = Activity::new(cx, Kind::LinkDisabled, Turned::Ok)
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
                 .detail("the lead was lost");
             write_tx!(self.db, tx => {
-                links::set_state(&mut tx, link.id, state::CANCELLED, now_ms()).await?;
+                links::set_state(&mut tx, link.id, LinkState::Cancelled, now_ms()).await?;
                 disabled.record_in(&mut tx).await?;
             })?;
         }
@@ -353,7 +359,7 @@ enum Retired<'a> {
     /// Its open link asks for this price already.
     Reuse(&'a LinkRow),
     /// Go on with a new link; this open one was superseded for it.
-    Replaced(Option<LinkRow>),
+    Replaced(Option<&'a LinkRow>),
 }
 
 /// The lead's price, plus tax unless the price includes it.

@@ -27,6 +27,7 @@ use crate::ids::{AgencyId, ClientId};
 use crate::kommo::Kommo;
 use crate::queue::job::JobError;
 use crate::queue::{Job, Outcome, Queue, worker::Handler};
+use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
 use crate::store::jobs::JobRow;
 use crate::store::{self, Db};
 use crate::telemetry::metrics::{kv, metrics};
@@ -130,7 +131,7 @@ impl Pipeline {
             Err(error) => return Outcome::Retry { error: chain(&error), after: None },
         };
         let (lead_id, tx_ref) = match &job {
-            Ok(job) => (job.lead_id(), job.tx_ref()),
+            Ok(job) => (job.lead_id().map(|id| id.0), job.tx_ref().map(|t| t.as_str())),
             Err(_) => (None, None),
         };
         // One span per attempt, in the trace of the webhook that caused the job. It names the
@@ -151,7 +152,7 @@ impl Pipeline {
         crate::telemetry::context::adopt(&span, row.trace.as_deref());
         let outcome = async {
             let ran = match &job {
-                Ok(Job::Lead(lead)) => self.lead(&cx, lead.lead_id).await,
+                Ok(Job::Lead(lead)) => self.lead(&cx, lead.lead_id.0).await,
                 Ok(Job::Payment(payment)) => self.payment(&cx, row, payment).await,
                 Ok(Job::Reconcile) => self.reconcile(&cx).await,
                 Err(unknown) => Err(Stop::dead(unknown.clone())),
@@ -208,14 +209,14 @@ impl Pipeline {
         let (kind, detail) = match outcome {
             Outcome::Done => return,
             Outcome::Retry { error, .. } if job.attempts >= job.max_attempts => {
-                ("dead", format!("gave up after {} attempts: {error}", job.attempts))
+                (Kind::Dead, format!("gave up after {} attempts: {error}", job.attempts))
             }
             Outcome::Retry { error, .. } => {
-                ("failure", format!("will retry (attempt {}): {error}", job.attempts))
+                (Kind::Failure, format!("will retry (attempt {}): {error}", job.attempts))
             }
-            Outcome::Pause { reason } => ("paused", format!("waiting for a person: {reason}")),
-            Outcome::Dead { error } => ("dead", error.clone()),
+            Outcome::Pause { reason } => (Kind::Paused, format!("waiting for a person: {reason}")),
+            Outcome::Dead { error } => (Kind::Dead, error.clone()),
         };
-        Activity::new(cx, kind, "failed").detail(detail).record(&self.db).await;
+        Activity::new(cx, kind, Turned::Failed).detail(detail).record(&self.db).await;
     }
 }

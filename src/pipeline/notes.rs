@@ -4,6 +4,7 @@
 
 use super::{Activity, JobContext, Pipeline, Step, write_tx};
 use crate::clock::now_ms;
+use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
 use crate::store::links::{self, Attempt, LinkRow, Step as LinkStep};
 use crate::store::notices;
 
@@ -69,8 +70,9 @@ impl Pipeline {
             return Ok(());
         }
         self.post_note(cx, lead_id, text, earlier).await?;
-        let posted =
-            Activity::new(cx, "note_posted", "ok").lead(lead_id).detail(key.split(':').next().unwrap_or(key));
+        let posted = Activity::new(cx, Kind::NotePosted, Turned::Ok)
+            .lead(lead_id)
+            .detail(key.split(':').next().unwrap_or(key));
         write_tx!(self.db, tx => {
             notices::posted(&mut tx, cx.client, key, now_ms()).await?;
             posted.record_in(&mut tx).await?;

@@ -7,8 +7,9 @@ use crate::clock::now_ms;
 use crate::flutterwave::model::Transaction;
 use crate::money;
 use crate::queue::job::PaymentJob;
+use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
 use crate::store::jobs::JobRow;
-use crate::store::links::{self, LinkRow, Step as LinkStep, state};
+use crate::store::links::{self, LinkRow, LinkState, Step as LinkStep};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::KOMMO_WON;
 
@@ -18,7 +19,7 @@ impl Pipeline {
     pub(super) async fn payment(&self, cx: &JobContext, job: &JobRow, payment: &PaymentJob) -> Step {
         let tx_ref = payment.tx_ref.as_str();
         let Some(link) = self.link(cx, tx_ref).await? else {
-            Activity::new(cx, "ignored", "ignored")
+            Activity::new(cx, Kind::Ignored, Turned::Ignored)
                 .tx_ref(tx_ref)
                 .detail("not a payment link pipepay issued for this client account")
                 .record(&self.db)
@@ -53,7 +54,7 @@ impl Pipeline {
                 after,
             }));
         }
-        Activity::new(cx, "payment_unknown", "failed")
+        Activity::new(cx, Kind::PaymentUnknown, Turned::Failed)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail(format!(
@@ -72,7 +73,10 @@ impl Pipeline {
     /// Acts on a verified transaction of one of the client's links.
     pub(super) async fn settle(&self, cx: &JobContext, link: &LinkRow, transaction: &Transaction) -> Step {
         let ignored = |detail: String| {
-            Activity::new(cx, "ignored", "ignored").lead(link.lead_id).tx_ref(&link.tx_ref).detail(detail)
+            Activity::new(cx, Kind::Ignored, Turned::Ignored)
+                .lead(link.lead_id)
+                .tx_ref(&link.tx_ref)
+                .detail(detail)
         };
         if transaction.tx_ref != link.tx_ref {
             let detail = format!("Flutterwave's transaction {} belongs to another reference", transaction.id);
@@ -91,12 +95,12 @@ impl Pipeline {
     }
 
     async fn close(&self, cx: &JobContext, link: &LinkRow, transaction: &Transaction) -> Step {
-        if link.state == state::PAID {
+        if link.state == LinkState::Paid {
             if link.transaction_id == Some(transaction.id) {
                 // A repeat of the payment that closed it: only the note may still be owed.
                 return self.paid_note(cx, link, transaction, false).await;
             }
-            Activity::new(cx, "ignored", "ignored")
+            Activity::new(cx, Kind::Ignored, Turned::Ignored)
                 .lead(link.lead_id)
                 .tx_ref(&link.tx_ref)
                 .detail(format!("another successful payment ({}) for a link paid already", transaction.id))
@@ -119,7 +123,7 @@ impl Pipeline {
             None
         };
         if let Some(reason) = problem {
-            Activity::new(cx, "payment_rejected", "failed")
+            Activity::new(cx, Kind::PaymentRejected, Turned::Failed)
                 .lead(link.lead_id)
                 .tx_ref(&link.tx_ref)
                 .detail(format!("not closed: {reason}"))
@@ -128,7 +132,7 @@ impl Pipeline {
             let text = problem_note(cx, link, transaction, &reason);
             return self.notice_once(cx, link.lead_id, &format!("problem:{}", transaction.id), &text).await;
         }
-        Activity::new(cx, "payment_verified", "ok")
+        Activity::new(cx, Kind::PaymentVerified, Turned::Ok)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail(format!(
@@ -149,7 +153,7 @@ impl Pipeline {
         };
         // Moving to won twice is harmless, so the move comes first and the record after.
         self.kommo.move_lead(cx.client, link.lead_id, link.pipeline_id, won).await?;
-        let closed = Activity::new(cx, "deal_closed", "ok")
+        let closed = Activity::new(cx, Kind::DealClosed, Turned::Ok)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail(format!("moved to stage {won}"));
@@ -198,7 +202,7 @@ impl Pipeline {
         if replaced {
             text.push_str(" (This payment used an earlier payment link that had been replaced.)");
         }
-        let posted = Activity::new(cx, "note_posted", "ok")
+        let posted = Activity::new(cx, Kind::NotePosted, Turned::Ok)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail("payment note");
@@ -208,7 +212,7 @@ impl Pipeline {
     /// A failed attempt: one note per transaction, and never anything on a won deal.
     async fn failed_attempt(&self, cx: &JobContext, link: &LinkRow, transaction: &Transaction) -> Step {
         if read_tx!(self.db, tx => links::lead_is_paid(&mut tx, cx.client, link.lead_id).await?)? {
-            Activity::new(cx, "ignored", "ignored")
+            Activity::new(cx, Kind::Ignored, Turned::Ignored)
                 .lead(link.lead_id)
                 .tx_ref(&link.tx_ref)
                 .detail(format!("a failed attempt ({}) after the deal was won", transaction.id))
@@ -216,7 +220,7 @@ impl Pipeline {
                 .await;
             return Ok(());
         }
-        Activity::new(cx, "payment_failed", "failed")
+        Activity::new(cx, Kind::PaymentFailed, Turned::Failed)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
             .detail(format!("attempt {} by {} failed", transaction.id, transaction.payment_type))
@@ -261,7 +265,7 @@ fn next_look(job: &JobRow, now: i64, window: Duration) -> Option<Duration> {
 
 /// A link that had been superseded, cancelled or left uncertain before it was paid.
 fn was_replaced(link: &LinkRow) -> bool {
-    matches!(link.state.as_str(), state::SUPERSEDED | state::CANCELLED | state::UNCERTAIN)
+    matches!(link.state, LinkState::Superseded | LinkState::Cancelled | LinkState::Uncertain)
 }
 
 #[cfg(test)]

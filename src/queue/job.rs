@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{LeadId, TxRef};
+
 /// One unit of work for the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
@@ -18,7 +20,7 @@ pub enum Job {
 /// The lead as its webhook named it; the pipeline asks Kommo for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeadJob {
-    pub lead_id: i64,
+    pub lead_id: LeadId,
     #[serde(default)]
     pub pipeline_id: Option<i64>,
     #[serde(default)]
@@ -33,7 +35,7 @@ pub struct PaymentJob {
     /// Flutterwave's numeric id; v4 events carry a charge id instead, and no number.
     #[serde(default)]
     pub transaction_id: Option<i64>,
-    pub tx_ref: String,
+    pub tx_ref: TxRef,
 }
 
 #[derive(Serialize)]
@@ -85,14 +87,14 @@ impl Job {
         })
     }
 
-    pub fn lead_id(&self) -> Option<i64> {
+    pub fn lead_id(&self) -> Option<LeadId> {
         match self {
             Job::Lead(lead) => Some(lead.lead_id),
             _ => None,
         }
     }
 
-    pub fn tx_ref(&self) -> Option<&str> {
+    pub fn tx_ref(&self) -> Option<&TxRef> {
         match self {
             Job::Payment(payment) => Some(&payment.tx_ref),
             _ => None,
@@ -116,17 +118,20 @@ mod tests {
         let v4 = json!({ "tx_ref": "pp-0194", "transaction_id": null, "status": "failed" }).to_string();
 
         let job = Job::parse("lead", &lead).unwrap();
-        assert_eq!(job, Job::Lead(LeadJob { lead_id: 4242, pipeline_id: Some(7001), status_id: Some(7003) }));
+        assert_eq!(
+            job,
+            Job::Lead(LeadJob { lead_id: LeadId(4242), pipeline_id: Some(7001), status_id: Some(7003) })
+        );
         assert_eq!(job.payload(), lead);
         assert_eq!(Job::parse("lead", &moved).unwrap().payload(), moved);
         let job = Job::parse("payment", &paid).unwrap();
-        assert_eq!(job.tx_ref(), Some("pp-0193"));
+        assert_eq!(job.tx_ref().map(TxRef::as_str), Some("pp-0193"));
         assert_eq!(job.payload(), paid);
         assert_eq!(Job::parse("payment", &v4).unwrap().payload(), v4);
         assert_eq!(Job::parse("reconcile", "{}").unwrap(), Job::Reconcile);
         assert_eq!(Job::Reconcile.payload(), json!({}).to_string());
         // Jobs written by hand (tests, an operator) carry only the id.
-        assert_eq!(Job::parse("lead", r#"{"lead_id": 9}"#).unwrap().lead_id(), Some(9));
+        assert_eq!(Job::parse("lead", r#"{"lead_id": 9}"#).unwrap().lead_id(), Some(LeadId(9)));
     }
 
     #[test]

@@ -5,6 +5,38 @@ use crate::on_tx;
 
 use super::{StoreError, Tx};
 
+crate::text_enum! {
+    /// What a timeline entry is about.
+    pub enum ActivityKind {
+        Received = "received",
+        Ignored = "ignored",
+        LinkCreated = "link_created",
+        LinkReused = "link_reused",
+        LinkDisabled = "link_disabled",
+        NotePosted = "note_posted",
+        PaymentVerified = "payment_verified",
+        PaymentRejected = "payment_rejected",
+        PaymentFailed = "payment_failed",
+        PaymentUnknown = "payment_unknown",
+        DealClosed = "deal_closed",
+        /// An attempt failed and the job will be retried.
+        Failure = "failure",
+        /// The job waits for a person (keys missing, Kommo revoked).
+        Paused = "paused",
+        /// The job gave up.
+        Dead = "dead",
+    }
+}
+
+crate::text_enum! {
+    /// How what an entry reports turned out.
+    pub enum ActivityOutcome {
+        Ok = "ok",
+        Failed = "failed",
+        Ignored = "ignored",
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ActivityRow {
     pub id: uuid::Uuid,

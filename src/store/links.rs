@@ -16,7 +16,7 @@ pub struct LinkRow {
     pub amount: String,
     pub currency: String,
     pub link: Option<String>,
-    pub state: String,
+    pub state: LinkState,
     pub note_posted_at: Option<i64>,
     pub field_written_at: Option<i64>,
     pub transaction_id: Option<i64>,
@@ -45,18 +45,21 @@ macro_rules! link_columns {
     };
 }
 
-pub mod state {
-    /// Recorded before Flutterwave is asked; never re-posted if the answer is lost.
-    pub const CREATING: &str = "creating";
-    pub const OPEN: &str = "open";
-    /// Flutterwave may or may not have created it (timeout, crash): never re-posted.
-    pub const UNCERTAIN: &str = "uncertain";
-    pub const FAILED: &str = "failed";
-    /// Replaced by a link for a new amount, and disabled.
-    pub const SUPERSEDED: &str = "superseded";
-    /// The lead was lost; disabled.
-    pub const CANCELLED: &str = "cancelled";
-    pub const PAID: &str = "paid";
+crate::text_enum! {
+    /// Where a link is in its life.
+    pub enum LinkState {
+        /// Recorded before Flutterwave is asked; never re-posted if the answer is lost.
+        Creating = "creating",
+        Open = "open",
+        /// Flutterwave may or may not have created it (timeout, crash): never re-posted.
+        Uncertain = "uncertain",
+        Failed = "failed",
+        /// Replaced by a link for a new amount, and disabled.
+        Superseded = "superseded",
+        /// The lead was lost; disabled.
+        Cancelled = "cancelled",
+        Paid = "paid",
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -155,7 +158,7 @@ pub async fn clients_with_open_links(tx: &mut Tx, limit: i64) -> Result<Vec<Clie
     .await)?)
 }
 
-pub async fn set_state(tx: &mut Tx, id: uuid::Uuid, state: &str, now: i64) -> Result<(), StoreError> {
+pub async fn set_state(tx: &mut Tx, id: uuid::Uuid, state: LinkState, now: i64) -> Result<(), StoreError> {
     on_tx!(tx, c => sqlx::query("UPDATE payment_links SET state = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(state)

@@ -21,6 +21,7 @@ pub mod notices;
 pub mod overview;
 pub mod stats;
 pub mod telemetry;
+mod text_enum;
 mod tx;
 mod url;
 pub mod users;

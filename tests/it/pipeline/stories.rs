@@ -356,7 +356,9 @@ async fn reconciliation_reaches_a_new_link_behind_many_nobody_pays(engine: Engin
         )
         .await
         .unwrap();
-        pipepay::store::links::set_state(&mut tx, id, "open", long_ago + n).await.unwrap();
+        pipepay::store::links::set_state(&mut tx, id, pipepay::store::links::LinkState::Open, long_ago + n)
+            .await
+            .unwrap();
     }
     tx.commit().await.unwrap();
 
