@@ -12,7 +12,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::token_cache::{Tenant, TokenCache};
-use super::writer::{Stored, WriteError, Webhook};
+use super::writer::{Stored, Webhook, WriteError};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::flutterwave::webhook::{self, ChargeStatus, Event, EventKind, TransactionId};
@@ -91,9 +91,12 @@ async fn store(ingress: &Ingress, tenant: &Tenant, event: &Event, body: &[u8]) -
         ChargeStatus::Other(other) => other.clone(),
     };
     let tx_ref = event.tx_ref.clone().unwrap_or_default();
-    let not_ours = "the reference is not a payment link pipepay issued (a dashboard link or another integration)";
+    let not_ours =
+        "the reference is not a payment link pipepay issued (a dashboard link or another integration)";
     let (ignored, link) = match (&event.kind, &event.tx_ref) {
-        (EventKind::Other(kind), _) => (Some(format!("Flutterwave event {kind:?} is not one pipepay acts on")), None),
+        (EventKind::Other(kind), _) => {
+            (Some(format!("Flutterwave event {kind:?} is not one pipepay acts on")), None)
+        }
         (EventKind::ChargeCompleted, Some(tx_ref)) => (None, Some((tx_ref.clone(), not_ours.to_owned()))),
         (EventKind::ChargeCompleted, None) => (Some(not_ours.to_owned()), None),
     };

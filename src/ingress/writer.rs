@@ -99,6 +99,8 @@ pub struct Writer {
     sender: mpsc::Sender<Request>,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
+    db: Db,
+    handed_over: std::sync::atomic::AtomicU64,
 }
 
 impl Writer {
@@ -115,7 +117,13 @@ impl Writer {
         for _ in 0..writers {
             tasks.spawn(run(db.clone(), queue.clone(), receiver.clone(), stop.clone()));
         }
-        Writer { sender, stop, tasks: std::sync::Mutex::new(Some(tasks)) }
+        Writer {
+            sender,
+            stop,
+            tasks: std::sync::Mutex::new(Some(tasks)),
+            db,
+            handed_over: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Stores the webhook with whatever else is waiting; returns once that is committed.
@@ -123,6 +131,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let request = Request { webhook, span: tracing::Span::current(), reply };
         self.sender.send(request).await.map_err(|_| WriteError::Stopped)?;
+        self.handed_over.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
@@ -134,6 +143,15 @@ impl Writer {
         if let Some(mut tasks) = tasks {
             while tasks.join_next().await.is_some() {}
         }
+        // On SQLite the writer's own pool; on PostgreSQL the shared one, which its owner closes.
+        if self.db.backend() == Backend::Sqlite {
+            self.db.close().await;
+        }
+    }
+
+    /// Webhooks handed to the writers so far.
+    pub fn handed_over(&self) -> u64 {
+        self.handed_over.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -162,7 +180,10 @@ async fn run(db: Db, queue: Queue, receiver: Arc<Mutex<mpsc::Receiver<Request>>>
 
 /// Waits for one webhook, then takes whatever else is waiting, up to [`MAX_BATCH`]. `None`
 /// once stopped and nothing is left.
-async fn next_batch(receiver: &Mutex<mpsc::Receiver<Request>>, stop: &CancellationToken) -> Option<Vec<Request>> {
+async fn next_batch(
+    receiver: &Mutex<mpsc::Receiver<Request>>,
+    stop: &CancellationToken,
+) -> Option<Vec<Request>> {
     let mut receiver = receiver.lock().await;
     let first = tokio::select! {
         biased;
