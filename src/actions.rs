@@ -24,7 +24,7 @@ pub async fn rotate_ingress_token(
     if let Some(old) = &issued.replaced {
         state.kommo.move_subscription(client, &old.kommo, &issued.webhook_urls.kommo).await;
     }
-    state.ingress.tenants.forget(client);
+    state.ingress.tokens.forget(client);
     Ok(issued)
 }
 
@@ -48,7 +48,7 @@ pub async fn set_flutterwave_keys(
         input,
     )
     .await?;
-    state.ingress.tenants.forget(client);
+    state.ingress.tokens.forget(client);
     Ok(keys)
 }
 
@@ -61,7 +61,7 @@ pub async fn update_settings(
     settings: ClientSettings,
 ) -> Result<ClientView> {
     let view = clients::update_settings(&state.db, access, client, settings).await?;
-    state.ingress.tenants.forget(client);
+    state.ingress.tokens.forget(client);
     Ok(view)
 }
 
@@ -73,7 +73,7 @@ pub async fn disconnect_kommo(
     force: bool,
 ) -> Result<()> {
     connections::disconnect(&state.kommo, access, client, force).await?;
-    state.ingress.tenants.forget(client);
+    state.ingress.tokens.forget(client);
     Ok(())
 }
 
@@ -86,6 +86,6 @@ pub async fn delete_client(state: &AppState, access: &Access, client: ClientId, 
     access.require(Role::Admin)?;
     connections::unsubscribe_before_removal(&state.kommo, client, force).await?;
     clients::delete(&state.db, access, client).await?;
-    state.ingress.tenants.forget(client);
+    state.ingress.tokens.forget(client);
     Ok(())
 }

@@ -18,7 +18,8 @@ use crate::connections::installs::InstallLimits;
 use crate::flutterwave::client::Flutterwave;
 use crate::http;
 use crate::ingress::Ingress;
-use crate::ingress::tenants::Tenants;
+use crate::ingress::token_cache::TokenCache;
+use crate::ingress::writer::Writer;
 use crate::kommo::Kommo;
 use crate::pipeline::{Pipeline, reconcile};
 use crate::queue::{self, Queue, worker};
@@ -84,10 +85,13 @@ impl Application {
                 retry_max: Duration::from_secs(config.job_retry_max_secs),
             },
         );
+        let writer_db = db.writer().await.context("PIPEPAY_DATABASE_URL (the ingress writer)")?;
         let ingress = Arc::new(Ingress {
             db: db.clone(),
             queue: queue.clone(),
-            tenants: Tenants::new(db.clone(), vault.clone()),
+            tokens: TokenCache::new(db.clone(), vault.clone()),
+            writer: Writer::start(writer_db, queue.clone()),
+            backlog: crate::ingress::backlog::Backlog::new(db.clone()),
             caps: crate::ingress::Caps {
                 max_leads: usize::try_from(config.ingress_max_leads).unwrap_or(usize::MAX),
                 max_ready_jobs: i64::from(config.ingress_max_ready_jobs),
@@ -124,6 +128,7 @@ impl Application {
         let Application { listener, limits, state } = self;
         let grace = state.config.shutdown_grace();
         let db = state.db.clone();
+        let ingress = state.ingress.clone();
         let stop = CancellationToken::new();
         let abandon = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
@@ -184,6 +189,8 @@ impl Application {
             abandon.cancel();
             while background.join_next().await.is_some() {}
         }
+        // Every request was answered, so the writer holds nothing; it stops before the pools close.
+        ingress.writer.drain().await;
         db.close().await;
         tracing::info!("pipepay stopped");
         Ok(())

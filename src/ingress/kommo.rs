@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::tenants::{Tenant, Tenants};
+use super::token_cache::{Tenant, TokenCache};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::ids::LeadId;
@@ -21,7 +21,7 @@ use crate::problem::Problem;
 use crate::queue::job::{Job, LeadJob};
 use crate::store::activity::ActivityRow;
 use crate::store::events::{self, NewEvent};
-use crate::store::{self, StoreError, jobs};
+use crate::store::{self, StoreError};
 use crate::tenants::settings::{KOMMO_LOST, Trigger};
 
 pub async fn receive(
@@ -29,7 +29,7 @@ pub async fn receive(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    let tenant = match ingress.tenants.get(&token).await {
+    let tenant = match ingress.tokens.get(&token).await {
         Ok(Some(tenant)) => tenant,
         // The same answer as any other unknown address.
         Ok(None) => {
@@ -41,7 +41,7 @@ pub async fn receive(
             return unavailable(&error);
         }
     };
-    Tenants::trace(&tenant);
+    TokenCache::trace(&tenant);
     let hook = match webhook::parse(&body) {
         Ok(hook) => hook,
         Err(error) => {
@@ -97,6 +97,7 @@ pub async fn receive(
                 },
             );
             if answer.jobs > 0 {
+                ingress.backlog.queued(tenant.client);
                 ingress.queue.wake();
             }
             (StatusCode::OK, Json(answer)).into_response()
@@ -199,7 +200,7 @@ async fn fresh_enough(
     if !hinges_on_trigger || tenant.read_at.elapsed() < TRIGGER_TRUSTED_FOR {
         return Ok(tenant);
     }
-    Ok(ingress.tenants.reload(&tenant).await?.unwrap_or(tenant))
+    Ok(ingress.tokens.reload(&tenant).await?.unwrap_or(tenant))
 }
 
 /// Whether a lead event is worth a job: `None` if so, else the reason code and its words.
@@ -249,7 +250,7 @@ async fn account_matches(
     if tenant.kommo_account == Some(sent) {
         return Ok(true);
     }
-    Ok(ingress.tenants.reload(tenant).await?.is_some_and(|t| t.kommo_account == Some(sent)))
+    Ok(ingress.tokens.reload(tenant).await?.is_some_and(|t| t.kommo_account == Some(sent)))
 }
 
 /// Why a body from another (or no) Kommo account is ignored whole.
@@ -308,20 +309,15 @@ async fn store_all(
         return Ok(Stored::Answer(answer));
     }
     let queues_any = hook.leads.iter().any(|lead| verdict(tenant.trigger.as_ref(), lead).is_none());
-    let mut first = true;
+    // Checked once, before anything is stored: a body is taken whole or not at all.
+    if queues_any && ingress.backlog.full(tenant.client, ingress.caps.max_ready_jobs).await? {
+        return Ok(Stored::Backlog);
+    }
     for chunk in hook.leads.chunks(LEADS_PER_TRANSACTION) {
         let mut tx = ingress.db.write().await?;
         if !events::token_is_current(&mut tx, tenant.client, &tenant.token_hash).await? {
             return Ok(Stored::UnknownToken);
         }
-        // Checked once, before anything is stored: a body is taken whole or not at all.
-        if first
-            && queues_any
-            && jobs::ready_at_least(&mut tx, tenant.client, ingress.caps.max_ready_jobs).await?
-        {
-            return Ok(Stored::Backlog);
-        }
-        first = false;
         for lead in chunk {
             store_lead(ingress, &mut tx, tenant, lead, now, &mut answer).await?;
         }

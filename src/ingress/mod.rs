@@ -1,12 +1,15 @@
 //! The shared webhook ingress: `POST /hooks/{token}/kommo` and `POST /hooks/{token}/flutterwave`.
 //! The token finds the client account; what can be verified is verified; the event and its job
-//! are stored in one transaction, deduplicated; only then is the sender told 200. A storage
+//! are stored in one transaction, deduplicated (Flutterwave's together with the other webhooks
+//! waiting, see `writer`); only then is the sender told 200. A storage
 //! failure is a 503, so the sender retries; nothing here waits on Kommo or Flutterwave.
 
+pub mod backlog;
 mod flutterwave;
 mod kommo;
 pub mod retention;
-pub mod tenants;
+pub mod token_cache;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,9 @@ use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 
-use self::tenants::Tenants;
+use self::backlog::Backlog;
+use self::token_cache::TokenCache;
+use self::writer::Writer;
 use crate::problem::Problem;
 use crate::queue::Queue;
 use crate::store::Db;
@@ -30,7 +35,11 @@ use crate::store::Db;
 pub struct Ingress {
     pub db: Db,
     pub queue: Queue,
-    pub tenants: Tenants,
+    pub tokens: TokenCache,
+    /// Stores Flutterwave webhooks by the batch (group commit).
+    pub writer: Writer,
+    /// Whether a client account's backlog is at its cap, counted outside the write lock.
+    pub backlog: Backlog,
     pub caps: Caps,
 }
 
@@ -87,7 +96,7 @@ pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
 async fn screen(State(ingress): State<Arc<Ingress>>, request: Request<Body>, next: Next) -> Response<Body> {
     let mut segments = request.uri().path().split('/').skip(2);
     let (token, source) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
-    if ingress.tenants.surely_unknown(token) {
+    if ingress.tokens.surely_unknown(token) {
         count(if source == "kommo" { "kommo" } else { "flutterwave" }, "unknown_token");
         return Problem::not_found().into_response();
     }

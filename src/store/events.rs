@@ -26,7 +26,7 @@ pub const IGNORED_PREFIX_BYTES: usize = 2048;
 /// What is stored of a payload: all of it, or for an ignored event longer than
 /// [`IGNORED_PREFIX_BYTES`], a prefix (cut on a character boundary) with the whole's SHA-256
 /// (hex) and length.
-fn kept<'a>(outcome: &str, payload: &'a str) -> (&'a str, Option<String>, Option<i64>) {
+pub(super) fn kept<'a>(outcome: &str, payload: &'a str) -> (&'a str, Option<String>, Option<i64>) {
     if outcome != "ignored" || payload.len() <= IGNORED_PREFIX_BYTES {
         return (payload, None, None);
     }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod clients;
 pub mod data_keys;
 pub mod events;
+pub mod ingress_batch;
 pub mod jobs;
 pub mod kommo;
 pub mod leases;
@@ -164,6 +165,25 @@ impl Db {
                     .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
                 Ok(Db::Postgres(pool))
             }
+        }
+    }
+
+    /// The pool for a process-wide writer. On SQLite, a pool of its own holding one
+    /// connection: SQLite takes one writer at a time anyway, and a single writer that owns its
+    /// connection never waits on the lock behind many pool connections taking turns. On
+    /// PostgreSQL, which commits concurrent transactions together, the shared pool.
+    pub async fn writer(&self) -> Result<Db, StoreError> {
+        match self {
+            Db::Sqlite(pool) => {
+                let options = (*pool.connect_options()).clone();
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                Ok(Db::Sqlite(writer))
+            }
+            Db::Postgres(pool) => Ok(Db::Postgres(pool.clone())),
         }
     }
 

@@ -3,6 +3,7 @@
 //! the real queue, on both databases.
 
 mod crash;
+mod group_commit;
 mod ingress;
 mod queue;
 mod stories;

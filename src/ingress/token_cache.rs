@@ -1,4 +1,6 @@
-//! Which client account an ingress token belongs to, cached. The cache can be stale for a
+//! Which client account an ingress token belongs to, cached: a bounded concurrent cache
+//! (`quick_cache`, sharded, so lookups on the hot path take no process-wide lock). It can be
+//! stale for a
 //! moment on another instance; that never lets a rotated or deleted token through, because the
 //! transaction that stores a webhook checks the token again (see `store::events`).
 //!
@@ -6,9 +8,10 @@
 //! found to belong to nobody are answered before the rate limiter and the database: the
 //! limiter would otherwise keep a key per made-up path, and the database a read per guess.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use quick_cache::sync::Cache;
 
 use crate::auth::tokens;
 use crate::error::Result;
@@ -39,23 +42,21 @@ pub fn well_formed(token: &str) -> bool {
 }
 
 /// Token hashes recently found to belong to no client account: bounded, and short-lived.
-#[derive(Debug, Default)]
 struct Unknown {
-    seen: HashMap<Vec<u8>, Instant>,
+    seen: Cache<Vec<u8>, Instant>,
 }
 
 impl Unknown {
+    fn new() -> Unknown {
+        Unknown { seen: Cache::new(MAX_UNKNOWN) }
+    }
+
     fn contains(&self, hash: &[u8]) -> bool {
         self.seen.get(hash).is_some_and(|at| at.elapsed() < UNKNOWN_FOR)
     }
 
-    fn insert(&mut self, hash: Vec<u8>) {
-        if self.seen.len() >= MAX_UNKNOWN {
-            self.seen.retain(|_, at| at.elapsed() < UNKNOWN_FOR);
-        }
-        if self.seen.len() < MAX_UNKNOWN {
-            self.seen.insert(hash, Instant::now());
-        }
+    fn insert(&self, hash: Vec<u8>) {
+        self.seen.insert(hash, Instant::now());
     }
 }
 
@@ -76,34 +77,30 @@ pub struct Tenant {
     pub read_at: Instant,
 }
 
-/// Token hash → when it was read, and what was read.
-type Cache = HashMap<Vec<u8>, (Instant, Arc<Tenant>)>;
-
-pub struct Tenants {
+/// Client accounts by ingress token hash, and tokens known to be nobody's.
+pub struct TokenCache {
     db: Db,
     vault: Vault,
-    cache: Mutex<Cache>,
-    unknown: Mutex<Unknown>,
+    /// Token hash → what was read (with when); a full cache evicts the least used.
+    cache: Cache<Vec<u8>, Arc<Tenant>>,
+    unknown: Unknown,
 }
 
-impl Tenants {
-    pub fn new(db: Db, vault: Vault) -> Tenants {
-        Tenants { db, vault, cache: Mutex::new(HashMap::new()), unknown: Mutex::new(Unknown::default()) }
+impl TokenCache {
+    pub fn new(db: Db, vault: Vault) -> TokenCache {
+        TokenCache { db, vault, cache: Cache::new(MAX_ENTRIES), unknown: Unknown::new() }
     }
 
     /// Whether the token is known to belong to nobody without asking the database: it is not
     /// a token, or it was looked up moments ago and found nowhere.
     pub fn surely_unknown(&self, token: &str) -> bool {
-        !well_formed(token) || self.unknown.lock().is_ok_and(|unknown| unknown.contains(&tokens::hash(token)))
+        !well_formed(token) || self.unknown.contains(&tokens::hash(token))
     }
 
     /// The tenant of a token, from the cache when fresh.
     pub async fn get(&self, token: &str) -> Result<Option<Arc<Tenant>>> {
         let hash = tokens::hash(token);
-        let cached =
-            self.cache.lock().ok().and_then(|c| {
-                c.get(&hash).filter(|(at, _)| at.elapsed() < FRESH_FOR).map(|(_, t)| t.clone())
-            });
+        let cached = self.cache.get(&hash).filter(|t| t.read_at.elapsed() < FRESH_FOR);
         match cached {
             Some(tenant) => Ok(Some(tenant)),
             None => self.load(hash).await,
@@ -119,12 +116,8 @@ impl Tenants {
         let mut tx = self.db.read().await?;
         let Some(client) = store::clients::by_ingress_token(&mut tx, &hash).await? else {
             tx.commit().await?;
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.remove(&hash);
-            }
-            if let Ok(mut unknown) = self.unknown.lock() {
-                unknown.insert(hash);
-            }
+            self.cache.remove(&hash);
+            self.unknown.insert(hash);
             return Ok(None);
         };
         let connection = store::kommo::connection(&mut tx, client.id).await?;
@@ -139,12 +132,7 @@ impl Tenants {
             trigger: serde_json::from_str::<ClientSettings>(&client.settings).ok().and_then(|s| s.trigger),
             read_at: Instant::now(),
         });
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_ENTRIES {
-                cache.retain(|_, (at, _)| at.elapsed() < FRESH_FOR);
-            }
-            cache.insert(hash, (Instant::now(), tenant.clone()));
-        }
+        self.cache.insert(hash, tenant.clone());
         Ok(Some(tenant))
     }
 
@@ -157,14 +145,10 @@ impl Tenants {
 
     /// Forgets a client account's cached facts in this process (its keys or connection changed).
     pub fn forget(&self, client: ClientId) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|_, (_, t)| t.client != client);
-        }
+        self.cache.retain(|_, t| t.client != client);
         // A new token (rotated here) is not one that was guessed, but nothing is lost by
         // reading every unknown token afresh after a change.
-        if let Ok(mut unknown) = self.unknown.lock() {
-            unknown.seen.clear();
-        }
+        self.unknown.seen.clear();
     }
 }
 
@@ -185,19 +169,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tokens_are_remembered_briefly_and_boundedly() {
-        let mut unknown = Unknown::default();
-        for n in 0..MAX_UNKNOWN + 500 {
+    fn unknown_tokens_are_remembered_boundedly() {
+        let unknown = Unknown::new();
+        for n in 0..MAX_UNKNOWN * 2 {
             unknown.insert(n.to_be_bytes().to_vec());
         }
-        assert_eq!(unknown.seen.len(), MAX_UNKNOWN, "never more than the bound");
-        assert!(unknown.contains(&0usize.to_be_bytes()));
-        assert!(!unknown.contains(&(MAX_UNKNOWN + 1).to_be_bytes()), "beyond the bound: read again");
+        assert!(unknown.seen.len() <= MAX_UNKNOWN, "never more than the bound: {}", unknown.seen.len());
+        let last = (MAX_UNKNOWN * 2 - 1).to_be_bytes();
+        assert!(unknown.contains(&last), "the latest is remembered");
+        assert!(!unknown.contains(b"never seen"));
 
         let old = Instant::now().checked_sub(UNKNOWN_FOR).unwrap();
-        unknown.seen.values_mut().for_each(|at| *at = old);
-        assert!(!unknown.contains(&0usize.to_be_bytes()), "expired");
-        unknown.insert(b"new".to_vec());
-        assert_eq!(unknown.seen.len(), 1, "expired entries make room");
+        unknown.seen.insert(b"old".to_vec(), old);
+        assert!(!unknown.contains(b"old"), "expired");
     }
 }
