@@ -163,7 +163,7 @@ async fn announce(tx: &mut Tx, incident: &IncidentRow, name: Option<&str>, opene
     let text = if opened {
         format!("{name}: {title}. {}.", incident.detail)
     } else {
-        format!("{name}: {title}. Resolved: {}.", incident.detail)
+        format!("{name}: {title} (resolved). It was: {}.", incident.detail)
     };
     let settings = rows::settings(tx, incident.agency_id).await?;
     if settings.as_ref().is_none_or(|s| s.email_owners) {

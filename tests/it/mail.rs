@@ -52,7 +52,26 @@ pub fn link_path(text: &str, kind: &str) -> String {
     text[at..].split_whitespace().next().unwrap().to_owned()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
+/// Waits until the outbox rows to `to` have left the delivery loop; returns (state, attempts).
+async fn delivered(app: &TestApp, to: &str) -> (String, i64) {
+    let started = Instant::now();
+    loop {
+        let row: Option<(String, i64)> = pipepay::on_db!(&app.db, pool => sqlx::query_as(
+            "SELECT state, attempts FROM outbox WHERE recipient = $1 AND state NOT IN ('ready', 'sending')",
+        )
+        .bind(to)
+        .fetch_optional(pool)
+        .await)
+        .unwrap();
+        if let Some(row) = row {
+            return row;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the mail to {to} is still being sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
     pipepay::on_db!(&app.db, pool => sqlx::query_scalar(sql).fetch_one(pool).await).unwrap()
 }
 
@@ -119,7 +138,7 @@ async fn a_reset_link_expires_and_a_wrong_one_is_refused(engine: Engine) {
     submit(&visitor, "/forgot", &[("email", "late@reset.example")]).await;
     let first = link_path(&outbox_mail(&app, "late@reset.example", "Reset").await, "reset");
     // A second request: only the newest link works.
-    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await).unwrap();
+    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await.map(drop)).unwrap();
     submit(&visitor, "/forgot", &[("email", "late@reset.example")]).await;
     let second = link_path(&outbox_mail(&app, "late@reset.example", "Reset").await, "reset");
     assert_ne!(first, second);
@@ -129,7 +148,8 @@ async fn a_reset_link_expires_and_a_wrong_one_is_refused(engine: Engine) {
     pipepay::on_db!(&app.db, pool => sqlx::query("UPDATE email_tokens SET expires_at = $1")
         .bind(pipepay::clock::now_ms() - 1)
         .execute(pool)
-        .await)
+        .await
+        .map(drop))
     .unwrap();
     assert_eq!(get(&visitor, &second).await.status, 404);
     assert_eq!(submit(&visitor, &second, &[("password", "copper lantern river 2290 pebble")]).await.status(), 404);
@@ -177,13 +197,7 @@ async fn an_invitation_is_mailed_through_smtp(engine: Engine) {
     assert!(mail.data.contains("Invite Co"), "{}", mail.data);
     let token = invited["token"].as_str().unwrap();
     assert!(mail.data.contains(&format!("/join/{token}")), "the mail carries the join link: {}", mail.data);
-    let state: String = pipepay::on_db!(&app.db, pool => sqlx::query_scalar(
-        "SELECT state FROM outbox WHERE recipient = 'new.hire@invite.example'",
-    )
-    .fetch_one(pool)
-    .await)
-    .unwrap();
-    assert_eq!(state, "sent");
+    assert_eq!(delivered(&app, "new.hire@invite.example").await.0, "sent");
     // The sign-up's address check went out too; with SMTP configured, /dev/outbox does not exist.
     smtp.mail_to("boss@invite.example").await;
     assert_eq!(get(&app.anonymous(), "/dev/outbox").await.status, 404);
@@ -199,12 +213,7 @@ async fn mail_refused_for_a_while_is_sent_later(engine: Engine) {
     let mail = smtp.mail_to("patient@retry.example").await;
     assert!(mail.data.contains("/verify/"));
     assert_eq!(smtp.refused.load(std::sync::atomic::Ordering::SeqCst), 2, "refused twice, then accepted");
-    let (state, attempts): (String, i64) = pipepay::on_db!(&app.db, pool => sqlx::query_as(
-        "SELECT state, attempts FROM outbox WHERE recipient = 'patient@retry.example'",
-    )
-    .fetch_one(pool)
-    .await)
-    .unwrap();
+    let (state, attempts) = delivered(&app, "patient@retry.example").await;
     assert_eq!((state.as_str(), attempts), ("sent", 3));
     assert_eq!(smtp.mails().len(), 1, "sent once");
     app.stop().await;
@@ -227,7 +236,7 @@ async fn a_new_account_confirms_its_address(engine: Engine) {
     // Resending makes a new link; the old one stops working.
     let mut agent = app.anonymous();
     agent.log_in("fresh@verify.example", PASSWORD).await;
-    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await).unwrap();
+    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await.map(drop)).unwrap();
     let resent = submit(&agent, "/app/account/verify", &[]).await;
     assert_eq!(location(&resent), "/app/account?done=verification-sent");
     let newer = link_path(&outbox_mail(&app, "fresh@verify.example", "Confirm your email").await, "verify");
@@ -320,7 +329,8 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     .bind(client_id)
     .bind(now)
     .execute(pool)
-    .await)
+    .await
+    .map(drop))
     .unwrap();
     let quiet = Duration::from_secs(3 * 86_400);
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
@@ -342,12 +352,12 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     assert!(sent["text"].as_str().unwrap().contains("Acme Kenya: Jobs failed for good"), "{sent}");
 
     // The job is dealt with: the incident closes, and its recovery is told once.
-    pipepay::on_db!(&app.db, pool => sqlx::query("UPDATE jobs SET state = 'done'").execute(pool).await).unwrap();
+    pipepay::on_db!(&app.db, pool => sqlx::query("UPDATE jobs SET state = 'done'").execute(pool).await.map(drop)).unwrap();
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
     assert_eq!(count(&app, "SELECT COUNT(*) FROM incidents WHERE closed_at IS NOT NULL").await, 1);
     let resolved = outbox_mail(&app, "owner@alerts.example", "No failed jobs left").await;
-    assert!(resolved.contains("Resolved"), "{resolved}");
+    assert!(resolved.contains("(resolved)"), "{resolved}");
     let calls = receiver.wait_for(3).await;
     let resolved: Value = serde_json::from_str(&calls[2].1).unwrap();
     assert_eq!(resolved["event"], "incident.resolved");
