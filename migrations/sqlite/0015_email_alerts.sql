@@ -45,7 +45,8 @@ CREATE INDEX email_tokens_by_user ON email_tokens (user_id, purpose);
 
 CREATE TABLE alert_settings (
     agency_id BLOB PRIMARY KEY REFERENCES agencies (id) ON DELETE CASCADE,
-    email_owners BOOLEAN NOT NULL,
+    -- 1: mail the owners, 0: do not.
+    email_owners INTEGER NOT NULL,
     webhook_url TEXT,
     -- Sealed for the agency (vault); signs the webhook's body.
     webhook_secret TEXT,

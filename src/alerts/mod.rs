@@ -81,7 +81,8 @@ pub async fn evaluate(db: &Db, quiet: Duration) -> Result<Evaluation, StoreError
         holds.insert((client, kinds::FLUTTERWAVE_KEY), Condition { agency, client_name, detail: reason });
     }
     for (client, agency, client_name, count) in rows::dead_jobs(&mut tx).await? {
-        let detail = format!("{count} job(s) failed for good; see the activity page and replay them once fixed");
+        let detail =
+            format!("{count} job(s) failed for good; see the activity page and replay them once fixed");
         holds.insert((client, kinds::DEAD_JOBS), Condition { agency, client_name, detail });
     }
     for (client, agency, client_name, count) in rows::quiet_flutterwave(&mut tx, since).await? {
@@ -101,7 +102,8 @@ pub async fn evaluate(db: &Db, quiet: Duration) -> Result<Evaluation, StoreError
     let mut tx = db.write().await?;
     let open = rows::open_incidents(&mut tx).await?;
     for incident in &open {
-        let still = holds.keys().any(|(client, kind)| *client == incident.client_id && *kind == incident.kind);
+        let still =
+            holds.keys().any(|(client, kind)| *client == incident.client_id && *kind == incident.kind);
         if !still && rows::close(&mut tx, incident.id, now).await? {
             announce(&mut tx, incident, None, false).await?;
             result.closed += 1;
@@ -153,10 +155,17 @@ fn title(kind: &str, opened: bool) -> &'static str {
 
 /// Writes an incident's alert (or its recovery) into the outbox: mail to each owner unless the
 /// agency turned that off, and the agency's webhook if it has one.
-async fn announce(tx: &mut Tx, incident: &IncidentRow, name: Option<&str>, opened: bool) -> Result<(), StoreError> {
+async fn announce(
+    tx: &mut Tx,
+    incident: &IncidentRow,
+    name: Option<&str>,
+    opened: bool,
+) -> Result<(), StoreError> {
     let name = match name {
         Some(name) => name.to_owned(),
-        None => crate::store::clients::by_id(tx, incident.client_id).await?.map(|c| c.name).unwrap_or_default(),
+        None => {
+            crate::store::clients::by_id(tx, incident.client_id).await?.map(|c| c.name).unwrap_or_default()
+        }
     };
     let title = title(&incident.kind, opened);
     let subject = format!("[pipepay] {name}: {title}");
@@ -166,7 +175,7 @@ async fn announce(tx: &mut Tx, incident: &IncidentRow, name: Option<&str>, opene
         format!("{name}: {title} (resolved). It was: {}.", incident.detail)
     };
     let settings = rows::settings(tx, incident.agency_id).await?;
-    if settings.as_ref().is_none_or(|s| s.email_owners) {
+    if settings.as_ref().is_none_or(|s| s.email_owners != 0) {
         for owner in rows::owner_emails(tx, incident.agency_id).await? {
             let body = format!("{text}\n\nClient account: {name}\nIncident: {}\n", incident.id);
             outbox::mail(tx, Some(incident.agency_id), &owner, &subject, &body).await?;

@@ -30,7 +30,7 @@ pub async fn get(db: &Db, access: &Access) -> Result<AlertSettings> {
     let row = rows::settings(&mut tx, access.agency).await?;
     tx.commit().await?;
     Ok(match row {
-        Some(row) => AlertSettings { email_owners: row.email_owners, webhook_url: row.webhook_url },
+        Some(row) => AlertSettings { email_owners: row.email_owners != 0, webhook_url: row.webhook_url },
         None => AlertSettings { email_owners: true, webhook_url: None },
     })
 }
@@ -48,7 +48,8 @@ pub async fn save(
 ) -> Result<Option<Secret>> {
     access.require(Role::Owner)?;
     let webhook_url = webhook_url.trim();
-    let webhook_url = if webhook_url.is_empty() { None } else { Some(check_url(webhook_url, allow_private)?) };
+    let webhook_url =
+        if webhook_url.is_empty() { None } else { Some(check_url(webhook_url, allow_private)?) };
     let mut tx = db.write().await?;
     let current = rows::settings(&mut tx, access.agency).await?;
     let changed_url = current.as_ref().and_then(|c| c.webhook_url.as_deref()) != webhook_url.as_deref();
@@ -63,13 +64,14 @@ pub async fn save(
     };
     let row = AlertSettingsRow {
         agency_id: access.agency,
-        email_owners,
+        email_owners: i64::from(email_owners),
         webhook_url: webhook_url.clone(),
         webhook_secret: sealed,
         updated_at: now_ms(),
     };
     rows::put_settings(&mut tx, &row).await?;
-    let detail = json!({ "email_owners": email_owners, "webhook_url": webhook_url, "new_secret": secret.is_some() });
+    let detail =
+        json!({ "email_owners": email_owners, "webhook_url": webhook_url, "new_secret": secret.is_some() });
     audit::record(&mut tx, access, None, "alerts.updated", detail).await?;
     tx.commit().await?;
     Ok(secret)

@@ -39,7 +39,8 @@ pub async fn request_reset(db: &Db, auth: &Auth, public_url: &Url, ip: IpAddr, e
     // Only the newest link works: an older mail read later must not reset the password.
     email_tokens::expire_all(&mut tx, user.id, purpose::RESET, now).await?;
     let (token, hash) = tokens::generate(tokens::RESET_PREFIX);
-    email_tokens::insert(&mut tx, &hash, user.id, purpose::RESET, &email, now, ms_after(RESET_LIFETIME)).await?;
+    email_tokens::insert(&mut tx, &hash, user.id, purpose::RESET, &email, now, ms_after(RESET_LIFETIME))
+        .await?;
     let body = format!(
         "Someone (hopefully you) asked to reset the password of your pipepay account.\n\n\
          Choose a new password here within an hour:\n{}\n\n\
@@ -119,7 +120,13 @@ pub async fn after_sign_up(db: &Db, public_url: &Url, user: UserId, email: &str)
 }
 
 /// Sends (again) the address check of a logged-in person whose address is not verified yet.
-pub async fn resend_verification(db: &Db, auth: &Auth, public_url: &Url, ip: IpAddr, user: UserId) -> Result<()> {
+pub async fn resend_verification(
+    db: &Db,
+    auth: &Auth,
+    public_url: &Url,
+    ip: IpAddr,
+    user: UserId,
+) -> Result<()> {
     let mut tx = db.write().await?;
     let row = store::users::by_id(&mut tx, user).await?.ok_or(Error::Unauthenticated("no such user"))?;
     auth.limiter.attempt(ip, Some(&row.email))?;

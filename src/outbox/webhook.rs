@@ -24,7 +24,9 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The signature header's value for `body` at `unix_secs`.
 pub fn signature(secret: &str, unix_secs: i64, body: &str) -> String {
     // HMAC takes a key of any length, so this never returns early.
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else { return String::new() };
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
     mac.update(format!("{unix_secs}.{body}").as_bytes());
     format!("t={unix_secs},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -37,7 +39,8 @@ pub struct Client {
 impl Client {
     pub fn new(allow_private: bool) -> anyhow::Result<Client> {
         crate::install_tls_provider();
-        let mut builder = reqwest::Client::builder().timeout(TIMEOUT).redirect(reqwest::redirect::Policy::none());
+        let mut builder =
+            reqwest::Client::builder().timeout(TIMEOUT).redirect(reqwest::redirect::Policy::none());
         if !allow_private {
             // Through a proxy, the proxy would resolve the agency's host out of the resolver's sight.
             builder = builder.dns_resolver(Arc::new(PublicOnly)).no_proxy();

@@ -9,7 +9,8 @@ use super::{StoreError, Tx};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AlertSettingsRow {
     pub agency_id: AgencyId,
-    pub email_owners: bool,
+    /// 1: mail the owners, 0: do not (an integer in both engines).
+    pub email_owners: i64,
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<String>,
     pub updated_at: i64,
@@ -94,7 +95,11 @@ pub async fn close(tx: &mut Tx, id: uuid::Uuid, now: i64) -> Result<bool, StoreE
 }
 
 /// An agency's incidents, newest first.
-pub async fn incidents_for(tx: &mut Tx, agency: AgencyId, limit: i64) -> Result<Vec<IncidentRow>, StoreError> {
+pub async fn incidents_for(
+    tx: &mut Tx,
+    agency: AgencyId,
+    limit: i64,
+) -> Result<Vec<IncidentRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "SELECT id, agency_id, client_id, kind, detail, opened_at, closed_at FROM incidents WHERE agency_id = $1 \
          ORDER BY opened_at DESC LIMIT $2",

@@ -47,7 +47,12 @@ pub async fn insert(
 
 /// Marks a live token of `purpose` used and returns it; `None` if unknown, used or expired. One
 /// statement, so two requests racing with the same link cannot both use it.
-pub async fn take(tx: &mut Tx, hash: &[u8], purpose: &str, now: i64) -> Result<Option<EmailTokenRow>, StoreError> {
+pub async fn take(
+    tx: &mut Tx,
+    hash: &[u8],
+    purpose: &str,
+    now: i64,
+) -> Result<Option<EmailTokenRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "UPDATE email_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL \
          AND expires_at > $3 RETURNING user_id, purpose, email, expires_at, used_at",
@@ -60,7 +65,12 @@ pub async fn take(tx: &mut Tx, hash: &[u8], purpose: &str, now: i64) -> Result<O
 }
 
 /// A live token of `purpose`, without using it (the reset form is shown before it is posted).
-pub async fn peek(tx: &mut Tx, hash: &[u8], purpose: &str, now: i64) -> Result<Option<EmailTokenRow>, StoreError> {
+pub async fn peek(
+    tx: &mut Tx,
+    hash: &[u8],
+    purpose: &str,
+    now: i64,
+) -> Result<Option<EmailTokenRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "SELECT user_id, purpose, email, expires_at, used_at FROM email_tokens \
          WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",

@@ -325,9 +325,9 @@ async fn forgot(
             .with_link("/login", "Back to log in"),
         )
         .into_response(),
-        Err(error) => again(error, |status, errors| {
-            Page::render(status, &ForgotPage { email: form.email, errors })
-        }),
+        Err(error) => {
+            again(error, |status, errors| Page::render(status, &ForgotPage { email: form.email, errors }))
+        }
     }
 }
 
@@ -344,7 +344,8 @@ fn link_unusable() -> Page {
         StatusCode::NOT_FOUND,
         &Message {
             title: "This link no longer works".into(),
-            message: "Reset links work once, within an hour, and only the newest one. Ask for a new one.".into(),
+            message: "Reset links work once, within an hour, and only the newest one. Ask for a new one."
+                .into(),
             tone: "error",
             link: Some(("/forgot".into(), "Ask for a new link".into())),
         },
@@ -414,7 +415,9 @@ async fn resend_verification(
     ClientIp(ip): ClientIp,
     posted: Posted<Empty>,
 ) -> Response {
-    match recovery::resend_verification(&state.db, &state.auth, &state.public_url, ip, posted.viewer.user).await {
+    match recovery::resend_verification(&state.db, &state.auth, &state.public_url, ip, posted.viewer.user)
+        .await
+    {
         Ok(()) => super::view::done("/app/account", "verification-sent"),
         Err(error) => error_page(error).into_response(),
     }

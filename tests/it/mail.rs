@@ -25,6 +25,7 @@ on_both_engines!(
     mail_refused_for_a_while_is_sent_later,
     a_new_account_confirms_its_address,
     an_alert_opens_once_then_resolves_by_mail_and_webhook,
+    each_condition_opens_its_own_incident_and_closes_when_fixed,
 );
 
 /// Waits for an outbox row to `to` whose subject contains `subject`; returns its body.
@@ -138,7 +139,8 @@ async fn a_reset_link_expires_and_a_wrong_one_is_refused(engine: Engine) {
     submit(&visitor, "/forgot", &[("email", "late@reset.example")]).await;
     let first = link_path(&outbox_mail(&app, "late@reset.example", "Reset").await, "reset");
     // A second request: only the newest link works.
-    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await.map(drop)).unwrap();
+    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await.map(drop))
+        .unwrap();
     submit(&visitor, "/forgot", &[("email", "late@reset.example")]).await;
     let second = link_path(&outbox_mail(&app, "late@reset.example", "Reset").await, "reset");
     assert_ne!(first, second);
@@ -152,15 +154,20 @@ async fn a_reset_link_expires_and_a_wrong_one_is_refused(engine: Engine) {
         .map(drop))
     .unwrap();
     assert_eq!(get(&visitor, &second).await.status, 404);
-    assert_eq!(submit(&visitor, &second, &[("password", "copper lantern river 2290 pebble")]).await.status(), 404);
+    assert_eq!(
+        submit(&visitor, &second, &[("password", "copper lantern river 2290 pebble")]).await.status(),
+        404
+    );
     app.stop().await;
 }
 
 async fn forgot_password_answers_the_same_for_unknown_addresses(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     app.sign_up("known@reset.example", "Known Co").await;
-    let known = Page::read(submit(&app.anonymous(), "/forgot", &[("email", "known@reset.example")]).await).await;
-    let unknown = Page::read(submit(&app.anonymous(), "/forgot", &[("email", "nobody@reset.example")]).await).await;
+    let known =
+        Page::read(submit(&app.anonymous(), "/forgot", &[("email", "known@reset.example")]).await).await;
+    let unknown =
+        Page::read(submit(&app.anonymous(), "/forgot", &[("email", "nobody@reset.example")]).await).await;
     assert_eq!((known.status, unknown.status), (200, 200));
     assert_eq!(known.one("main"), unknown.one("main"), "the same answer either way");
     outbox_mail(&app, "known@reset.example", "Reset").await;
@@ -180,8 +187,11 @@ async fn forgot_password_answers_the_same_for_unknown_addresses(engine: Engine) 
 async fn an_invitation_is_mailed_through_smtp(engine: Engine) {
     let smtp = FakeSmtp::start().await;
     let url = smtp.url();
-    let app = TestApp::spawn_with(engine, &["--smtp-url", &url, "--email-from", "pipepay <alerts@pipepay.example>"])
-        .await;
+    let app = TestApp::spawn_with(
+        engine,
+        &["--smtp-url", &url, "--email-from", "pipepay <alerts@pipepay.example>"],
+    )
+    .await;
     let owner = app.sign_up("boss@invite.example", "Invite Co").await;
     let invited = owner
         .agent
@@ -236,7 +246,8 @@ async fn a_new_account_confirms_its_address(engine: Engine) {
     // Resending makes a new link; the old one stops working.
     let mut agent = app.anonymous();
     agent.log_in("fresh@verify.example", PASSWORD).await;
-    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await.map(drop)).unwrap();
+    pipepay::on_db!(&app.db, pool => sqlx::query("DELETE FROM outbox").execute(pool).await.map(drop))
+        .unwrap();
     let resent = submit(&agent, "/app/account/verify", &[]).await;
     assert_eq!(location(&resent), "/app/account?done=verification-sent");
     let newer = link_path(&outbox_mail(&app, "fresh@verify.example", "Confirm your email").await, "verify");
@@ -303,16 +314,20 @@ fn signed_by(headers: &HeaderMap, body: &str, secret: &str) -> bool {
 async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     let receiver = Receiver::default();
     let hook = receiver.start().await;
-    let app =
-        TestApp::spawn_with(engine, &["--alert-allow-private", "--alert-every", "3600", "--job-retry-base", "100"])
-            .await;
+    let app = TestApp::spawn_with(
+        engine,
+        &["--alert-allow-private", "--alert-every", "3600", "--job-retry-base", "100"],
+    )
+    .await;
     let owner = app.sign_up("owner@alerts.example", "Alert Co").await;
     app.add_member(&owner, "helper@alerts.example", "admin").await;
     let (client, _) = app.add_client(&owner.agent, &owner.agency, "Acme Kenya").await;
 
     // The owner points alerts at their webhook; the signing secret is shown once.
     let base = format!("/app/agencies/{}/alerts", owner.agency);
-    let saved = Page::read(submit(&owner.agent, &base, &[("email_owners", "on"), ("webhook_url", &hook)]).await).await;
+    let saved =
+        Page::read(submit(&owner.agent, &base, &[("email_owners", "on"), ("webhook_url", &hook)]).await)
+            .await;
     assert_eq!(saved.status, 200);
     let secret = saved.attr("#webhook-secret", "value").unwrap();
     assert!(secret.starts_with("ppw_"));
@@ -338,8 +353,22 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     assert_eq!(count(&app, "SELECT COUNT(*) FROM incidents").await, 1, "opened once, not on each evaluation");
     let opened = outbox_mail(&app, "owner@alerts.example", "Jobs failed for good").await;
     assert!(opened.contains("Acme Kenya"), "{opened}");
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM outbox WHERE recipient = 'helper@alerts.example' AND subject LIKE '%Jobs%'").await, 0);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM outbox WHERE recipient = 'owner@alerts.example' AND subject LIKE '%Jobs%'").await, 1);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM outbox WHERE recipient = 'helper@alerts.example' AND subject LIKE '%Jobs%'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM outbox WHERE recipient = 'owner@alerts.example' AND subject LIKE '%Jobs%'"
+        )
+        .await,
+        1
+    );
 
     // The receiver answered 500 the first time: the call came again, signed, with Slack's text.
     let calls = receiver.wait_for(2).await;
@@ -373,5 +402,126 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     assert_eq!(get(&other.agent, &base).await.status, 404);
     let theirs = get(&other.agent, &format!("/app/agencies/{}/alerts", other.agency)).await;
     assert!(theirs.all(".outbox-message").is_empty() && theirs.all(".incident").is_empty());
+    app.stop().await;
+}
+
+/// Runs one statement with a client account id and a time bound as `$1` and `$2`.
+async fn given(app: &TestApp, sql: &'static str, client: uuid::Uuid, at: i64) {
+    pipepay::on_db!(&app.db, pool => sqlx::query(sql).bind(client).bind(at).execute(pool).await.map(drop))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn open_kinds(app: &TestApp) -> Vec<String> {
+    pipepay::on_db!(&app.db, pool => sqlx::query_scalar(
+        "SELECT kind FROM incidents WHERE closed_at IS NULL ORDER BY kind",
+    )
+    .fetch_all(pool)
+    .await)
+    .unwrap()
+}
+
+async fn each_condition_opens_its_own_incident_and_closes_when_fixed(engine: Engine) {
+    let app = TestApp::spawn_with(engine, &["--alert-every", "3600"]).await;
+    let owner = app.sign_up("owner@conditions.example", "Conditions Co").await;
+    let (client, _) = app.add_client(&owner.agent, &owner.agency, "Lagos Homes").await;
+    let client: uuid::Uuid = client.parse().unwrap();
+    let now = pipepay::clock::now_ms();
+    let days_ago = now - 4 * 86_400_000;
+    // Kommo uninstalled; the pipeline paused on a refused key; a link open for four days with no
+    // Flutterwave webhook, and a payment for it refused as too small; a dead job.
+    given(
+        &app,
+        "INSERT INTO kommo_connections (client_id, account_id, host, subdomain, account_name, refreshed_at, \
+         health, health_changed_at, webhook_status, connected_at, updated_at) \
+         VALUES ($1, 4242, 'lagos.kommo.com', 'lagos', 'Lagos', $2, 'revoked', $2, 'subscribed', $2, $2)",
+        client,
+        now,
+    )
+    .await;
+    given(
+        &app,
+        "INSERT INTO client_pauses (client_id, reason, since) \
+         VALUES ($1, 'Flutterwave refused the secret key; paste the current keys', $2)",
+        client,
+        now,
+    )
+    .await;
+    given(
+        &app,
+        "INSERT INTO payment_links (id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, state, \
+         created_at, updated_at) VALUES ($1, $1, 7, 1, 'pp-tx-1', '5000.00', 'NGN', 'open', $2, $2)",
+        client,
+        days_ago,
+    )
+    .await;
+    given(
+        &app,
+        "INSERT INTO activity (id, client_id, at, kind, outcome, tx_ref, detail) \
+         VALUES ($1, $1, $2, 'payment_rejected', 'failed', 'pp-tx-1', 'paid 10.00 NGN')",
+        client,
+        now,
+    )
+    .await;
+    given(
+        &app,
+        "INSERT INTO jobs (id, client_id, kind, payload, state, attempts, max_attempts, run_at, \
+         created_at, updated_at) VALUES ($1, $1, 'lead', '{}', 'dead', 10, 10, $2, $2, $2)",
+        client,
+        now,
+    )
+    .await;
+    let quiet = Duration::from_secs(3 * 86_400);
+    pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
+    assert_eq!(
+        open_kinds(&app).await,
+        ["dead_jobs", "flutterwave_key", "kommo", "quiet_flutterwave", "underpaid"],
+        "one incident per condition"
+    );
+    for subject in [
+        "Kommo needs you",
+        "Flutterwave refused the secret key",
+        "No Flutterwave webhooks",
+        "A payment was too small",
+        "Jobs failed for good",
+    ] {
+        outbox_mail(&app, "owner@conditions.example", subject).await;
+    }
+
+    // Fixed: reconnected, keys accepted, a webhook arrived and the link was paid. The dead job
+    // is still there, so its incident stays open.
+    given(
+        &app,
+        "UPDATE kommo_connections SET health = 'active' WHERE client_id = $1 AND updated_at <= $2",
+        client,
+        now,
+    )
+    .await;
+    given(&app, "DELETE FROM client_pauses WHERE client_id = $1 AND since <= $2", client, now).await;
+    given(
+        &app,
+        "INSERT INTO inbound_events (id, client_id, source, dedup_key, payload, received_at, outcome) \
+         VALUES ($1, $1, 'flutterwave', 'fw-1', '{}', $2, 'queued')",
+        client,
+        now,
+    )
+    .await;
+    given(
+        &app,
+        "UPDATE payment_links SET state = 'paid' WHERE client_id = $1 AND created_at <= $2",
+        client,
+        now,
+    )
+    .await;
+    pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
+    assert_eq!(open_kinds(&app).await, ["dead_jobs"]);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM incidents WHERE closed_at IS NOT NULL").await, 4);
+    for subject in [
+        "Kommo is connected again",
+        "Flutterwave accepts the keys again",
+        "Flutterwave webhooks arrive again",
+        "No underpaid link left open",
+    ] {
+        outbox_mail(&app, "owner@conditions.example", subject).await;
+    }
     app.stop().await;
 }

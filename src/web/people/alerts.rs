@@ -80,7 +80,11 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
         .await?
         .into_iter()
         .map(|i| IncidentRow {
-            client: names.iter().find(|(id, _)| *id == i.client_id).map(|(_, n)| n.clone()).unwrap_or_default(),
+            client: names
+                .iter()
+                .find(|(id, _)| *id == i.client_id)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default(),
             detail: i.detail,
             opened: when(i.opened_at),
             closed: i.closed_at.map(when).unwrap_or_else(|| "not yet".into()),
@@ -112,7 +116,9 @@ pub async fn page(
     PagePath(agency): PagePath<AgencyId>,
     Query(done): Query<Done>,
 ) -> Response {
-    render(view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)))
+    render(
+        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
+    )
 }
 
 #[derive(Deserialize)]
@@ -159,4 +165,3 @@ pub async fn save(
         }
     }
 }
-

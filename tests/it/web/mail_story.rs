@@ -17,7 +17,10 @@ async fn log_in(browser: &Browser, base: &str, email: &str, password: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(browser_tests), ignore = "install Debian's chromium and chromium-driver to run browser stories")]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "install Debian's chromium and chromium-driver to run browser stories"
+)]
 async fn a_forgotten_password_is_reset_through_the_mailed_link() {
     let app = TestApp::spawn(Engine::Sqlite).await;
     app.sign_up("forgetful@browser.example", "Forgetful Co").await;
@@ -62,7 +65,10 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(browser_tests), ignore = "install Debian's chromium and chromium-driver to run browser stories")]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "install Debian's chromium and chromium-driver to run browser stories"
+)]
 async fn an_agency_sees_an_alert_and_its_recovery_in_its_outbox() {
     let app = TestApp::spawn_with(Engine::Sqlite, &["--alert-every", "3600"]).await;
     let owner = app.sign_up("owner@alert-story.example", "Alert Story Co").await;
