@@ -15,6 +15,9 @@ CREATE TABLE outbox (
     subject TEXT NOT NULL,
     -- The mail's text, or the webhook's JSON body.
     body TEXT NOT NULL,
+    -- 1: the body carries a one-time link (reset, address check, invitation): it is blanked once
+    -- sent, so the database never holds a usable link for long. Kept while mail is not configured.
+    secret_body INTEGER NOT NULL DEFAULT 0,
     -- ready | sending | sent | unsent (no SMTP configured) | dead
     state TEXT NOT NULL,
     -- Also the fencing token: only the attempt that claimed a row may finish it.

@@ -178,7 +178,7 @@ async fn announce(
     if settings.as_ref().is_none_or(|s| s.email_owners != 0) {
         for owner in rows::owner_emails(tx, incident.agency_id).await? {
             let body = format!("{text}\n\nClient account: {name}\nIncident: {}\n", incident.id);
-            outbox::mail(tx, Some(incident.agency_id), &owner, &subject, &body).await?;
+            outbox::mail(tx, Some(incident.agency_id), &owner, &subject, &body, false).await?;
         }
     }
     if let Some(url) = settings.and_then(|s| s.webhook_url) {

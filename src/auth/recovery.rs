@@ -47,7 +47,7 @@ pub async fn request_reset(db: &Db, auth: &Auth, public_url: &Url, ip: IpAddr, e
          The link works once. If you did not ask for it, ignore this mail: your password stays as it is.\n",
         link(public_url, "reset", &token)
     );
-    outbox::mail(&mut tx, None, &email, "Reset your pipepay password", &body).await?;
+    outbox::mail(&mut tx, None, &email, "Reset your pipepay password", &body, true).await?;
     tx.commit().await?;
     outbox::wake();
     tracing::info!(user = %user.id, "password reset link sent");
@@ -100,7 +100,7 @@ pub async fn verification_mail(tx: &mut Tx, public_url: &Url, user: UserId, emai
          Until then you can use pipepay as usual; alerts and password resets are mailed to this address.\n",
         link(public_url, "verify", &token)
     );
-    outbox::mail(tx, None, email, "Confirm your email address for pipepay", &body).await?;
+    outbox::mail(tx, None, email, "Confirm your email address for pipepay", &body, true).await?;
     Ok(())
 }
 

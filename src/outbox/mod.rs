@@ -33,13 +33,15 @@ pub fn wake() {
 }
 
 /// Writes a mail into the outbox in the caller's transaction. `agency`: whose mail it is (its
-/// owners may read it on the outbox page); `None` for a person's own mail.
+/// owners may read it on the outbox page); `None` for a person's own mail. `link`: the body
+/// carries a one-time link, blanked once the mail is sent.
 pub async fn mail(
     tx: &mut Tx,
     agency: Option<AgencyId>,
     to: &str,
     subject: &str,
     body: &str,
+    link: bool,
 ) -> Result<(), StoreError> {
     let message = NewMessage {
         agency,
@@ -47,6 +49,7 @@ pub async fn mail(
         recipient: to,
         subject,
         body,
+        secret_body: link,
         max_attempts: MAX_ATTEMPTS,
         now: now_ms(),
     };
@@ -68,6 +71,7 @@ pub async fn webhook(
         recipient: url,
         subject,
         body: &body,
+        secret_body: false,
         max_attempts: MAX_ATTEMPTS,
         now: now_ms(),
     };

@@ -51,6 +51,8 @@ pub struct NewMessage<'a> {
     pub recipient: &'a str,
     pub subject: &'a str,
     pub body: &'a str,
+    /// The body carries a one-time link: blanked once sent.
+    pub secret_body: bool,
     pub max_attempts: i64,
     pub now: i64,
 }
@@ -59,7 +61,7 @@ pub async fn insert(tx: &mut Tx, message: &NewMessage<'_>) -> Result<uuid::Uuid,
     let id = uuid::Uuid::now_v7();
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO outbox (id, agency_id, channel, recipient, subject, body, state, attempts, max_attempts, \
-         run_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8)",
+         run_at, created_at, secret_body) VALUES ($1, $2, $3, $4, $5, $6, 'ready', 0, $7, $8, $8, $9)",
     )
     .bind(id)
     .bind(message.agency)
@@ -69,6 +71,7 @@ pub async fn insert(tx: &mut Tx, message: &NewMessage<'_>) -> Result<uuid::Uuid,
     .bind(message.body)
     .bind(message.max_attempts)
     .bind(message.now)
+    .bind(i64::from(message.secret_body))
     .execute(c)
     .await
     .map(drop))?;
@@ -105,7 +108,9 @@ pub async fn finish(
 ) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query(
         "UPDATE outbox SET state = $3, run_at = $4, last_error = $5, lease_until = NULL, \
-         sent_at = CASE WHEN $3 = 'sent' THEN $6 ELSE sent_at END \
+         sent_at = CASE WHEN $3 = 'sent' THEN $6 ELSE sent_at END, \
+         body = CASE WHEN $3 = 'sent' AND secret_body = 1 THEN '(sent; the one-time link in it is not kept)' \
+                ELSE body END \
          WHERE id = $1 AND attempts = $2 AND state = 'sending'",
     )
     .bind(id)

@@ -147,8 +147,15 @@ pub async fn invite(
          The link works once. If you did not expect it, ignore this mail.\n",
         access.actor.label
     );
-    crate::outbox::mail(&mut tx, Some(access.agency), &email, &format!("Join {agency} on pipepay"), &body)
-        .await?;
+    crate::outbox::mail(
+        &mut tx,
+        Some(access.agency),
+        &email,
+        &format!("Join {agency} on pipepay"),
+        &body,
+        true,
+    )
+    .await?;
     tx.commit().await?;
     crate::outbox::wake();
     Ok((invitation_view(&row, role), token, link))

@@ -208,6 +208,13 @@ async fn an_invitation_is_mailed_through_smtp(engine: Engine) {
     let token = invited["token"].as_str().unwrap();
     assert!(mail.data.contains(&format!("/join/{token}")), "the mail carries the join link: {}", mail.data);
     assert_eq!(delivered(&app, "new.hire@invite.example").await.0, "sent");
+    let kept: String = pipepay::on_db!(&app.db, pool => sqlx::query_scalar(
+        "SELECT body FROM outbox WHERE recipient = 'new.hire@invite.example'",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert!(!kept.contains(token), "a sent link is not kept in the outbox: {kept}");
     // The sign-up's address check went out too; with SMTP configured, /dev/outbox does not exist.
     smtp.mail_to("boss@invite.example").await;
     assert_eq!(get(&app.anonymous(), "/dev/outbox").await.status, 404);
