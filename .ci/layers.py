@@ -37,9 +37,11 @@ LAYERS = [
     # the webhook edge: runs on its own state, carried by `state` so actions can drop cache entries
     ["ingress"],
     # application services over vendors and store
-    ["connections", "pipeline"],
+    ["connections", "pipeline", "alerts"],
     ["tenants"],
     ["auth", "queue"],
+    # mail and alert webhooks, written by the services above and delivered with retries
+    ["outbox"],
     # vendor adapters
     ["kommo", "flutterwave"],
     # cross-cutting infrastructure

@@ -21,6 +21,7 @@ use crate::ingress::Ingress;
 use crate::ingress::token_cache::TokenCache;
 use crate::ingress::writer::Writer;
 use crate::kommo::Kommo;
+use crate::outbox::{Mailer, Outbox};
 use crate::pipeline::{Pipeline, reconcile};
 use crate::queue::{self, Queue, worker};
 use crate::state::AppState;
@@ -154,6 +155,36 @@ impl Application {
             routes.allow_private(state.config.telemetry_allow_private);
             background.spawn(sync_agency_telemetry(db.clone(), state.vault.clone(), routes, stop.clone()));
         }
+        background.spawn(crate::alerts::run(
+            db.clone(),
+            Duration::from_secs(state.config.alert_quiet_days.saturating_mul(86_400)),
+            Duration::from_secs(state.config.alert_every_secs),
+            lease.clone(),
+            stop.clone(),
+        ));
+        let mailer = match &state.config.smtp_url {
+            Some(url) => Some(Mailer::new(url, &state.config.email_from).map_err(anyhow::Error::msg)?),
+            None => {
+                tracing::warn!(
+                    "mail is not configured (PIPEPAY_SMTP_URL): no mail leaves; owners see their agency's mail \
+                     on its outbox page, and in development /dev/outbox shows all of it"
+                );
+                None
+            }
+        };
+        let outbox = Outbox::new(
+            db.clone(),
+            state.vault.clone(),
+            mailer,
+            crate::outbox::Settings {
+                retry_base: Duration::from_millis(state.config.job_retry_base_ms),
+                retry_max: Duration::from_secs(state.config.job_retry_max_secs),
+                lease: Duration::from_secs(300),
+                poll: Duration::from_secs(1),
+                allow_private: state.config.alert_allow_private,
+            },
+        )?;
+        background.spawn(Arc::new(outbox).run(stop.clone()));
         let pipeline = Arc::new(Pipeline {
             reconcile_after: every.min(Duration::from_secs(120)),
             unknown_transaction_window: Duration::from_secs(state.config.unknown_transaction_window_secs),

@@ -242,6 +242,33 @@ pub struct Config {
     #[arg(long, env = "PIPEPAY_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub max_connections: Option<u32>,
+
+    /// The SMTP server mail goes through: `smtps://user:password@host:465` (TLS from the start)
+    /// or `smtp://user:password@host:587?tls=required` (STARTTLS); `smtp://host:25` sends in the
+    /// clear. Without it no mail leaves: the outbox pages show what would have been sent.
+    #[arg(long, env = "PIPEPAY_SMTP_URL", value_parser = parse_smtp_url, hide_env_values = true, global = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// The sender of pipepay's mail, e.g. `pipepay <no-reply@example.com>`.
+    #[arg(long, env = "PIPEPAY_EMAIL_FROM", default_value = "pipepay <no-reply@localhost>",
+          value_parser = parse_mailbox, global = true)]
+    pub email_from: String,
+
+    /// Days without a Flutterwave webhook, while payment links are open, before the agency is
+    /// alerted (a webhook URL missing from the Flutterwave dashboard looks like this).
+    #[arg(long, env = "PIPEPAY_ALERT_QUIET_DAYS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=365), global = true)]
+    pub alert_quiet_days: u64,
+
+    /// Seconds between two evaluations of the alert conditions.
+    #[arg(long = "alert-every", env = "PIPEPAY_ALERT_EVERY", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub alert_every_secs: u64,
+
+    /// Let agencies' alert webhooks reach private and loopback addresses (private deployments,
+    /// tests). Off by default: pipepay would otherwise post into the operator's own network.
+    #[arg(long, env = "PIPEPAY_ALERT_ALLOW_PRIVATE", default_value_t = false, global = true)]
+    pub alert_allow_private: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -344,6 +371,21 @@ fn parse_public_url(value: &str) -> Result<Url, String> {
         return Err("must not carry a query or fragment".into());
     }
     Ok(url)
+}
+
+fn parse_smtp_url(value: &str) -> Result<Secret, String> {
+    let url = Url::parse(value).map_err(|_| "not a URL".to_owned())?;
+    if !matches!(url.scheme(), "smtp" | "smtps") || url.host_str().is_none() {
+        return Err("must be an smtp:// or smtps:// URL with a host".into());
+    }
+    Ok(Secret::new(value))
+}
+
+fn parse_mailbox(value: &str) -> Result<String, String> {
+    value
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("not an address: {e}"))
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {

@@ -2,6 +2,9 @@
 
 /// Client account changes that also touch the ingress cache or Kommo, for the API and the web app.
 pub mod actions;
+/// Alerts to agencies: conditions read from stored state, incidents opened and closed once,
+/// their settings (owners' mail, a signed webhook).
+pub mod alerts;
 /// The JSON API under /api/v1 and its OpenAPI document.
 pub mod api;
 /// Start-up: connect, migrate, bind and serve.
@@ -36,6 +39,8 @@ pub mod kommo;
 /// Currency decimals, rounding, and the one way amounts are written.
 pub mod money;
 /// create_link, close_deal, reconcile: what each job does.
+/// The outbox: mail (SMTP through lettre) and signed alert webhooks, delivered with retries.
+pub mod outbox;
 pub mod pipeline;
 /// The RFC 9457 problem+json answer every error becomes.
 pub mod problem;

@@ -113,6 +113,7 @@ async fn sign_up(
 ) -> Result<Response> {
     let input = SignUp { email: body.email, password: body.password, agency_name: body.agency_name };
     let (user, _, session) = auth::sign_up(&state.db, &state.auth, ip, input).await?;
+    auth::recovery::after_sign_up(&state.db, &state.public_url, user.id, &user.email).await;
     let me = me_of(&state, user.id, Some(session.claims.csrf.clone())).await?;
     Ok(with_session(&state, StatusCode::CREATED, me, &session))
 }

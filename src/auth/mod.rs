@@ -5,6 +5,7 @@ pub mod email;
 mod limiter;
 pub mod password;
 mod principal;
+pub mod recovery;
 pub mod session;
 pub mod tokens;
 

@@ -12,6 +12,10 @@ pub const API_KEY_PREFIX: &str = "ppk_";
 pub const INGRESS_PREFIX: &str = "pph_";
 /// Invitation links.
 pub const INVITATION_PREFIX: &str = "ppi_";
+/// Password reset links.
+pub const RESET_PREFIX: &str = "ppr_";
+/// Address checks.
+pub const VERIFY_PREFIX: &str = "ppv_";
 
 /// A fresh token of 256 random bits, and the hash to store. The prefix lets people and secret
 /// scanners tell the kinds apart.

@@ -8,10 +8,12 @@
 
 pub mod activity;
 pub mod agencies;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
 pub mod data_keys;
+pub mod email_tokens;
 pub mod events;
 pub mod ingress_batch;
 pub mod jobs;
@@ -19,6 +21,7 @@ pub mod kommo;
 pub mod leases;
 pub mod links;
 pub mod notices;
+pub mod outbox;
 pub mod overview;
 pub mod stats;
 pub mod telemetry;

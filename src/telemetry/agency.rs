@@ -43,7 +43,7 @@ pub struct AgencyRoutes {
 /// Resolves names and refuses any that lead outside the public internet: an endpoint checked
 /// as public when saved may later resolve elsewhere (DNS rebinding). The addresses it returns
 /// are the only ones the client connects to.
-struct PublicOnly;
+pub(crate) struct PublicOnly;
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -75,7 +75,7 @@ fn http_client(allow_private: bool) -> reqwest::Result<reqwest::blocking::Client
 
 /// Why the client must not connect to `url` at all: the resolver never sees an IP literal, so
 /// the address written in the URL is the one connected to and is judged here.
-fn refused_target(url: &str, allow_private: bool) -> Option<String> {
+pub(crate) fn refused_target(url: &str, allow_private: bool) -> Option<String> {
     if allow_private {
         return None;
     }

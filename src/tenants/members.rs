@@ -140,8 +140,24 @@ pub async fn invite(
     };
     store::agencies::insert_invitation(&mut tx, &row, &hash).await?;
     audit::record(&mut tx, access, None, "member.invited", json!({ "email": email, "role": role })).await?;
-    tx.commit().await?;
     let link = format!("{}/join/{}", public_url.as_str().trim_end_matches('/'), token.expose());
+    let agency = store::agencies::get(&mut tx, access.agency).await?.map(|a| a.name).unwrap_or_default();
+    let body = format!(
+        "{} invited you to join {agency} on pipepay as {role}.\n\nAccept within a week here:\n{link}\n\n\
+         The link works once. If you did not expect it, ignore this mail.\n",
+        access.actor.label
+    );
+    crate::outbox::mail(
+        &mut tx,
+        Some(access.agency),
+        &email,
+        &format!("Join {agency} on pipepay"),
+        &body,
+        true,
+    )
+    .await?;
+    tx.commit().await?;
+    crate::outbox::wake();
     Ok((invitation_view(&row, role), token, link))
 }
 
@@ -258,6 +274,10 @@ pub async fn accept(
         } else {
             e.into()
         });
+    }
+    if let Some(row) = &new_user {
+        // The invitation came by mail to this address: opening it proves the address.
+        store::email_tokens::mark_verified(&mut tx, row.id, &row.email, now).await?;
     }
     if store::agencies::role_of(&mut tx, invitation.agency_id, user).await?.is_some() {
         return Err(Error::conflict("token", "you are a member of this agency already"));

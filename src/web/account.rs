@@ -1,4 +1,5 @@
-//! Being someone: sign up, log in, log out, join an agency by invitation, change password.
+//! Being someone: sign up, log in, log out, join an agency by invitation, change password,
+//! reset a forgotten one by a mailed link, confirm an address.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -11,7 +12,8 @@ use subtle::ConstantTimeEq;
 
 use super::session::{PagePath, Posted, PublicForm, Viewer, safe_next};
 use super::view::{Chrome, Done, Failure, FormErrors, again, page};
-use super::{Page, error_page};
+use super::{Message, Page, error_page};
+use crate::auth::recovery;
 use crate::auth::{self, FormPrincipal, NewSession, Principal, SessionCookies, SessionCsrf, SignUp};
 use crate::error::{Error, Result};
 use crate::extract::ClientIp;
@@ -27,6 +29,10 @@ pub fn router() -> Router<AppState> {
         .route("/join/{token}", get(join_page).post(join))
         .route("/app/account", get(account_page))
         .route("/app/account/password", post(change_password))
+        .route("/forgot", get(forgot_page).post(forgot))
+        .route("/reset/{token}", get(reset_page).post(reset))
+        .route("/verify/{token}", get(verify))
+        .route("/app/account/verify", post(resend_verification))
 }
 
 /// A redirect that also sets the new session's cookies.
@@ -72,7 +78,10 @@ async fn signup(
         agency_name: form.agency_name.clone(),
     };
     match auth::sign_up(&state.db, &state.auth, ip, input).await {
-        Ok((_, agency, session)) => logged_in(&state, &session, &format!("/app/agencies/{}", agency.id)),
+        Ok((user, agency, session)) => {
+            recovery::after_sign_up(&state.db, &state.public_url, user.id, &user.email).await;
+            logged_in(&state, &session, &format!("/app/agencies/{}", agency.id))
+        }
         Err(error) => again(error, |status, errors| {
             Page::render(status, &SignupPage { agency_name: form.agency_name, email: form.email, errors })
         }),
@@ -279,5 +288,137 @@ async fn change_password(
             }
             Err(error) => error_page(error).into_response(),
         },
+    }
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage {
+    email: String,
+    errors: FormErrors,
+}
+
+async fn forgot_page() -> Page {
+    Page::render(StatusCode::OK, &ForgotPage { email: String::new(), errors: FormErrors::none() })
+}
+
+#[derive(Deserialize)]
+struct ForgotForm {
+    #[serde(default)]
+    email: String,
+}
+
+async fn forgot(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    PublicForm(form): PublicForm<ForgotForm>,
+) -> Response {
+    match recovery::request_reset(&state.db, &state.auth, &state.public_url, ip, &form.email).await {
+        // The same answer whether or not the address has an account.
+        Ok(()) => Page::render(
+            StatusCode::OK,
+            &Message::ok(
+                "Check your mail",
+                "If an account uses that address, we have mailed it a link to choose a new password. \
+                 The link works once, within an hour.",
+            )
+            .with_link("/login", "Back to log in"),
+        )
+        .into_response(),
+        Err(error) => {
+            again(error, |status, errors| Page::render(status, &ForgotPage { email: form.email, errors }))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+struct ResetPage {
+    token: String,
+    email: String,
+    errors: FormErrors,
+}
+
+fn link_unusable() -> Page {
+    Page::render(
+        StatusCode::NOT_FOUND,
+        &Message {
+            title: "This link no longer works".into(),
+            message: "Reset links work once, within an hour, and only the newest one. Ask for a new one."
+                .into(),
+            tone: "error",
+            link: Some(("/forgot".into(), "Ask for a new link".into())),
+        },
+    )
+}
+
+async fn reset_view(state: &AppState, status: StatusCode, token: &str, errors: FormErrors) -> Response {
+    match recovery::reset_preview(&state.db, token).await {
+        Ok(Some(email)) => {
+            Page::render(status, &ResetPage { token: token.to_owned(), email, errors }).into_response()
+        }
+        Ok(None) => link_unusable().into_response(),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
+async fn reset_page(State(state): State<AppState>, PagePath(token): PagePath<String>) -> Response {
+    reset_view(&state, StatusCode::OK, &token, FormErrors::none()).await
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    #[serde(default)]
+    password: String,
+}
+
+async fn reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    PagePath(token): PagePath<String>,
+    PublicForm(form): PublicForm<ResetForm>,
+) -> Response {
+    match recovery::reset_password(&state.db, &state.auth, ip, &token, Secret::new(form.password)).await {
+        Ok(session) => logged_in(&state, &session, "/app/account?done=password-reset"),
+        Err(Error::NotFound) => link_unusable().into_response(),
+        Err(error) => match Failure::from(error) {
+            Failure::Page(page) => page.into_response(),
+            Failure::Form(status, errors) => reset_view(&state, status, &token, errors).await,
+        },
+    }
+}
+
+async fn verify(State(state): State<AppState>, PagePath(token): PagePath<String>) -> Response {
+    match recovery::verify(&state.db, &token).await {
+        Ok(()) => Page::render(
+            StatusCode::OK,
+            &Message::ok("Address confirmed", "Thank you: your email address is confirmed.")
+                .with_link("/app", "Go to pipepay"),
+        )
+        .into_response(),
+        Err(Error::NotFound) => Page::render(
+            StatusCode::NOT_FOUND,
+            &Message {
+                title: "This link no longer works".into(),
+                message: "Confirmation links work once, within a week. Log in to have a new one sent.".into(),
+                tone: "error",
+                link: Some(("/app".into(), "Go to pipepay".into())),
+            },
+        )
+        .into_response(),
+        Err(error) => error_page(error).into_response(),
+    }
+}
+
+async fn resend_verification(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    posted: Posted<Empty>,
+) -> Response {
+    match recovery::resend_verification(&state.db, &state.auth, &state.public_url, ip, posted.viewer.user)
+        .await
+    {
+        Ok(()) => super::view::done("/app/account", "verification-sent"),
+        Err(error) => error_page(error).into_response(),
     }
 }

@@ -8,6 +8,7 @@ mod agency;
 mod chart;
 mod client;
 mod kommo;
+mod outbox;
 mod people;
 mod session;
 mod view;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(client::router())
         .merge(people::router())
         .merge(kommo::router())
+        .merge(outbox::router())
         .route(
             "/assets/app.css",
             get(|| asset("text/css; charset=utf-8", include_str!("../../frontend/assets/app.css"))),

@@ -27,6 +27,8 @@ pub struct Chrome {
     /// `telemetry`, `account`), for `aria-current`.
     pub section: &'static str,
     pub notice: Option<&'static str>,
+    /// The viewer has not confirmed their address yet: the layout offers to mail the link again.
+    pub unverified: bool,
 }
 
 impl Chrome {
@@ -38,6 +40,7 @@ impl Chrome {
         section: &'static str,
     ) -> Result<Chrome> {
         let agencies = viewer.agencies(state).await?;
+        let unverified = !crate::auth::recovery::is_verified(&state.db, viewer.user).await?;
         let current = match agency {
             Some(id) => Some(agencies.iter().find(|a| a.id == id).cloned().ok_or(Error::NotFound)?),
             None => None,
@@ -49,6 +52,7 @@ impl Chrome {
             current,
             section,
             notice: None,
+            unverified,
         })
     }
 
@@ -102,6 +106,9 @@ fn notice(key: &str) -> Option<&'static str> {
         "telemetry-removed" => "Telemetry export removed.",
         "password-changed" => "Password changed. Your other sessions were logged out.",
         "joined" => "Welcome: you joined the agency.",
+        "password-reset" => "Password changed. Every other session of yours was logged out.",
+        "verification-sent" => "We mailed you a new link to confirm your address.",
+        "alerts-saved" => "Alert settings saved.",
         _ => return None,
     })
 }

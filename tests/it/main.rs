@@ -12,6 +12,7 @@ mod fleet;
 mod flutterwave;
 mod foundation;
 mod kommo;
+mod mail;
 mod pipeline;
 mod schema;
 mod storage;

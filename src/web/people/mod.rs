@@ -2,6 +2,7 @@
 //! own telemetry export. Handlers call the `tenants` services, which decide who may change what;
 //! templates only hide the forms a viewer could not use.
 
+pub(crate) mod alerts;
 mod api_keys;
 mod audit;
 mod members;
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{base}/audit"), get(audit::page))
         .route(&format!("{base}/telemetry"), get(telemetry::page).post(telemetry::save))
         .route(&format!("{base}/telemetry/delete"), post(telemetry::delete))
+        .route(&format!("{base}/alerts"), get(alerts::page).post(alerts::save))
 }
 
 /// A form with nothing but its CSRF token: a button.

@@ -4,3 +4,4 @@
 
 pub mod flutterwave;
 pub mod kommo;
+pub mod smtp;

@@ -4,6 +4,7 @@
 mod account;
 mod browser;
 mod client;
+mod mail_story;
 mod pages;
 mod people;
 mod story;
