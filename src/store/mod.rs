@@ -18,6 +18,7 @@ pub mod kommo;
 pub mod leases;
 pub mod links;
 pub mod overview;
+pub mod payments;
 pub mod stats;
 pub mod telemetry;
 mod tx;

@@ -9,6 +9,7 @@ pub mod flutterwave_keys;
 pub mod members;
 pub mod notes;
 pub mod overview;
+pub mod payments;
 pub mod pipeline;
 pub mod secrets;
 pub mod settings;

@@ -38,12 +38,16 @@ pub struct ActivityQuery {
 
 pub struct Choice {
     pub value: &'static str,
+    pub label: &'static str,
     pub selected: bool,
 }
 
 pub struct Entry {
     pub at: String,
+    /// The kind's code (for filters) and its words.
     pub kind: String,
+    pub kind_words: &'static str,
+    pub outcome_words: &'static str,
     pub outcome: String,
     pub tone: &'static str,
     pub lead_id: String,
@@ -79,8 +83,17 @@ pub struct ActivityPage {
     chart_days: u64,
 }
 
-fn choices(values: &'static [&'static str], chosen: &str) -> Vec<Choice> {
-    values.iter().map(|v| Choice { value: v, selected: *v == chosen }).collect()
+fn choices(values: &'static [&'static str], chosen: &str, label: fn(&str) -> &'static str) -> Vec<Choice> {
+    values.iter().map(|v| Choice { value: v, label: label(v), selected: *v == chosen }).collect()
+}
+
+fn outcome_words(outcome: &str) -> &'static str {
+    match outcome {
+        "ok" => "Done",
+        "ignored" => "Ignored",
+        "failed" => "Failed",
+        _ => "Other",
+    }
 }
 
 fn tone(outcome: &str) -> &'static str {
@@ -132,6 +145,8 @@ async fn activity_page(
         .map(|r| Entry {
             at: when(r.at_ms),
             tone: tone(&r.outcome),
+            kind_words: pipeline::kind_words(&r.kind),
+            outcome_words: outcome_words(&r.outcome),
             kind: r.kind,
             outcome: r.outcome,
             lead_id: r.lead_id.map(|l| l.to_string()).unwrap_or_default(),
@@ -158,8 +173,8 @@ async fn activity_page(
     Ok(ActivityPage {
         chrome,
         client: head,
-        kinds: choices(KINDS, kind.as_deref().unwrap_or_default()),
-        outcomes: choices(OUTCOMES, outcome.as_deref().unwrap_or_default()),
+        kinds: choices(KINDS, kind.as_deref().unwrap_or_default(), pipeline::kind_words),
+        outcomes: choices(OUTCOMES, outcome.as_deref().unwrap_or_default(), outcome_words),
         lead_id: lead_text,
         lead_error,
         filtered: kind.is_some() || outcome.is_some() || lead_id.is_some() || before.is_some(),

@@ -16,9 +16,10 @@ use crate::kommo::health;
 use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
+use crate::tenants::pipeline;
 use crate::vault::Secret;
 use crate::web::Page;
-use crate::web::agency::{flutterwave_label, kommo_label};
+use crate::web::agency::{ChecklistView, flutterwave_label, kommo_label};
 use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
 
@@ -74,6 +75,9 @@ pub struct OverviewPage {
     /// Admins only: the URLs carry the ingress token.
     urls: Option<WebhookUrls>,
     errors: FormErrors,
+    setup: ChecklistView,
+    setup_label: &'static str,
+    setup_tone: &'static str,
 }
 
 fn connect_label(kommo: Option<&KommoStatus>, health: Option<&str>) -> Option<&'static str> {
@@ -110,7 +114,14 @@ async fn overview(
     } else {
         None
     };
+    let checklist = crate::tenants::overview::checklist(&state.db, &state.vault, &access, client).await?;
+    let paused = pipeline::status(&state.db, &access, client).await?.paused.is_some();
+    let setup = ChecklistView::new(checklist, &head.base, paused);
+    let (setup_label, setup_tone) = setup.status();
     Ok(OverviewPage {
+        setup,
+        setup_label,
+        setup_tone,
         connect_label: connect_label(kommo.as_ref(), health.as_deref()),
         chrome,
         client: head,

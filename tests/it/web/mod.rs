@@ -6,6 +6,7 @@ mod browser;
 mod client;
 mod pages;
 mod people;
+mod setup;
 mod story;
 
 use reqwest::Response;
