@@ -21,6 +21,7 @@ pub mod overview;
 pub mod payments;
 pub mod stats;
 pub mod telemetry;
+pub mod timeline;
 mod tx;
 mod url;
 pub mod users;

@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
+pub mod entry;
 pub mod flutterwave_keys;
 pub mod members;
 pub mod notes;

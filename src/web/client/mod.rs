@@ -4,6 +4,7 @@
 //! through the same services as the API, which refuse members with a 403.
 
 mod activity;
+mod entry;
 mod overview;
 mod payments;
 mod settings;
@@ -39,6 +40,8 @@ pub fn router() -> Router<AppState> {
         .route(&at("/settings"), get(settings::page).post(settings::save))
         .route(&at("/activity"), get(activity::page))
         .route(&at("/payments"), get(payments::page))
+        .route(&at("/activity/{entry}"), get(entry::page))
+        .route(&at("/activity/{entry}/replay"), post(entry::replay))
         .route(&at("/jobs/{job}/replay"), post(activity::replay))
 }
 

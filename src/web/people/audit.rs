@@ -155,6 +155,7 @@ fn action_label(action: &str) -> Option<&'static str> {
         "kommo.disconnected" => "Disconnected Kommo",
         "kommo.uninstalled" => "Kommo access revoked",
         "job.replayed" => "Replayed a failed job",
+        "event.replayed" => "Ran an event's job again",
         _ => return None,
     })
 }

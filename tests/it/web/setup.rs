@@ -18,6 +18,7 @@ use crate::support::Engine;
 on_both_engines!(
     the_checklist_leads_a_new_client_account_to_its_first_payment,
     payments_show_each_deals_link_in_words_and_can_be_searched,
+    an_entry_opens_its_masked_webhook_and_job_and_runs_again,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -188,5 +189,83 @@ async fn payments_show_each_deals_link_in_words_and_can_be_searched(engine: Engi
     assert_eq!(get(&member, &payments).await.all("table.payments tbody tr").len(), 4);
     let stranger = shop.app.sign_up("stranger@other.example", "Other Agency").await;
     assert_eq!(get(&stranger.agent, &payments).await.status, 404);
+    shop.app.stop().await;
+}
+
+async fn an_entry_opens_its_masked_webhook_and_job_and_runs_again(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let agent = &shop.owner.agent;
+    let activity = format!("/app/agencies/{}/clients/{}/activity", shop.owner.agency, shop.client);
+    shop.lead(901, "75");
+    shop.to_invoice(901).await;
+    eventually(WAIT, "a link for 901", || async { shop.notes(901).len() == 1 }).await;
+    let link = shop.flw.created(SECRET).remove(0);
+    let tx = shop.flw.pay(&link.tx_ref, Payment::card(Outcome::Successful));
+    assert_eq!(shop.flw.deliver(&shop.flw_hook, &tx, Shape::V3, Signature::VerifHash).await, 200);
+    eventually(WAIT, "the deal won", || async { shop.stage(901) == 142 }).await;
+    shop.app.queue_settled().await;
+
+    let page = get(agent, &activity).await;
+    assert_eq!(
+        page.attr("#timeline", "data-refresh").as_deref(),
+        Some("10"),
+        "the timeline refreshes itself"
+    );
+    let rows =
+        page.html.select(&scraper::Selector::parse("table.activity tbody tr").unwrap()).collect::<Vec<_>>();
+    let href_of = |what: &str, needle: &str| {
+        rows.iter()
+            .find(|r| {
+                let text: String = r.text().collect();
+                text.contains(what) && text.contains(needle)
+            })
+            .and_then(|r| r.select(&scraper::Selector::parse("td[data-label=\"Detail\"] a").unwrap()).next())
+            .and_then(|a| a.value().attr("href").map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {what} entry with {needle} in {}", page.text))
+    };
+    // Stage ids read as names from Kommo's pipelines.
+    assert!(page.text.contains("in stage Stage 2 (Sales)"), "{}", page.text);
+
+    // The Flutterwave webhook, as received but with the customer hidden.
+    let flw = get(agent, &href_of("Webhook received", "Flutterwave")).await;
+    assert_eq!(flw.status, 200);
+    let body = flw.one("pre.payload");
+    assert!(body.contains(&link.tx_ref) && body.contains("[hidden]"), "{body}");
+    for personal in ["wanjiru@example.co.ke", "Wanjiru", "+254700000001"] {
+        assert!(!body.contains(personal), "{personal} shown in {body}");
+    }
+    // The Kommo webhook the ingress recorded (it names no job) still finds its job.
+    let kommo = get(agent, &href_of("Webhook received", "in stage Stage 2 (Sales)")).await;
+    assert!(kommo.one("#webhook dd").contains("Kommo"));
+    assert!(kommo.one("pre.payload").contains("901"));
+    assert!(kommo.all("#job ol.steps li").iter().any(|s| s.contains("Payment link sent")), "{}", kommo.text);
+
+    // "Deal won": its job, its steps, and running it again although it finished.
+    let won_href = href_of("Deal won", "");
+    let won = get(agent, &won_href).await;
+    assert_eq!(won.one("#entry-title"), "Deal won");
+    assert!(won.all("#job dd").iter().any(|d| d == "done"), "{}", won.text);
+    assert!(won.all("#job ol.steps li").iter().any(|s| s.contains("Payment verified")));
+    let jobs_before = agent.json(&shop.path("/jobs")).await.as_array().unwrap().len();
+    let notes_before = shop.notes(901).len();
+    let action = won.attr("#job form", "action").unwrap();
+    let member = shop.app.add_member(&shop.owner, "reader@agency.co.ke", "member").await;
+    assert!(get(&member, &won_href).await.all("#job form").is_empty());
+    assert_eq!(super::submit(&member, &action, &[]).await.status(), 403);
+    let replayed = super::submit(agent, &action, &[]).await;
+    assert_eq!(super::location(&replayed), format!("{won_href}?done=job-replayed"));
+    shop.app.queue_settled().await;
+    assert_eq!(agent.json(&shop.path("/jobs")).await.as_array().unwrap().len(), jobs_before + 1);
+    assert_eq!(shop.notes(901).len(), notes_before, "a repeat posts no second note");
+    assert_eq!(shop.stage(901), 142);
+    let audit = get(agent, &format!("/app/agencies/{}/audit", shop.owner.agency)).await;
+    assert!(
+        audit.text.contains("Ran an event&#39;s job again")
+            || audit.text.contains("Ran an event's job again")
+    );
+
+    // Another agency cannot open or replay it.
+    let stranger = shop.app.sign_up("stranger@other.example", "Other Agency").await;
+    assert_eq!(get(&stranger.agent, &won_href).await.status, 404);
     shop.app.stop().await;
 }
