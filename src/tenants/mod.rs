@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;
+pub mod test_event;
 
 pub use self::settings::ClientSettings;

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route(&at("/kommo/disconnect"), post(overview::disconnect_kommo))
         .route(&at("/flutterwave-keys"), post(overview::save_keys))
         .route(&at("/ingress-token"), post(overview::rotate_token))
+        .route(&at("/test-event"), post(overview::send_test_event))
         .route(&at("/delete"), post(overview::delete))
         .route(&at("/settings"), get(settings::page).post(settings::save))
         .route(&at("/activity"), get(activity::page))

@@ -156,6 +156,7 @@ fn action_label(action: &str) -> Option<&'static str> {
         "kommo.uninstalled" => "Kommo access revoked",
         "job.replayed" => "Replayed a failed job",
         "event.replayed" => "Ran an event's job again",
+        "client.test_event_sent" => "Sent a test event",
         _ => return None,
     })
 }

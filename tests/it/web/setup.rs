@@ -19,6 +19,7 @@ on_both_engines!(
     the_checklist_leads_a_new_client_account_to_its_first_payment,
     payments_show_each_deals_link_in_words_and_can_be_searched,
     an_entry_opens_its_masked_webhook_and_job_and_runs_again,
+    a_test_event_shows_whether_webhooks_get_in_and_moves_nothing,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -267,5 +268,46 @@ async fn an_entry_opens_its_masked_webhook_and_job_and_runs_again(engine: Engine
     // Another agency cannot open or replay it.
     let stranger = shop.app.sign_up("stranger@other.example", "Other Agency").await;
     assert_eq!(get(&stranger.agent, &won_href).await.status, 404);
+    shop.app.stop().await;
+}
+
+async fn a_test_event_shows_whether_webhooks_get_in_and_moves_nothing(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let agent = &shop.owner.agent;
+    let base = format!("/app/agencies/{}/clients/{}", shop.owner.agency, shop.client);
+    let jobs_before = agent.json(&shop.path("/jobs")).await.as_array().unwrap().len();
+
+    let overview = get(agent, &base).await;
+    let action = overview.attr("#setup form", "action").unwrap();
+    assert_eq!(action, format!("{base}/test-event"));
+    let sent = super::submit(agent, &action, &[]).await;
+    assert_eq!(sent.status(), 200);
+    let page = Page::read(sent).await;
+    assert_eq!(page.all(".test-results li .badge"), ["Works", "Works"], "{}", page.text);
+    assert!(page.one(".test-results").contains("secret hash pipepay holds was accepted"));
+
+    // Recognisable, and nothing acted on: no job, no link, and the checklist still waits for a
+    // real Flutterwave webhook.
+    shop.app.queue_settled().await;
+    assert_eq!(agent.json(&shop.path("/jobs")).await.as_array().unwrap().len(), jobs_before);
+    assert!(shop.flw.created(SECRET).is_empty());
+    let activity = shop.activity().await;
+    let details: Vec<&str> = activity.iter().filter_map(|a| a["detail"].as_str()).collect();
+    assert!(details.iter().any(|d| d.contains("pipepay-test-")), "{details:?}");
+    assert!(details.iter().any(|d| d.contains("pipepay_test")), "{details:?}");
+    assert!(activity.iter().all(|a| a["outcome"] == "ignored"), "{activity:?}");
+    assert_eq!(get(agent, &base).await.one("#setup a.next-step"), "Point Flutterwave's webhook here");
+
+    // A client account with nothing set up is told what is missing.
+    let (bare, _) = shop.app.add_client(agent, &shop.owner.agency, "Bare Shop").await;
+    let bare_base = format!("/app/agencies/{}/clients/{bare}", shop.owner.agency);
+    let page = Page::read(super::submit(agent, &format!("{bare_base}/test-event"), &[]).await).await;
+    assert_eq!(page.all(".test-results li .badge"), ["Needs attention", "Needs attention"]);
+    assert!(page.text.contains("Kommo is not connected yet."));
+
+    // Members may not send one (the addresses carry the token).
+    let member = shop.app.add_member(&shop.owner, "reader@agency.co.ke", "member").await;
+    assert!(get(&member, &base).await.all("#setup form").is_empty());
+    assert_eq!(super::submit(&member, &action, &[]).await.status(), 403);
     shop.app.stop().await;
 }
