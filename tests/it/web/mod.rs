@@ -7,6 +7,7 @@ mod client;
 mod pages;
 mod people;
 mod setup;
+mod setup_story;
 mod story;
 
 use reqwest::Response;
