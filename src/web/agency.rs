@@ -59,11 +59,11 @@ impl ChecklistView {
     /// `base` is the client account's address; `paused` whether its jobs wait for a person.
     pub fn new(list: overview::Checklist, base: &str, paused: bool) -> ChecklistView {
         let next = list.next().map(|step| match step {
-            overview::Step::ConnectKommo => ("Connect Kommo", format!("{base}#kommo-title")),
-            overview::Step::AddKeys => ("Add Flutterwave keys", format!("{base}#flw-title")),
-            overview::Step::ChooseTrigger => ("Choose the trigger stage", format!("{base}/settings")),
+            overview::Step::ConnectKommo => ("Next: connect Kommo", format!("{base}#kommo-title")),
+            overview::Step::AddKeys => ("Next: add the Flutterwave keys", format!("{base}#flw-title")),
+            overview::Step::ChooseTrigger => ("Next: choose the trigger stage", format!("{base}/settings")),
             overview::Step::AwaitFlutterwaveWebhook => {
-                ("Point Flutterwave's webhook here", format!("{base}#urls-title"))
+                ("Next: point Flutterwave's webhook here", format!("{base}#urls-title"))
             }
         });
         ChecklistView {

@@ -42,22 +42,22 @@ async fn the_checklist_leads_a_new_client_account_to_its_first_payment(engine: E
     let page = get(agent, &base).await;
     assert_eq!(page.one("#setup h2 .badge"), "Not set up");
     assert_eq!(done_steps(&page), 0);
-    assert_eq!(page.one("#setup a.next-step"), "Connect Kommo");
+    assert_eq!(page.one("#setup a.next-step"), "Next: connect Kommo");
     assert_eq!(page.attr("#setup a.next-step", "href"), Some(format!("{base}#kommo-title")));
     let listed = get(agent, &home).await;
     assert_eq!(listed.one("td[data-label=\"Setup\"] .badge"), "Not set up");
-    assert_eq!(listed.one("td[data-label=\"Setup\"] a.next-step"), "Connect Kommo");
+    assert_eq!(listed.one("td[data-label=\"Setup\"] a.next-step"), "Next: connect Kommo");
 
     assert_eq!(connect(agent, &owner.agency, &client, &kommo, ACME).await.0, 200);
     let page = get(agent, &base).await;
     assert_eq!((page.one("#setup h2 .badge"), done_steps(&page)), ("Setup unfinished".into(), 1));
-    assert_eq!(page.one("#setup a.next-step"), "Add Flutterwave keys");
+    assert_eq!(page.one("#setup a.next-step"), "Next: add the Flutterwave keys");
 
     app.flw.add_merchant(SECRET, HASH);
     let keys = json!({"secret_key": SECRET, "webhook_hash": HASH});
     agent.expect(Method::PUT, &format!("{api}/flutterwave-keys"), Some(keys), 200).await;
     let page = get(agent, &base).await;
-    assert_eq!(page.one("#setup a.next-step"), "Choose the trigger stage");
+    assert_eq!(page.one("#setup a.next-step"), "Next: choose the trigger stage");
     assert_eq!(page.attr("#setup a.next-step", "href"), Some(format!("{base}/settings")));
     assert_eq!(page.one("#setup h2 .badge"), "Setup unfinished", "no link can be made without a trigger");
     assert!(page.text.contains("No payment link is made until"));
@@ -68,7 +68,7 @@ async fn the_checklist_leads_a_new_client_account_to_its_first_payment(engine: E
     let page = get(agent, &base).await;
     assert_eq!((page.one("#setup h2 .badge"), done_steps(&page)), ("Makes links".into(), 3));
     assert_eq!(page.attr("#setup h2 .badge", "class").as_deref(), Some("badge good"));
-    assert_eq!(page.one("#setup a.next-step"), "Point Flutterwave's webhook here");
+    assert_eq!(page.one("#setup a.next-step"), "Next: point Flutterwave's webhook here");
     assert!(!page.text.contains("No payment link is made until"));
     assert_eq!(get(agent, &home).await.one("td[data-label=\"Setup\"] .badge"), "Makes links");
 
@@ -296,7 +296,7 @@ async fn a_test_event_shows_whether_webhooks_get_in_and_moves_nothing(engine: En
     assert!(details.iter().any(|d| d.contains("pipepay-test-")), "{details:?}");
     assert!(details.iter().any(|d| d.contains("pipepay_test")), "{details:?}");
     assert!(activity.iter().all(|a| a["outcome"] == "ignored"), "{activity:?}");
-    assert_eq!(get(agent, &base).await.one("#setup a.next-step"), "Point Flutterwave's webhook here");
+    assert_eq!(get(agent, &base).await.one("#setup a.next-step"), "Next: point Flutterwave's webhook here");
 
     // A client account with nothing set up is told what is missing.
     let (bare, _) = shop.app.add_client(agent, &shop.owner.agency, "Bare Shop").await;

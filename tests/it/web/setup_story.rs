@@ -45,20 +45,20 @@ async fn the_checklist_and_the_payments_view_in_the_browser() {
 
         // The main button leads to each step in turn.
         browser.goto(&page).await;
-        assert_eq!(next_step(&browser).await, "Connect Kommo");
+        assert_eq!(next_step(&browser).await, "Next: connect Kommo");
         browser.click("#setup a.next-step").await;
         browser.click("form[action$='/kommo/connect'] button").await;
         browser.click(&format!("#allow-{ACME}")).await;
         browser.wait_for_text("Kommo connected", false).await;
         browser.goto(&page).await;
-        assert_eq!(next_step(&browser).await, "Add Flutterwave keys");
+        assert_eq!(next_step(&browser).await, "Next: add the Flutterwave keys");
         browser.click("#setup a.next-step").await;
         browser.fill("#secret_key", SECRET).await;
         browser.fill("#webhook_hash", HASH).await;
         browser.press("Check and save keys").await;
         browser.wait_for_text("Test keys", false).await;
         assert_eq!(browser.text("#setup h2 .badge").await, "Setup unfinished");
-        assert_eq!(next_step(&browser).await, "Choose the trigger stage");
+        assert_eq!(next_step(&browser).await, "Next: choose the trigger stage");
         browser.click("#setup a.next-step").await;
         browser.wait_for_path(&format!("/app/agencies/{}/clients/{client}/settings", owner.agency)).await;
         let settings =
@@ -66,7 +66,7 @@ async fn the_checklist_and_the_payments_view_in_the_browser() {
         owner.agent.expect(Method::PUT, &format!("{api}/settings"), Some(settings), 200).await;
         browser.goto(&page).await;
         assert_eq!(browser.text("#setup h2 .badge").await, "Makes links");
-        assert_eq!(next_step(&browser).await, "Point Flutterwave's webhook here");
+        assert_eq!(next_step(&browser).await, "Next: point Flutterwave's webhook here");
 
         // The activity page shows a deal's link without a reload; the payment ticks the last box.
         let hook = browser.find("#flutterwave-url").await.prop("value").await.unwrap().unwrap();
