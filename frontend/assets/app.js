@@ -31,3 +31,29 @@ document.addEventListener("DOMContentLoaded", () => {
     errors.focus();
   }
 });
+
+// ---- h15b: pages that refresh themselves while open (the activity timeline) ----
+// <section id="..." data-refresh="seconds">: the same address is fetched again and the
+// section's contents swapped for the fresh ones, while the tab is visible and nobody is
+// choosing a filter in it. Same origin only (connect-src 'self'); no inline code.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const section of document.querySelectorAll("section[id][data-refresh]")) {
+    const seconds = Math.max(5, Number(section.dataset.refresh) || 10);
+    const refresh = async () => {
+      const active = document.activeElement;
+      if (document.hidden || (active && section.contains(active) && active.matches("input, select, textarea"))) return;
+      try {
+        const response = await fetch(window.location.href, { credentials: "same-origin", redirect: "error" });
+        if (!response.ok) return;
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = page.getElementById(section.id);
+        if (!fresh) return;
+        section.replaceChildren(...Array.from(fresh.childNodes, (node) => document.importNode(node, true)));
+        section.dataset.refreshedAt = new Date().toISOString();
+      } catch (_) {
+        // Offline or logged out: the next tick tries again.
+      }
+    };
+    window.setInterval(refresh, seconds * 1000);
+  }
+});

@@ -5,13 +5,16 @@
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
+pub mod entry;
 pub mod flutterwave_keys;
 pub mod members;
 pub mod notes;
 pub mod overview;
+pub mod payments;
 pub mod pipeline;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;
+pub mod test_event;
 
 pub use self::settings::ClientSettings;

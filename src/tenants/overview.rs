@@ -1,6 +1,7 @@
-//! An agency's client accounts at a glance: the health facts the agency home page shows.
+//! An agency's client accounts at a glance: the health facts the agency home page shows, and
+//! each one's setup checklist (what is left before it can make a payment link).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -31,6 +32,69 @@ pub struct ClientHealth {
     pub failures: i64,
     /// Why the pipeline waits for a person, if it does.
     pub paused: Option<String>,
+    pub checklist: Checklist,
+}
+
+/// A client account's setup, in the order a person does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Checklist {
+    /// Kommo connected, and its connection working (not revoked or waiting for a reconnect).
+    pub kommo: bool,
+    /// Flutterwave keys saved: a key is checked with Flutterwave before it is saved.
+    pub keys: bool,
+    /// A trigger stage chosen in the settings: without one, no deal makes a link.
+    pub trigger: bool,
+    /// A Flutterwave webhook arrived at least once: the dashboard points at pipepay.
+    pub flutterwave_webhook: bool,
+}
+
+/// The next thing to do on a client account's setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    ConnectKommo,
+    AddKeys,
+    ChooseTrigger,
+    AwaitFlutterwaveWebhook,
+}
+
+impl Checklist {
+    /// Whether a deal reaching the trigger stage would get a payment link: the first three
+    /// steps. The webhook only proves payments will be seen at once (reconciliation finds
+    /// them otherwise), so it is not needed to make links.
+    pub fn makes_links(&self) -> bool {
+        self.kommo && self.keys && self.trigger
+    }
+
+    pub fn next(&self) -> Option<Step> {
+        [
+            (self.kommo, Step::ConnectKommo),
+            (self.keys, Step::AddKeys),
+            (self.trigger, Step::ChooseTrigger),
+            (self.flutterwave_webhook, Step::AwaitFlutterwaveWebhook),
+        ]
+        .into_iter()
+        .find(|(done, _)| !done)
+        .map(|(_, step)| step)
+    }
+
+    pub fn done(&self) -> usize {
+        [self.kommo, self.keys, self.trigger, self.flutterwave_webhook].into_iter().filter(|d| *d).count()
+    }
+}
+
+/// One client account's checklist.
+pub async fn checklist(db: &Db, vault: &Vault, access: &Access, client: ClientId) -> Result<Checklist> {
+    // Also the ownership check: another agency's client account is a 404.
+    let view = clients::get(db, access, client).await?;
+    let mut tx = db.read().await?;
+    let kommo = store::overview::connections(&mut tx, access.agency)
+        .await?
+        .into_iter()
+        .any(|(id, health, _)| id == client && health == crate::kommo::health::ACTIVE);
+    let keys = secrets::open(&mut tx, vault, client, SECRET_KEY).await?.is_some();
+    let flutterwave_webhook = store::payments::flutterwave_heard(&mut tx, client).await?;
+    tx.commit().await?;
+    Ok(Checklist { kommo, keys, trigger: view.settings.trigger.is_some(), flutterwave_webhook })
 }
 
 /// The first instant of this month, UTC, in ms.
@@ -56,6 +120,8 @@ pub async fn clients(db: &Db, vault: &Vault, access: &Access) -> Result<Vec<Clie
         store::overview::dead_jobs(&mut tx, agency).await?.into_iter().collect();
     let paused: HashMap<ClientId, String> =
         store::overview::pauses(&mut tx, agency).await?.into_iter().collect();
+    let heard: HashSet<ClientId> =
+        store::payments::flutterwave_heard_by(&mut tx, agency).await?.into_iter().collect();
     let mut paid: HashMap<ClientId, BTreeMap<String, (Decimal, usize)>> = HashMap::new();
     for (client, amount, currency) in
         store::overview::payments_since(&mut tx, agency, month_start(now_ms())).await?
@@ -70,7 +136,14 @@ pub async fn clients(db: &Db, vault: &Vault, access: &Access) -> Result<Vec<Clie
     let mut healths = Vec::with_capacity(list.len());
     for client in list {
         let key = secrets::open(&mut tx, vault, client.id, SECRET_KEY).await?;
+        let checklist = Checklist {
+            kommo: kommo.get(&client.id).is_some_and(|(h, _)| h == crate::kommo::health::ACTIVE),
+            keys: key.is_some(),
+            trigger: client.settings.trigger.is_some(),
+            flutterwave_webhook: heard.contains(&client.id),
+        };
         healths.push(ClientHealth {
+            checklist,
             id: client.id,
             kommo: kommo.get(&client.id).cloned(),
             flutterwave: key.map(|k| keys::secret_key_mode(k.expose()).unwrap_or(Mode::Live)),
@@ -93,7 +166,24 @@ pub async fn clients(db: &Db, vault: &Vault, access: &Access) -> Result<Vec<Clie
 
 #[cfg(test)]
 mod tests {
-    use super::month_start;
+    use super::{Checklist, Step, month_start};
+
+    #[test]
+    fn the_next_step_is_the_first_not_done_and_links_need_the_first_three() {
+        let mut list = Checklist::default();
+        assert_eq!(list.next(), Some(Step::ConnectKommo));
+        list.kommo = true;
+        list.keys = true;
+        assert_eq!(list.next(), Some(Step::ChooseTrigger));
+        assert!(!list.makes_links());
+        list.trigger = true;
+        assert!(list.makes_links());
+        assert_eq!((list.next(), list.done()), (Some(Step::AwaitFlutterwaveWebhook), 3));
+        list.flutterwave_webhook = true;
+        assert_eq!(list.next(), None);
+        list.keys = false;
+        assert_eq!(list.next(), Some(Step::AddKeys), "a later step does not hide an earlier one");
+    }
 
     #[test]
     fn a_month_starts_on_the_first_at_midnight_utc() {

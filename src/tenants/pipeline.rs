@@ -34,8 +34,40 @@ pub const KINDS: &[&str] = &[
     "dead",
 ];
 
+/// An activity kind as people say it.
+pub fn kind_words(kind: &str) -> &'static str {
+    match kind {
+        "received" => "Webhook received",
+        "ignored" => "Webhook ignored",
+        "link_created" => "Payment link created",
+        "link_reused" => "Payment link reused",
+        "link_disabled" => "Payment link disabled",
+        "note_posted" => "Payment link sent",
+        "payment_verified" => "Payment verified",
+        "deal_closed" => "Deal won",
+        "payment_rejected" => "Payment rejected",
+        "payment_failed" => "Payment failed",
+        "failure" => "Something failed",
+        "paused" => "Paused",
+        "dead" => "Gave up",
+        _ => "Other",
+    }
+}
+
 /// Activity outcomes.
 pub const OUTCOMES: &[&str] = &["ok", "ignored", "failed"];
+
+#[cfg(test)]
+mod words {
+    #[test]
+    fn every_kind_has_its_own_words() {
+        let words: std::collections::HashSet<_> = super::KINDS.iter().map(|k| super::kind_words(k)).collect();
+        assert_eq!(words.len(), super::KINDS.len());
+        assert!(!words.contains("Other"));
+        assert_eq!(super::kind_words("deal_closed"), "Deal won");
+        assert_eq!(super::kind_words("note_posted"), "Payment link sent");
+    }
+}
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActivityEntry {

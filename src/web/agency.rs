@@ -1,4 +1,5 @@
-//! The agency home: its client accounts at a glance, and adding one.
+//! The agency home: its client accounts at a glance (setup checklist, links and payments per
+//! client account), and adding one.
 
 use askama::Template;
 use axum::Router;
@@ -16,7 +17,8 @@ use crate::flutterwave::keys::Mode;
 use crate::ids::AgencyId;
 use crate::kommo::health;
 use crate::state::AppState;
-use crate::tenants::{clients, overview};
+use crate::store::links::state as links_state;
+use crate::tenants::{clients, overview, payments};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,10 +39,67 @@ async fn app(State(state): State<AppState>, viewer: Viewer) -> Response {
     }
 }
 
+/// One step of a client account's setup checklist.
+pub struct ChecklistItem {
+    pub label: &'static str,
+    pub done: bool,
+}
+
+/// A client account's setup checklist, worded for people, with the next step as a link.
+pub struct ChecklistView {
+    pub items: Vec<ChecklistItem>,
+    /// (words, address) of the next step.
+    pub next: Option<(&'static str, String)>,
+    /// It can make payment links (the first three steps are done) and nothing waits for a person.
+    pub ready: bool,
+    pub done: usize,
+}
+
+impl ChecklistView {
+    /// `base` is the client account's address; `paused` whether its jobs wait for a person.
+    pub fn new(list: overview::Checklist, base: &str, paused: bool) -> ChecklistView {
+        let next = list.next().map(|step| match step {
+            overview::Step::ConnectKommo => ("Next: connect Kommo", format!("{base}#kommo-title")),
+            overview::Step::AddKeys => ("Next: add the Flutterwave keys", format!("{base}#flw-title")),
+            overview::Step::ChooseTrigger => ("Next: choose the trigger stage", format!("{base}/settings")),
+            overview::Step::AwaitFlutterwaveWebhook => {
+                ("Next: point Flutterwave's webhook here", format!("{base}#urls-title"))
+            }
+        });
+        ChecklistView {
+            items: vec![
+                ChecklistItem { label: "Kommo connected", done: list.kommo },
+                ChecklistItem { label: "Flutterwave keys checked", done: list.keys },
+                ChecklistItem { label: "Trigger stage chosen", done: list.trigger },
+                ChecklistItem { label: "A Flutterwave webhook received", done: list.flutterwave_webhook },
+            ],
+            next,
+            ready: list.makes_links() && !paused,
+            done: list.done(),
+        }
+    }
+
+    /// The overall state as a label and a tone.
+    pub fn status(&self) -> (&'static str, &'static str) {
+        match (self.ready, self.next.is_some()) {
+            (true, false) => ("Ready", "good"),
+            (true, true) => ("Makes links", "good"),
+            (false, _) if self.done == 0 => ("Not set up", "none"),
+            (false, _) => ("Setup unfinished", "warn"),
+        }
+    }
+}
+
 /// One row of the health table, worded for people.
 pub struct HealthRow {
     pub id: String,
     pub name: String,
+    pub setup: ChecklistView,
+    pub setup_label: &'static str,
+    pub setup_tone: &'static str,
+    /// Links by state, in words ("3 open, 1 paid"), and what was ever paid, per currency.
+    pub links: String,
+    pub paid_ever: Vec<String>,
     pub kommo: &'static str,
     pub kommo_tone: &'static str,
     pub flutterwave: &'static str,
@@ -73,10 +132,41 @@ pub fn flutterwave_label(mode: Option<Mode>) -> (&'static str, &'static str) {
     }
 }
 
-fn row(client: overview::ClientHealth) -> HealthRow {
+/// "1,234.50 KES (2 payments)"
+fn paid_line(currency: &str, total: rust_decimal::Decimal, count: usize) -> String {
+    let total = crate::web::client::grouped(&crate::money::format(currency, total));
+    format!("{total} {currency} ({count} payment{})", if count == 1 { "" } else { "s" })
+}
+
+fn links_line(totals: &payments::Totals) -> String {
+    let words: Vec<String> = [
+        (links_state::OPEN, "open"),
+        (links_state::PAID, "paid"),
+        (links_state::SUPERSEDED, "replaced"),
+        (links_state::CANCELLED, "disabled"),
+    ]
+    .into_iter()
+    .filter_map(|(state, word)| totals.links.get(state).map(|n| format!("{n} {word}")))
+    .collect();
+    if words.is_empty() { "None yet".to_owned() } else { words.join(", ") }
+}
+
+fn row(agency: AgencyId, client: overview::ClientHealth, totals: &payments::Totals) -> HealthRow {
     let (kommo, kommo_tone) = kommo_label(client.kommo.as_ref().map(|(h, _)| h.as_str()));
     let (flutterwave, flutterwave_tone) = flutterwave_label(client.flutterwave);
+    let base = format!("/app/agencies/{agency}/clients/{}", client.id);
+    let setup = ChecklistView::new(client.checklist, &base, client.paused.is_some());
+    let (setup_label, setup_tone) = setup.status();
     HealthRow {
+        setup,
+        setup_label,
+        setup_tone,
+        links: links_line(totals),
+        paid_ever: totals
+            .paid
+            .iter()
+            .map(|(currency, (total, count))| paid_line(currency, *total, *count))
+            .collect(),
         id: client.id.to_string(),
         name: client.name,
         kommo,
@@ -88,10 +178,7 @@ fn row(client: overview::ClientHealth) -> HealthRow {
         paid: client
             .payments_this_month
             .iter()
-            .map(|(currency, total, count)| {
-                let total = crate::money::format(currency, *total);
-                format!("{total} {currency} ({count} payment{})", if *count == 1 { "" } else { "s" })
-            })
+            .map(|(currency, total, count)| paid_line(currency, *total, *count))
             .collect(),
         failures: client.failures,
         paused: client.paused,
@@ -117,7 +204,16 @@ async fn home_page(
 ) -> Result<HomePage> {
     let access = viewer.access(state, agency).await?;
     let chrome = Chrome::new(state, viewer, Some(agency), "clients").await?.with_notice(done);
-    let clients = overview::clients(&state.db, &state.vault, &access).await?.into_iter().map(row).collect();
+    let totals = payments::totals(&state.db, &access).await?;
+    let none = payments::Totals::default();
+    let clients = overview::clients(&state.db, &state.vault, &access)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let totals = totals.get(&c.id).unwrap_or(&none);
+            row(agency, c, totals)
+        })
+        .collect();
     Ok(HomePage { chrome, clients, name, errors })
 }
 

@@ -1,6 +1,8 @@
 //! A client account's activity: the timeline with filters and paging, the pause, the dead jobs
 //! and their replay, and the payments of the last 30 days as a chart.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -13,7 +15,7 @@ use crate::error::Result;
 use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
 use crate::store::activity::Filter;
-use crate::tenants::pipeline::{self, KINDS, OUTCOMES};
+use crate::tenants::pipeline::{self, ActivityEntry, KINDS, OUTCOMES};
 use crate::web::Page;
 use crate::web::chart::{self, Chart};
 use crate::web::session::{PagePath, Posted, Viewer};
@@ -38,12 +40,17 @@ pub struct ActivityQuery {
 
 pub struct Choice {
     pub value: &'static str,
+    pub label: &'static str,
     pub selected: bool,
 }
 
 pub struct Entry {
+    pub id: String,
     pub at: String,
+    /// The kind's code (for filters) and its words.
     pub kind: String,
+    pub kind_words: &'static str,
+    pub outcome_words: &'static str,
     pub outcome: String,
     pub tone: &'static str,
     pub lead_id: String,
@@ -79,8 +86,57 @@ pub struct ActivityPage {
     chart_days: u64,
 }
 
-fn choices(values: &'static [&'static str], chosen: &str) -> Vec<Choice> {
-    values.iter().map(|v| Choice { value: v, selected: *v == chosen }).collect()
+fn choices(values: &'static [&'static str], chosen: &str, label: fn(&str) -> &'static str) -> Vec<Choice> {
+    values.iter().map(|v| Choice { value: v, label: label(v), selected: *v == chosen }).collect()
+}
+
+fn outcome_words(outcome: &str) -> &'static str {
+    match outcome {
+        "ok" => "Done",
+        "ignored" => "Ignored",
+        "failed" => "Failed",
+        _ => "Other",
+    }
+}
+
+/// "stage 7003" in an entry's words becomes "stage Invoice (Sales)", from Kommo's pipelines.
+fn named_stages(detail: &str, names: &HashMap<i64, String>) -> String {
+    const WORD: &str = "stage ";
+    let mut out = String::with_capacity(detail.len());
+    let mut rest = detail;
+    while let Some(at) = rest.find(WORD) {
+        let (before, after) = rest.split_at(at + WORD.len());
+        out.push_str(before);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<i64>().ok().and_then(|id| names.get(&id)) {
+            Some(name) => out.push_str(name),
+            None => out.push_str(&after[..digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Stage names by id ("Invoice (Sales)"), when an entry names a stage and Kommo answers; ids
+/// stay otherwise.
+async fn stage_names(state: &AppState, client: ClientId, entries: &[ActivityEntry]) -> HashMap<i64, String> {
+    if !entries.iter().any(|e| e.detail.contains("stage ")) {
+        return HashMap::new();
+    }
+    match state.kommo.pipelines(client).await {
+        Ok(pipelines) => pipelines
+            .into_iter()
+            .flat_map(|p| {
+                let pipeline = p.name;
+                p.stages.into_iter().map(move |s| (s.id, format!("{} ({pipeline})", s.name)))
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, "stage names unavailable; showing ids");
+            HashMap::new()
+        }
+    }
 }
 
 fn tone(outcome: &str) -> &'static str {
@@ -127,16 +183,20 @@ async fn activity_page(
         }
         _ => None,
     };
+    let names = stage_names(state, client, &rows).await;
     let entries = rows
         .into_iter()
         .map(|r| Entry {
+            id: r.id.to_string(),
             at: when(r.at_ms),
             tone: tone(&r.outcome),
+            kind_words: pipeline::kind_words(&r.kind),
+            outcome_words: outcome_words(&r.outcome),
             kind: r.kind,
             outcome: r.outcome,
             lead_id: r.lead_id.map(|l| l.to_string()).unwrap_or_default(),
             tx_ref: r.tx_ref.unwrap_or_default(),
-            detail: r.detail,
+            detail: named_stages(&r.detail, &names),
         })
         .collect();
     let status = pipeline::status(&state.db, &access, client).await?;
@@ -158,8 +218,8 @@ async fn activity_page(
     Ok(ActivityPage {
         chrome,
         client: head,
-        kinds: choices(KINDS, kind.as_deref().unwrap_or_default()),
-        outcomes: choices(OUTCOMES, outcome.as_deref().unwrap_or_default()),
+        kinds: choices(KINDS, kind.as_deref().unwrap_or_default(), pipeline::kind_words),
+        outcomes: choices(OUTCOMES, outcome.as_deref().unwrap_or_default(), outcome_words),
         lead_id: lead_text,
         lead_error,
         filtered: kind.is_some() || outcome.is_some() || lead_id.is_some() || before.is_some(),
@@ -196,5 +256,23 @@ pub async fn replay(
     match replayed.await {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}/activity"), "job-replayed"),
         Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::named_stages;
+
+    #[test]
+    fn stage_ids_become_names_where_known() {
+        let names = HashMap::from([(7003, "Invoice (Sales)".to_owned())]);
+        assert_eq!(
+            named_stages("Kommo: lead 5 in stage 7003: not a trigger stage", &names),
+            "Kommo: lead 5 in stage Invoice (Sales): not a trigger stage"
+        );
+        assert_eq!(named_stages("moved to stage 142", &names), "moved to stage 142");
+        assert_eq!(named_stages("no stage here", &names), "no stage here");
     }
 }

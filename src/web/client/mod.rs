@@ -1,11 +1,15 @@
-//! A client account's pages: overview (Kommo, Flutterwave keys, webhook URLs), settings and
-//! activity. Every page and form first resolves the viewer's access and the client account
+//! A client account's pages: overview (setup checklist, Kommo, Flutterwave keys, webhook URLs),
+//! settings, activity and payments. Every page and form first resolves the viewer's access and the client account
 //! within that agency, so another agency's ids are a 404 before anything is said; changes go
 //! through the same services as the API, which refuse members with a 403.
 
 mod activity;
+mod entry;
 mod overview;
+mod payments;
 mod settings;
+
+pub use payments::grouped;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -32,9 +36,13 @@ pub fn router() -> Router<AppState> {
         .route(&at("/kommo/disconnect"), post(overview::disconnect_kommo))
         .route(&at("/flutterwave-keys"), post(overview::save_keys))
         .route(&at("/ingress-token"), post(overview::rotate_token))
+        .route(&at("/test-event"), post(overview::send_test_event))
         .route(&at("/delete"), post(overview::delete))
         .route(&at("/settings"), get(settings::page).post(settings::save))
         .route(&at("/activity"), get(activity::page))
+        .route(&at("/payments"), get(payments::page))
+        .route(&at("/activity/{entry}"), get(entry::page))
+        .route(&at("/activity/{entry}/replay"), post(entry::replay))
         .route(&at("/jobs/{job}/replay"), post(activity::replay))
 }
 
@@ -44,7 +52,7 @@ pub struct ClientHead {
     pub name: String,
     /// `/app/agencies/{agency}/clients/{client}`: every page and form of it starts here.
     pub base: String,
-    /// `overview`, `settings` or `activity`.
+    /// `overview`, `settings`, `activity` or `payments`.
     pub tab: &'static str,
 }
 

@@ -16,9 +16,10 @@ use crate::kommo::health;
 use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
+use crate::tenants::{pipeline, test_event};
 use crate::vault::Secret;
 use crate::web::Page;
-use crate::web::agency::{flutterwave_label, kommo_label};
+use crate::web::agency::{ChecklistView, flutterwave_label, kommo_label};
 use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
 
@@ -74,6 +75,11 @@ pub struct OverviewPage {
     /// Admins only: the URLs carry the ingress token.
     urls: Option<WebhookUrls>,
     errors: FormErrors,
+    setup: ChecklistView,
+    setup_label: &'static str,
+    setup_tone: &'static str,
+    /// What "Send a test event" showed, right after it was sent.
+    tested: Option<Vec<test_event::Check>>,
 }
 
 fn connect_label(kommo: Option<&KommoStatus>, health: Option<&str>) -> Option<&'static str> {
@@ -110,7 +116,15 @@ async fn overview(
     } else {
         None
     };
+    let checklist = crate::tenants::overview::checklist(&state.db, &state.vault, &access, client).await?;
+    let paused = pipeline::status(&state.db, &access, client).await?.paused.is_some();
+    let setup = ChecklistView::new(checklist, &head.base, paused);
+    let (setup_label, setup_tone) = setup.status();
     Ok(OverviewPage {
+        setup,
+        setup_label,
+        setup_tone,
+        tested: None,
         connect_label: connect_label(kommo.as_ref(), health.as_deref()),
         chrome,
         client: head,
@@ -325,4 +339,25 @@ pub async fn delete(
         ("Kommo could not be reached", "Try deleting again", "Delete anyway"),
         (&format!("/app/agencies/{agency}"), "client-deleted"),
     )
+}
+
+/// Sends a test webhook to each of the client account's addresses and shows what came back.
+pub async fn send_test_event(
+    State(state): State<AppState>,
+    PagePath((agency, client)): ClientPath,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let sent = async {
+        let access = viewer.access(&state, agency).await?;
+        test_event::send(&state.db, &state.vault, &state.public_url, &access, client).await
+    };
+    let sent = sent.await;
+    match (sent, overview(&state, &viewer, agency, client, None).await) {
+        (Ok(checks), Ok(mut page)) => {
+            page.tested = Some(checks);
+            render_page(&state, StatusCode::OK, &page).into_response()
+        }
+        (Err(error), _) | (_, Err(error)) => crate::web::error_page(error).into_response(),
+    }
 }

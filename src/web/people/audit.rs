@@ -155,6 +155,8 @@ fn action_label(action: &str) -> Option<&'static str> {
         "kommo.disconnected" => "Disconnected Kommo",
         "kommo.uninstalled" => "Kommo access revoked",
         "job.replayed" => "Replayed a failed job",
+        "event.replayed" => "Ran an event's job again",
+        "client.test_event_sent" => "Sent a test event",
         _ => return None,
     })
 }

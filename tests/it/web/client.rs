@@ -265,17 +265,24 @@ async fn activity_filters_charts_exact_totals_and_replays_dead_jobs(engine: Engi
     assert_eq!(page.one("#totals-KES tfoot td"), "1245.00 KES");
     assert!(!page.all("svg.chart rect.bar").is_empty());
     assert!(!page.text.contains("style="), "no inline styles under the page policy");
-    let kinds = page.all("table.activity tbody td[data-label=\"Kind\"]");
-    assert!(kinds.iter().any(|k| k == "deal_closed") && kinds.iter().any(|k| k == "received"), "{kinds:?}");
+    // In words, not codes.
+    let kinds = page.all("table.activity tbody td[data-label=\"What\"]");
+    assert!(
+        kinds.iter().any(|k| k == "Deal won") && kinds.iter().any(|k| k == "Webhook received"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "Payment link sent"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k.contains('_')), "{kinds:?}");
+    assert_eq!(page.one("#kind option[value=\"deal_closed\"]"), "Deal won");
 
     let closed = get(agent, &format!("{activity}?kind=deal_closed&outcome=&lead_id=")).await;
-    let kinds = closed.all("table.activity tbody td[data-label=\"Kind\"]");
-    assert_eq!(kinds, ["deal_closed", "deal_closed"]);
+    let kinds = closed.all("table.activity tbody td[data-label=\"What\"]");
+    assert_eq!(kinds, ["Deal won", "Deal won"]);
     assert!(closed.attr("#kind option[value=\"deal_closed\"]", "selected").is_some());
     let one_lead = get(agent, &format!("{activity}?kind=&outcome=ok&lead_id=502")).await;
-    let leads = one_lead.all("table.activity tbody td[data-label=\"Lead\"]");
+    let leads = one_lead.all("table.activity tbody td[data-label=\"Deal\"]");
     assert!(!leads.is_empty() && leads.iter().all(|l| l == "502"), "{leads:?}");
-    assert!(one_lead.all("table.activity tbody td[data-label=\"Outcome\"]").iter().all(|o| o == "ok"));
+    assert!(one_lead.all("table.activity tbody td[data-label=\"Outcome\"]").iter().all(|o| o == "Done"));
 
     // A job that fails every attempt dies, shows up, and an admin replays it from the page.
     shop.lead(503, "40");

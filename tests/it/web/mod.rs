@@ -7,6 +7,8 @@ mod client;
 mod mail_story;
 mod pages;
 mod people;
+mod setup;
+mod setup_story;
 mod story;
 
 use reqwest::Response;

@@ -87,7 +87,7 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
         kommo.add_lead(ACME, crate::pipeline::sale(90, "Solar kit", 15000, 901));
         assert_eq!(kommo.move_lead(ACME, 90, INVOICE).await, [200]);
         browser.goto(&format!("{client_page}/activity")).await;
-        browser.wait_for_text_in("table.activity", "link_created", true).await;
+        browser.wait_for_text_in("table.activity", "Payment link created", true).await;
 
         // The customer pays on the hosted checkout; the deal is won.
         let link = app.flw.created(SECRET)[0].link.clone();
@@ -95,7 +95,7 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
         browser.press("Pay").await;
         browser.wait_for_text("Payment successful", false).await;
         browser.goto(&format!("{client_page}/activity")).await;
-        browser.wait_for_text_in("table.activity", "deal_closed", true).await;
+        browser.wait_for_text_in("table.activity", "Deal won", true).await;
         assert_eq!(kommo.lead(ACME, 90).unwrap()["status_id"], 142);
 
         // Another agency, in the same browser after logging out, reaches none of it.

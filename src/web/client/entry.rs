@@ -1,0 +1,143 @@
+//! One timeline entry in full: the webhook (masked), the job's attempts and error, its other
+//! steps, and running it again.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::{ClientHead, NoFields, Opened, open, when};
+use crate::error::Result;
+use crate::ids::{AgencyId, ClientId};
+use crate::state::AppState;
+use crate::tenants::entry;
+use crate::tenants::pipeline::kind_words;
+use crate::web::Page;
+use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::view::{Chrome, Done, done, page as render};
+
+type EntryPath = PagePath<(AgencyId, ClientId, uuid::Uuid)>;
+
+pub struct Step {
+    pub at: String,
+    pub what: &'static str,
+    pub outcome: String,
+    pub detail: String,
+    pub current: bool,
+}
+
+pub struct JobFacts {
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+    pub created: String,
+    pub run_at: String,
+    /// Whether "Run again" can do anything now (not while the job waits to run).
+    pub replayable: bool,
+}
+
+pub struct EventFacts {
+    pub source: &'static str,
+    pub received: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub body: String,
+}
+
+#[derive(Template)]
+#[template(path = "client_entry.html")]
+pub struct EntryPage {
+    chrome: Chrome,
+    client: ClientHead,
+    id: String,
+    at: String,
+    what: &'static str,
+    outcome: String,
+    lead_id: Option<i64>,
+    tx_ref: Option<String>,
+    detail: String,
+    event: Option<EventFacts>,
+    job: Option<JobFacts>,
+    steps: Vec<Step>,
+}
+
+async fn entry_page(
+    state: &AppState,
+    viewer: &Viewer,
+    (agency, client, id): (AgencyId, ClientId, uuid::Uuid),
+    notice: Option<&str>,
+) -> Result<EntryPage> {
+    let Opened { access, chrome, head, .. } = open(state, viewer, agency, client, "activity", notice).await?;
+    let found = entry::detail(&state.db, &access, client, id).await?;
+    let e = found.entry;
+    Ok(EntryPage {
+        chrome,
+        client: head,
+        id: e.id.to_string(),
+        at: when(e.at),
+        what: kind_words(&e.kind),
+        outcome: e.outcome,
+        lead_id: e.lead_id,
+        tx_ref: e.tx_ref,
+        detail: e.detail,
+        event: found.event.map(|ev| EventFacts {
+            source: if ev.source == "kommo" { "Kommo" } else { "Flutterwave" },
+            received: when(ev.received_at),
+            outcome: ev.outcome,
+            detail: ev.detail,
+            body: ev.body,
+        }),
+        job: found.job.map(|j| JobFacts {
+            replayable: matches!(j.state.as_str(), "done" | "dead"),
+            kind: j.kind,
+            state: j.state,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            last_error: j.last_error,
+            created: when(j.created_at),
+            run_at: when(j.run_at),
+        }),
+        steps: found
+            .steps
+            .into_iter()
+            .map(|s| Step {
+                current: s.id == e.id,
+                at: when(s.at),
+                what: kind_words(&s.kind),
+                outcome: s.outcome,
+                detail: s.detail,
+            })
+            .collect(),
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    PagePath(ids): EntryPath,
+    Query(notice): Query<Done>,
+) -> Response {
+    render(
+        entry_page(&state, &viewer, ids, notice.done.as_deref())
+            .await
+            .map(|p| Page::render(StatusCode::OK, &p)),
+    )
+}
+
+pub async fn replay(
+    State(state): State<AppState>,
+    PagePath((agency, client, id)): EntryPath,
+    posted: Posted<NoFields>,
+) -> Response {
+    let viewer = posted.viewer;
+    let replayed = async {
+        let access = viewer.access(&state, agency).await?;
+        entry::replay(&state.db, &state.queue, &access, client, id).await
+    };
+    match replayed.await {
+        Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}/activity/{id}"), "job-replayed"),
+        Err(error) => crate::web::error_page(error).into_response(),
+    }
+}
