@@ -89,8 +89,8 @@ fn row(client: overview::ClientHealth) -> HealthRow {
             .payments_this_month
             .iter()
             .map(|(currency, total, count)| {
-                let total = crate::money::format(currency, *total);
-                format!("{total} {currency} ({count} payment{})", if *count == 1 { "" } else { "s" })
+                let total = super::view::money(currency, *total);
+                format!("{total} ({count} payment{})", if *count == 1 { "" } else { "s" })
             })
             .collect(),
         failures: client.failures,

@@ -10,6 +10,7 @@ mod client;
 mod kommo;
 mod people;
 mod session;
+mod stash;
 mod view;
 
 use askama::Template;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(client::router())
         .merge(people::router())
         .merge(kommo::router())
+        .route(stash::RESUME, get(stash::resume))
         .route(
             "/assets/app.css",
             get(|| asset("text/css; charset=utf-8", include_str!("../../frontend/assets/app.css"))),
