@@ -13,14 +13,14 @@ pub fn normalise(field: &str, raw: &str) -> Result<String, FieldError> {
     let fail = |message: &str| FieldError { field: field.to_owned(), message: message.to_owned() };
     let email = raw.trim().to_lowercase();
     if email.is_empty() {
-        return Err(fail("is required"));
+        return Err(fail("Enter an email address."));
     }
     if email.len() > MAX_LEN {
-        return Err(fail("is too long for an email address"));
+        return Err(fail("Enter an email address of at most 254 characters."));
     }
     let options = Options::default().with_required_tld().without_domain_literal();
     EmailAddress::parse_with_options(&email, Options { allow_display_text: false, ..options })
-        .map_err(|_| fail("is not a valid email address"))?;
+        .map_err(|_| fail("Enter an email address like name@example.com."))?;
     Ok(email)
 }
 

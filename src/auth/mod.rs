@@ -62,8 +62,12 @@ pub async fn sign_up(
     let mut checks = Checks::new();
     let email = checks.take(email::normalise("email", &input.email));
     let agency_name = input.agency_name.trim().to_owned();
-    checks.check(!agency_name.is_empty(), "agency_name", "is required");
-    checks.check(agency_name.chars().count() <= MAX_AGENCY_NAME, "agency_name", "is too long");
+    checks.check(!agency_name.is_empty(), "agency_name", "Enter your agency's name.");
+    checks.check(
+        agency_name.chars().count() <= MAX_AGENCY_NAME,
+        "agency_name",
+        format!("Use at most {MAX_AGENCY_NAME} characters."),
+    );
     let inputs = [email.as_deref().unwrap_or_default(), agency_name.as_str()];
     checks.take(password::check_strength("password", &input.password, &inputs));
     checks.finish()?;
@@ -77,7 +81,7 @@ pub async fn sign_up(
     let mut tx = db.write().await?;
     if let Err(e) = store::users::insert(&mut tx, &user).await {
         return Err(if e.is_unique_violation() {
-            Error::conflict("email", "an account with this email exists already; log in instead")
+            Error::conflict("email", "An account with this email address exists already; log in instead.")
         } else {
             e.into()
         });
@@ -137,7 +141,7 @@ pub async fn change_password(
     tx.commit().await?;
     auth.limiter.attempt(ip, Some(&row.email))?;
     if !password::verify(current, Some(row.password_hash.clone())).await? {
-        return Err(Error::invalid("current_password", "is not your current password"));
+        return Err(Error::invalid("current_password", "This is not your current password."));
     }
     password::check_strength("new_password", &new, &[&row.email]).map_err(|e| Error::Invalid(vec![e]))?;
     let hash = password::hash(new).await?;

@@ -46,18 +46,18 @@ pub fn check_strength(field: &str, password: &Secret, user_inputs: &[&str]) -> R
     let fail = |message: String| FieldError { field: field.to_owned(), message };
     let length = password.expose().chars().count();
     if length < MIN_LEN {
-        return Err(fail(format!("must be at least {MIN_LEN} characters")));
+        return Err(fail(format!("Use at least {MIN_LEN} characters.")));
     }
     if length > MAX_LEN {
-        return Err(fail(format!("must be at most {MAX_LEN} characters")));
+        return Err(fail(format!("Use at most {MAX_LEN} characters.")));
     }
     let estimate = zxcvbn::zxcvbn(password.expose(), user_inputs);
     if u8::from(estimate.score()) < 3 {
         let hint = estimate
             .feedback()
             .and_then(|f| f.warning().map(|w| w.to_string()))
-            .unwrap_or_else(|| "it is too easy to guess".into());
-        return Err(fail(format!("is too weak ({hint}); add words or characters")));
+            .unwrap_or_else(|| "It is too easy to guess.".into());
+        return Err(fail(format!("Choose a harder password: {hint} Add more words or characters.")));
     }
     Ok(())
 }

@@ -12,13 +12,13 @@ pub enum Mode {
 /// The mode of a v3 secret key (`FLWSECK_TEST-<hex>-X` or `FLWSECK-<hex>-X`), or why it is not one.
 pub fn secret_key_mode(key: &str) -> Result<Mode, &'static str> {
     key_mode(key, "FLWSECK").ok_or(
-        "is not a Flutterwave secret key (FLWSECK_TEST-...-X or FLWSECK-...-X, from Settings > API Keys)",
+        "Paste a Flutterwave secret key (FLWSECK_TEST-...-X or FLWSECK-...-X, from Settings > API Keys).",
     )
 }
 
 /// The mode of a v3 public key (`FLWPUBK_TEST-<hex>-X` or `FLWPUBK-<hex>-X`).
 pub fn public_key_mode(key: &str) -> Result<Mode, &'static str> {
-    key_mode(key, "FLWPUBK").ok_or("is not a Flutterwave public key (FLWPUBK_TEST-...-X or FLWPUBK-...-X)")
+    key_mode(key, "FLWPUBK").ok_or("Paste a Flutterwave public key (FLWPUBK_TEST-...-X or FLWPUBK-...-X).")
 }
 
 fn key_mode(key: &str, kind: &str) -> Option<Mode> {

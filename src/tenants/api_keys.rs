@@ -53,7 +53,7 @@ pub async fn create(db: &Db, access: &Access, name: &str, role: Role) -> Result<
     let name = name.trim();
     let mut checks = Checks::new();
     super::settings::check_name(&mut checks, "name", name);
-    checks.check(role != Role::Owner, "role", "an API key can be admin or member, not owner");
+    checks.check(role != Role::Owner, "role", "Choose admin or member: an API key cannot be owner.");
     checks.finish()?;
     let (key, hash) = tokens::generate(tokens::API_KEY_PREFIX);
     let row = ApiKeyRow {

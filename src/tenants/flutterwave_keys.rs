@@ -69,13 +69,11 @@ fn check(input: &KeysInput) -> Result<Mode> {
         checks.check(
             (MIN_HASH..=MAX_HASH).contains(&hash_len),
             "webhook_hash",
-            format!("must be {MIN_HASH} to {MAX_HASH} characters; use a long random value, or leave it out"),
+            format!(
+                "Use {MIN_HASH} to {MAX_HASH} characters: a long random value. Or leave it empty and pipepay makes one."
+            ),
         );
-        checks.check(
-            !hash.expose().chars().any(char::is_whitespace),
-            "webhook_hash",
-            "must not contain spaces",
-        );
+        checks.check(!hash.expose().chars().any(char::is_whitespace), "webhook_hash", "Remove the spaces.");
     }
     if let Some(public) = &input.public_key {
         match keys::public_key_mode(public.expose().trim()) {
@@ -83,7 +81,7 @@ fn check(input: &KeysInput) -> Result<Mode> {
             Ok(public_mode) => checks.check(
                 mode.is_err() || mode == Ok(public_mode),
                 "public_key",
-                "is for the other mode (test vs live) than the secret key",
+                "This public key is for the other mode (test or live) than the secret key.",
             ),
         }
     }
@@ -115,7 +113,7 @@ pub async fn set(
         Err(FlutterwaveError::Unauthorized) => {
             return Err(Error::invalid(
                 "secret_key",
-                "Flutterwave refused this secret key; copy it again from Settings > API Keys, and check test or live mode",
+                "Flutterwave refused this secret key. Copy it again from Settings > API Keys, and check test or live mode.",
             ));
         }
         Err(other) => {

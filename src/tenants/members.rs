@@ -74,7 +74,7 @@ pub async fn set_role(db: &Db, access: &Access, user: UserId, role: Role) -> Res
     {
         return Err(Error::conflict(
             "role",
-            "the agency needs at least one owner; make someone else owner first",
+            "The agency needs at least one owner; make someone else owner first.",
         ));
     }
     store::agencies::set_role(&mut tx, access.agency, user, role).await?;
@@ -99,7 +99,10 @@ pub async fn remove(db: &Db, access: &Access, user: UserId) -> Result<()> {
         owner_now(&mut tx, access).await?;
     }
     if current == Role::Owner && store::agencies::count_owners(&mut tx, access.agency).await? <= 1 {
-        return Err(Error::conflict("user_id", "the agency needs at least one owner"));
+        return Err(Error::conflict(
+            "user_id",
+            "The agency needs at least one owner; make someone else owner first.",
+        ));
     }
     let email = store::users::by_id(&mut tx, user).await?.map(|u| u.email).unwrap_or_default();
     store::agencies::remove_member(&mut tx, access.agency, user).await?;
@@ -123,7 +126,7 @@ pub async fn invite(
     let already =
         store::agencies::members(&mut tx, access.agency).await?.into_iter().any(|m| m.email == email);
     if already {
-        return Err(Error::conflict("email", "this person is a member already"));
+        return Err(Error::conflict("email", "This person is a member already."));
     }
     let (token, hash) = tokens::generate(tokens::INVITATION_PREFIX);
     let now = now_ms();
@@ -249,7 +252,7 @@ pub async fn accept(
         Some(Principal::ApiKey { .. }) => return Err(Error::Forbidden("API keys cannot accept invitations")),
         None => {
             let password = new_password.ok_or_else(|| {
-                Error::invalid("password", "is required to create your account (or log in first)")
+                Error::invalid("password", "Choose a password to create your account, or log in first.")
             })?;
             password::check_strength("password", &password, &[&invitation.email])
                 .map_err(|e| Error::Invalid(vec![e]))?;
@@ -270,7 +273,10 @@ pub async fn accept(
         && let Err(e) = store::users::insert(&mut tx, row).await
     {
         return Err(if e.is_unique_violation() {
-            Error::conflict("email", "an account with this email exists; log in, then open the link again")
+            Error::conflict(
+                "email",
+                "An account with this email address exists; log in, then open the link again.",
+            )
         } else {
             e.into()
         });
@@ -280,7 +286,7 @@ pub async fn accept(
         store::email_tokens::mark_verified(&mut tx, row.id, &row.email, now).await?;
     }
     if store::agencies::role_of(&mut tx, invitation.agency_id, user).await?.is_some() {
-        return Err(Error::conflict("token", "you are a member of this agency already"));
+        return Err(Error::conflict("token", "You are a member of this agency already."));
     }
     if !store::agencies::accept_invitation(&mut tx, invitation.id, now).await? {
         // Someone used the link a moment ago.

@@ -118,11 +118,11 @@ impl NoteTemplates {
             let field = format!("notes.{}", kind.field());
             let template = self.get(kind);
             if template.trim().is_empty() {
-                checks.fail(&field, "must not be empty");
+                checks.fail(&field, "Enter the note's text.");
                 continue;
             }
             if template.chars().count() > MAX_LEN {
-                checks.fail(&field, format!("must be at most {MAX_LEN} characters"));
+                checks.fail(&field, format!("Use at most {MAX_LEN} characters."));
             }
             let used = placeholders(template);
             for name in &used {
@@ -130,7 +130,7 @@ impl NoteTemplates {
                     checks.fail(
                         &field,
                         format!(
-                            "has an unknown placeholder {{{name}}}; known: {}",
+                            "Remove {{{name}}}: this note has no such placeholder. It knows {}.",
                             list(kind.placeholders())
                         ),
                     );
@@ -138,7 +138,7 @@ impl NoteTemplates {
             }
             for required in kind.required() {
                 if !used.iter().any(|u| u == required) {
-                    checks.fail(&field, format!("must contain {{{required}}}"));
+                    checks.fail(&field, format!("Include {{{required}}}: this note needs it."));
                 }
             }
         }

@@ -44,6 +44,35 @@ pub const PAYMENT_OPTIONS: &[&str] = &[
     "1voucher",
 ];
 
+/// What people call a payment method (Flutterwave's own names for them in its documentation's
+/// payment-method pages); the API keeps Flutterwave's codes.
+pub fn payment_option_name(code: &str) -> &str {
+    match code {
+        "card" => "Cards",
+        "account" => "Bank account (direct debit)",
+        "banktransfer" => "Bank transfer",
+        "ussd" => "USSD",
+        "mpesa" => "M-Pesa",
+        "mobilemoneyghana" => "MTN MoMo / mobile money Ghana",
+        "mobilemoneyuganda" => "Mobile money Uganda",
+        "mobilemoneyrwanda" => "Mobile money Rwanda",
+        "mobilemoneyzambia" => "Mobile money Zambia",
+        "mobilemoneytanzania" => "Mobile money Tanzania",
+        "mobilemoneyfranco" => "Mobile money francophone Africa",
+        "barter" => "Barter by Flutterwave",
+        "nqr" => "NIBSS QR",
+        "credit" => "Pay later (credit)",
+        "applepay" => "Apple Pay",
+        "googlepay" => "Google Pay",
+        "opay" => "OPay",
+        "enaira" => "eNaira",
+        "payattitude" => "PayAttitude",
+        "paga" => "Paga",
+        "1voucher" => "1Voucher",
+        other => other,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
@@ -135,52 +164,52 @@ impl ClientSettings {
         self.display_name = self.display_name.trim().to_owned();
         check_name(&mut checks, "display_name", &self.display_name);
         if let Some(trigger) = &self.trigger {
-            checks.check(trigger.pipeline_id > 0, "trigger.pipeline_id", "must be a Kommo pipeline id");
-            checks.check(!trigger.stage_ids.is_empty(), "trigger.stage_ids", "must name at least one stage");
+            checks.check(trigger.pipeline_id > 0, "trigger.pipeline_id", "Choose a Kommo pipeline.");
+            checks.check(!trigger.stage_ids.is_empty(), "trigger.stage_ids", "Choose at least one stage.");
             checks.check(
                 trigger.stage_ids.len() <= MAX_TRIGGER_STAGES,
                 "trigger.stage_ids",
-                format!("may name at most {MAX_TRIGGER_STAGES} stages"),
+                format!("Choose at most {MAX_TRIGGER_STAGES} stages."),
             );
             for (i, stage) in trigger.stage_ids.iter().enumerate() {
                 let field = format!("trigger.stage_ids[{i}]");
-                checks.check(*stage > 0, &field, "must be a Kommo stage id");
+                checks.check(*stage > 0, &field, "Choose a Kommo stage.");
                 checks.check(
                     *stage != KOMMO_WON && *stage != KOMMO_LOST,
                     &field,
-                    "cannot be the won (142) or lost (143) stage",
+                    "Choose a stage other than Kommo's won (142) or lost (143) stage.",
                 );
-                checks.check(!trigger.stage_ids[..i].contains(stage), &field, "is listed twice");
+                checks.check(!trigger.stage_ids[..i].contains(stage), &field, "This stage is listed twice.");
             }
         }
         if let Some(won) = self.won_stage_id {
-            checks.check(won > 0, "won_stage_id", "must be a Kommo stage id");
-            checks.check(won != KOMMO_LOST, "won_stage_id", "cannot be the lost stage (143)");
+            checks.check(won > 0, "won_stage_id", "Choose a Kommo stage.");
+            checks.check(won != KOMMO_LOST, "won_stage_id", "Choose a stage other than lost (143).");
             let in_trigger = self.trigger.as_ref().is_some_and(|t| t.stage_ids.contains(&won));
-            checks.check(!in_trigger, "won_stage_id", "cannot also be a trigger stage");
+            checks.check(!in_trigger, "won_stage_id", "Choose a stage that does not also create links.");
         }
         if let Some(currency) = &mut self.currency {
             *currency = currency.trim().to_uppercase();
             checks.check(
                 CURRENCIES.contains(&currency.as_str()),
                 "currency",
-                format!("must be one of {}", CURRENCIES.join(", ")),
+                format!("Choose one of these currencies: {}.", CURRENCIES.join(", ")),
             );
         }
         for (field, id) in
             [("currency_field_id", self.currency_field_id), ("link_field_id", self.link_field_id)]
         {
             if let Some(id) = id {
-                checks.check(id > 0, field, "must be a Kommo custom field id");
+                checks.check(id > 0, field, "Choose a Kommo lead field.");
             }
         }
         if let Some(rate) = self.tax.rate_percent {
             checks.check(
                 rate > Decimal::ZERO && rate <= Decimal::ONE_HUNDRED,
                 "tax.rate_percent",
-                "must be more than 0 and at most 100",
+                "Enter a rate above 0 and at most 100.",
             );
-            checks.check(rate.scale() <= 4, "tax.rate_percent", "may have at most 4 decimal places");
+            checks.check(rate.scale() <= 4, "tax.rate_percent", "Use at most 4 decimal places.");
         }
         self.notes.validate(&mut checks);
         self.checkout.validate(&mut checks);
@@ -195,9 +224,13 @@ impl ClientSettings {
 }
 
 pub fn check_name(checks: &mut Checks, field: &str, name: &str) {
-    checks.check(!name.is_empty(), field, "is required");
-    checks.check(name.chars().count() <= MAX_NAME, field, format!("must be at most {MAX_NAME} characters"));
-    checks.check(!name.chars().any(char::is_control), field, "must not contain control characters");
+    checks.check(!name.is_empty(), field, "Enter a name.");
+    checks.check(name.chars().count() <= MAX_NAME, field, format!("Use at most {MAX_NAME} characters."));
+    checks.check(
+        !name.chars().any(char::is_control),
+        field,
+        "Remove the line breaks and control characters.",
+    );
 }
 
 impl Checkout {
@@ -207,7 +240,7 @@ impl Checkout {
             checks.check(
                 PAYMENT_OPTIONS.contains(&option.as_str()),
                 format!("checkout.payment_options[{i}]"),
-                format!("must be one of {}", PAYMENT_OPTIONS.join(", ")),
+                format!("Choose payment methods from the list: {}.", PAYMENT_OPTIONS.join(", ")),
             );
         }
         let mut seen = self.payment_options.clone();
@@ -216,13 +249,13 @@ impl Checkout {
         checks.check(
             seen.len() == self.payment_options.len(),
             "checkout.payment_options",
-            "lists a method twice",
+            "List each payment method once.",
         );
         if let Some(minutes) = self.session_duration_minutes {
             checks.check(
                 (1..=1440).contains(&minutes),
                 "checkout.session_duration_minutes",
-                "must be between 1 and 1440",
+                "Enter between 1 and 1440 minutes.",
             );
         }
         for (field, url) in
@@ -235,18 +268,19 @@ impl Checkout {
             }
         }
         if let Some(title) = &self.title {
-            checks.check(title.chars().count() <= 100, "checkout.title", "must be at most 100 characters");
+            checks.check(title.chars().count() <= 100, "checkout.title", "Use at most 100 characters.");
         }
     }
 }
 
 fn public_https_url(value: &str) -> std::result::Result<(), String> {
-    let url = url::Url::parse(value).map_err(|_| "must be a full URL".to_owned())?;
+    let url = url::Url::parse(value)
+        .map_err(|_| "Enter a full address such as https://example.com/page.".to_owned())?;
     if url.scheme() != "https" {
-        return Err("must start with https://".into());
+        return Err("Use an address that starts with https://.".into());
     }
     if value.len() > 2048 {
-        return Err("must be at most 2048 characters".into());
+        return Err("Use an address of at most 2048 characters.".into());
     }
     Ok(())
 }

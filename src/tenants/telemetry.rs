@@ -50,7 +50,7 @@ pub struct TelemetryView {
 /// agency must not be able to point pipepay at the operator's internal network.
 fn check_endpoint(checks: &mut Checks, endpoint: &str, allow_private: bool) {
     let Ok(url) = url::Url::parse(endpoint) else {
-        checks.fail("endpoint", "must be a full URL, e.g. https://otlp.example.com");
+        checks.fail("endpoint", "Enter a full address such as https://otlp.example.com.");
         return;
     };
     let private = match url.host() {
@@ -62,19 +62,27 @@ fn check_endpoint(checks: &mut Checks, endpoint: &str, allow_private: bool) {
         None => true,
     };
     if allow_private {
-        checks.check(matches!(url.scheme(), "http" | "https"), "endpoint", "must be http:// or https://");
+        checks.check(
+            matches!(url.scheme(), "http" | "https"),
+            "endpoint",
+            "Use an address that starts with http:// or https://.",
+        );
     } else {
-        checks.check(url.scheme() == "https", "endpoint", "must be https://");
-        checks.check(!private, "endpoint", "must be a public host");
+        checks.check(url.scheme() == "https", "endpoint", "Use an address that starts with https://.");
+        checks.check(!private, "endpoint", "Use a public host, not a private or local one.");
     }
-    checks.check(url.query().is_none() && url.fragment().is_none(), "endpoint", "must not carry a query");
+    checks.check(
+        url.query().is_none() && url.fragment().is_none(),
+        "endpoint",
+        "Remove the query (?...) and fragment (#...).",
+    );
     // Credentials belong in the sealed headers; in the URL they would be shown and audited.
     checks.check(
         url.username().is_empty() && url.password().is_none(),
         "endpoint",
-        "must not carry a user name or password; put credentials in the headers",
+        "Remove the user name and password from the address; put credentials in the headers.",
     );
-    checks.check(endpoint.len() <= 2048, "endpoint", "is too long");
+    checks.check(endpoint.len() <= 2048, "endpoint", "Use an address of at most 2048 characters.");
 }
 
 pub async fn set(
@@ -88,11 +96,19 @@ pub async fn set(
     let mut checks = Checks::new();
     let endpoint = input.endpoint.trim().trim_end_matches('/').to_owned();
     check_endpoint(&mut checks, &endpoint, allow_private);
-    checks.check(input.headers.len() <= MAX_HEADERS, "headers", format!("at most {MAX_HEADERS}"));
+    checks.check(
+        input.headers.len() <= MAX_HEADERS,
+        "headers",
+        format!("Use at most {MAX_HEADERS} headers."),
+    );
     for (name, value) in &input.headers {
         let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
             && reqwest::header::HeaderValue::from_str(value).is_ok();
-        checks.check(valid && value.len() <= 4096, format!("headers.{name}"), "is not a valid HTTP header");
+        checks.check(
+            valid && value.len() <= 4096,
+            format!("headers.{name}"),
+            "This is not a valid HTTP header.",
+        );
     }
     checks.finish()?;
     let headers = if input.headers.is_empty() {

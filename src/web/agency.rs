@@ -134,8 +134,8 @@ pub fn flutterwave_label(mode: Option<Mode>) -> (&'static str, &'static str) {
 
 /// "1,234.50 KES (2 payments)"
 fn paid_line(currency: &str, total: rust_decimal::Decimal, count: usize) -> String {
-    let total = crate::web::client::grouped(&crate::money::format(currency, total));
-    format!("{total} {currency} ({count} payment{})", if count == 1 { "" } else { "s" })
+    let total = super::view::money(currency, total);
+    format!("{total} ({count} payment{})", if count == 1 { "" } else { "s" })
 }
 
 fn links_line(totals: &payments::Totals) -> String {

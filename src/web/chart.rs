@@ -5,7 +5,6 @@ use chrono::{Days, NaiveDate};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::money;
 use crate::tenants::pipeline::DayTotal;
 
 const BAR: i64 = 16;
@@ -108,7 +107,7 @@ pub fn per_currency(first: NaiveDate, days: u64, totals: &[DayTotal]) -> Vec<Cha
                         label: format!(
                             "{}: {} {currency} ({} payment{})",
                             t.day,
-                            money::format(currency, t.total),
+                            super::view::amount_of(currency, t.total),
                             t.payments,
                             plural(t.payments)
                         ),
@@ -120,7 +119,7 @@ pub fn per_currency(first: NaiveDate, days: u64, totals: &[DayTotal]) -> Vec<Cha
                 .iter()
                 .map(|t| Row {
                     day: t.day.to_string(),
-                    total: money::format(currency, t.total),
+                    total: super::view::amount_of(currency, t.total),
                     payments: t.payments,
                 })
                 .collect();
@@ -133,16 +132,16 @@ pub fn per_currency(first: NaiveDate, days: u64, totals: &[DayTotal]) -> Vec<Cha
                 desc: format!(
                     "{} {currency} from {payments} payment{} in {} day{} with payments; the highest day was \
                      {} {currency}.",
-                    money::format(currency, total),
+                    super::view::amount_of(currency, total),
                     plural(payments),
                     mine.len(),
                     plural(mine.len()),
-                    money::format(currency, max),
+                    super::view::amount_of(currency, max),
                 ),
                 bars,
                 ticks: ticks.clone(),
                 rows,
-                total: money::format(currency, total),
+                total: super::view::amount_of(currency, total),
                 payments,
             }
         })
@@ -168,13 +167,13 @@ mod tests {
         assert_eq!(charts.len(), 2);
         let kes = &charts[0];
         assert_eq!(kes.currency, "KES");
-        assert_eq!(kes.total, "1245.01");
+        assert_eq!(kes.total, "1,245.01");
         assert_eq!(kes.payments, 3);
         assert_eq!(kes.bars[0].height, PLOT, "the highest day fills the plot");
         assert_eq!(kes.bars[1].height, 1, "a tiny payment stays visible");
         assert_eq!(kes.bars[0].x, LEFT + STEP);
-        assert!(kes.bars[0].label.contains("1245.00 KES (2 payments)"));
-        assert_eq!(kes.rows[0].total, "1245.00");
+        assert!(kes.bars[0].label.contains("1,245.00 KES (2 payments)"));
+        assert_eq!(kes.rows[0].total, "1,245.00");
         assert_eq!(charts[1].total, "500.00", "with the currency's decimals");
     }
 

@@ -144,7 +144,7 @@ async fn claim(
             .client
             .split_once('|')
             .and_then(|(a, c)| Some((a.parse::<AgencyId>().ok()?, c.parse::<ClientId>().ok()?)))
-            .ok_or_else(|| Error::invalid("client", "choose a client account"))?;
+            .ok_or_else(|| Error::invalid("client", "Choose a client account."))?;
         let access = crate::extract::access(&state, &principal, agency).await?;
         let Principal::User { session, .. } = principal else { return Err(Error::NotFound) };
         connections::start(&state.kommo, &access, session, client).await

@@ -11,6 +11,7 @@ mod kommo;
 mod outbox;
 mod people;
 mod session;
+mod stash;
 mod view;
 
 use askama::Template;
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .merge(people::router())
         .merge(kommo::router())
         .merge(outbox::router())
+        .route(stash::RESUME, get(stash::resume))
         .route(
             "/assets/app.css",
             get(|| asset("text/css; charset=utf-8", include_str!("../../frontend/assets/app.css"))),

@@ -47,7 +47,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
     }
 }
 
-/// `/login?next=<this page>`; only GETs come back (a form posted while logged out is lost).
+/// `/login?next=<this page>`. A form posted while logged out comes back through
+/// [`super::stash`] instead (see [`Posted`]).
 fn login_redirect(parts: &Parts) -> Response {
     let here = if parts.method == axum::http::Method::GET {
         parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/app".into())
@@ -125,9 +126,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = request.into_parts();
-        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let viewer = Viewer::from_request_parts(&mut parts, state).await;
+        let keep = parts.clone();
         let request = Request::from_parts(parts, body);
         let bytes = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        // The session ended while the form was open: keep what was typed through the log-in.
+        let viewer = viewer.map_err(|_| super::stash::keep(state, &keep, &bytes))?;
         let field: CsrfField =
             serde_html_form::from_bytes(&bytes).unwrap_or(CsrfField { csrf: String::new() });
         if !bool::from(field.csrf.as_bytes().ct_eq(viewer.csrf.as_bytes())) {

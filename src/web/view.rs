@@ -122,13 +122,39 @@ pub fn done(path: &str, key: &str) -> Response {
 /// What a form got wrong: messages by field name, and one for the whole form.
 #[derive(Debug, Default, Clone)]
 pub struct FormErrors {
+    /// Every message about a field, joined: a field wrong in two ways says both.
     fields: BTreeMap<String, String>,
+    /// Every message in the service's order, for the summary at the top of the form.
+    pub list: Vec<ErrorLink>,
     pub summary: Option<String>,
+}
+
+/// One line of the error summary, linking to the field it is about.
+#[derive(Debug, Clone)]
+pub struct ErrorLink {
+    /// The field's element id: its name without a list index (`trigger.stage_ids[1]` is about
+    /// the `trigger.stage_ids` group).
+    pub id: String,
+    pub message: String,
 }
 
 impl FormErrors {
     pub fn none() -> FormErrors {
         FormErrors::default()
+    }
+
+    /// Adds a message about `field`; a second one about the same field is appended to it.
+    pub fn add(&mut self, field: &str, message: &str) {
+        let joined = self.fields.entry(field.to_owned()).or_default();
+        if joined.contains(message) {
+            return;
+        }
+        if !joined.is_empty() {
+            joined.push(' ');
+        }
+        joined.push_str(message);
+        let id = field.split('[').next().unwrap_or(field).to_owned();
+        self.list.push(ErrorLink { id, message: message.to_owned() });
     }
 
     pub fn get(&self, field: &str) -> Option<&str> {
@@ -140,18 +166,18 @@ impl FormErrors {
         if self.fields.contains_key(field) { "true" } else { "false" }
     }
 
-    /// The first message for a list field or any of its items (`field`, `field[2]`): a form
-    /// shows a multi-select's errors in one place.
-    pub fn get_any(&self, field: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(name, _)| *name == field || name.strip_prefix(field).is_some_and(|r| r.starts_with('[')))
-            .map(|(_, message)| message.as_str())
-    }
-
-    /// `aria-invalid` for a list field or any of its items.
-    pub fn invalid_any(&self, field: &str) -> &'static str {
-        if self.get_any(field).is_some() { "true" } else { "false" }
+    /// Every message for a list field and its items (`field`, `field[2]`): a form shows a
+    /// group of checkboxes' errors in one place.
+    pub fn get_any(&self, field: &str) -> Option<String> {
+        let mut messages: Vec<&str> = Vec::new();
+        for (name, message) in &self.fields {
+            if (name == field || name.strip_prefix(field).is_some_and(|r| r.starts_with('[')))
+                && !messages.contains(&message.as_str())
+            {
+                messages.push(message);
+            }
+        }
+        (!messages.is_empty()).then(|| messages.join(" "))
     }
 }
 
@@ -173,12 +199,15 @@ impl From<Error> for Failure {
         }
         let mut errors = FormErrors::none();
         for field in &problem.errors {
-            errors.fields.entry(field.field.clone()).or_insert_with(|| field.message.clone());
+            errors.add(&field.field, &field.message);
         }
         if problem.errors.is_empty() {
             errors.summary = Some(problem.detail.clone().unwrap_or_else(|| problem.title.clone()));
         } else {
-            errors.summary = Some("Some fields need another look; see the messages next to them.".into());
+            errors.summary = Some(match errors.list.len() {
+                1 => "One thing needs another look before this can be saved:".into(),
+                n => format!("{n} things need another look before this can be saved:"),
+            });
         }
         Failure::Form(status, errors)
     }
@@ -230,4 +259,133 @@ pub fn when(ms: i64) -> String {
 /// An RFC 3339 time from a service view, as people read it.
 pub fn when_rfc3339(at: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(at).map_or_else(|_| at.to_owned(), |t| when(t.timestamp_millis()))
+}
+
+/// A moment shown on a page: as text it reads in UTC (what works without JavaScript, and in
+/// an attribute); `{{ t.html() }}` is a `<time>` element that `app.js` rewrites into the
+/// viewer's own time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Time(Option<chrono::DateTime<chrono::Utc>>);
+
+impl Time {
+    /// A time from a service view; text that is no time shows as nothing rather than a guess.
+    pub fn from_rfc3339(at: &str) -> Time {
+        Time(chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&chrono::Utc)))
+    }
+
+    /// `<time datetime="2026-12-03T04:07:00Z">2026-12-03 04:07 UTC</time>`.
+    pub fn html(&self) -> askama::filters::HtmlSafeOutput<String> {
+        // Both parts are formatted from a parsed time: digits, dashes, colons, `T`, `Z`, `UTC`
+        // only, so nothing needs escaping.
+        askama::filters::HtmlSafeOutput(match self.0 {
+            Some(t) => format!(
+                "<time datetime=\"{}\">{self}</time>",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => String::new(),
+        })
+    }
+}
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M UTC")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An amount as the web app shows it: the currency's decimals (`crate::money::format`) with
+/// thousands separators, then the code: `1,234,567.50 KES`, `-1,500,000 UGX`. Exact: the digits
+/// come from the decimal's own text, never through a float. Only pages use this; notes, the API
+/// and Flutterwave keep the plain `1234567.50`, which reads the same in every language.
+pub fn money(currency: &str, amount: rust_decimal::Decimal) -> String {
+    format!("{} {currency}", amount_of(currency, amount))
+}
+
+/// [`money`] without the code, for a page that writes the code itself: `1,234,567.50`.
+pub fn amount_of(currency: &str, amount: rust_decimal::Decimal) -> String {
+    grouped(&crate::money::format(currency, amount))
+}
+
+/// Exact decimal text with thousands separators: `1234567.50` is `1,234,567.50`. Only the
+/// whole part is grouped; anything that is not a plain decimal is shown as it is.
+pub fn grouped(amount: &str) -> String {
+    let (sign, rest) = amount.strip_prefix('-').map_or(("", amount), |r| ("-", r));
+    let (whole, fraction) = rest.split_once('.').map_or((rest, None), |(w, f)| (w, Some(f)));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return amount.to_owned();
+    }
+    let mut out = String::with_capacity(amount.len() + whole.len() / 3);
+    out.push_str(sign);
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if let Some(fraction) = fraction {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn d(text: &str) -> Decimal {
+        Decimal::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn money_has_thousands_separators_and_the_currency_decimals() {
+        assert_eq!(money("KES", d("1234567.5")), "1,234,567.50 KES");
+        assert_eq!(money("NGN", d("999.99")), "999.99 NGN");
+        assert_eq!(money("NGN", d("1000")), "1,000.00 NGN");
+        assert_eq!(money("USD", d("0")), "0.00 USD");
+        assert_eq!(money("USD", d("0.5")), "0.50 USD");
+    }
+
+    #[test]
+    fn negative_amounts_keep_their_sign_before_the_digits() {
+        assert_eq!(money("KES", d("-1234.5")), "-1,234.50 KES");
+        assert_eq!(money("KES", d("-100")), "-100.00 KES");
+        assert_eq!(money("GHS", d("-100000")), "-100,000.00 GHS");
+    }
+
+    #[test]
+    fn zero_and_three_decimal_currencies() {
+        assert_eq!(money("UGX", d("1500000")), "1,500,000 UGX");
+        assert_eq!(money("RWF", d("25000")), "25,000 RWF");
+        assert_eq!(money("XOF", d("999")), "999 XOF");
+        assert_eq!(money("KWD", d("1234.5")), "1,234.500 KWD");
+        assert_eq!(money("BHD", d("-12345678.125")), "-12,345,678.125 BHD");
+    }
+
+    #[test]
+    fn exact_beyond_what_a_float_holds() {
+        // 2^53 + 1 has no f64; the digits come through untouched.
+        assert_eq!(money("NGN", d("9007199254740993.01")), "9,007,199,254,740,993.01 NGN");
+        // A reported amount with more decimals than the currency is shown, not rounded away.
+        assert_eq!(money("UGX", d("1000.5")), "1,000.5 UGX");
+    }
+
+    #[test]
+    fn times_are_utc_text_inside_a_time_element() {
+        let t = Time::from_rfc3339("2025-12-03T04:27:00Z");
+        assert_eq!(t.to_string(), "2025-12-03 04:27 UTC");
+        assert_eq!(
+            t.html().to_string(),
+            "<time datetime=\"2025-12-03T04:27:00Z\">2025-12-03 04:27 UTC</time>"
+        );
+        assert_eq!(Time::from_rfc3339("2025-12-03T06:27:00+02:00"), t);
+        assert_eq!(Time::from_rfc3339("not a time").html().to_string(), "");
+    }
 }

@@ -15,32 +15,9 @@ use crate::state::AppState;
 use crate::tenants::payments::{self, LinkState, Payment};
 use crate::web::Page;
 use crate::web::session::{PagePath, Viewer};
-use crate::web::view::{Chrome, page as render};
+use crate::web::view::{Chrome, grouped, page as render};
 
 const PAGE: i64 = 25;
-
-/// Exact decimal text with thousands separators: `1234567.50` is `1,234,567.50`. Only the
-/// whole part is grouped; anything that is not a plain decimal is shown as it is.
-pub fn grouped(amount: &str) -> String {
-    let (sign, rest) = amount.strip_prefix('-').map_or(("", amount), |r| ("-", r));
-    let (whole, fraction) = rest.split_once('.').map_or((rest, None), |(w, f)| (w, Some(f)));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return amount.to_owned();
-    }
-    let mut out = String::with_capacity(amount.len() + whole.len() / 3);
-    out.push_str(sign);
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if let Some(fraction) = fraction {
-        out.push('.');
-        out.push_str(fraction);
-    }
-    out
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PaymentsQuery {
@@ -150,7 +127,7 @@ pub async fn page(
 
 #[cfg(test)]
 mod tests {
-    use super::grouped;
+    use crate::web::view::grouped;
 
     #[test]
     fn amounts_group_thousands_and_keep_every_decimal() {

@@ -19,7 +19,7 @@ use crate::state::AppState;
 use crate::tenants::clients;
 use crate::tenants::notes::NoteKind;
 use crate::tenants::settings::{
-    CURRENCIES, ClientSettings, KOMMO_LOST, KOMMO_WON, PAYMENT_OPTIONS, Tax, Trigger,
+    CURRENCIES, ClientSettings, KOMMO_LOST, KOMMO_WON, PAYMENT_OPTIONS, Tax, Trigger, payment_option_name,
 };
 use crate::web::Page;
 use crate::web::session::{PagePath, Posted, Viewer};
@@ -132,14 +132,14 @@ impl SettingsForm {
                 .and_then(|(p, s)| Some((p.parse::<i64>().ok()?, s.parse::<i64>().ok()?)))
             {
                 Some(pair) => pairs.push(pair),
-                None => fail("trigger.stage_ids", "choose stages from the list"),
+                None => fail("trigger.stage_ids", "Choose the stages from the list."),
             }
         }
         settings.trigger = match pairs.first() {
             None => None,
             Some(&(pipeline_id, _)) => {
                 if pairs.iter().any(|(p, _)| *p != pipeline_id) {
-                    fail("trigger.stage_ids", "choose stages of one pipeline only");
+                    fail("trigger.stage_ids", "Choose stages from one pipeline only.");
                 }
                 Some(Trigger { pipeline_id, stage_ids: pairs.iter().map(|(_, s)| *s).collect() })
             }
@@ -150,7 +150,7 @@ impl SettingsForm {
             if value.is_empty() {
                 return None;
             }
-            value.parse().map_err(|_| fail(field, "choose one from the list")).ok()
+            value.parse().map_err(|_| fail(field, "Choose one from the list.")).ok()
         };
         settings.won_stage_id = id("won_stage_id", &self.won_stage_id);
         settings.currency_field_id = id("currency_field_id", &self.currency_field_id);
@@ -164,7 +164,7 @@ impl SettingsForm {
             match Decimal::from_str(rate) {
                 Ok(rate) => Some(rate),
                 Err(_) => {
-                    fail("tax.rate_percent", "must be a number such as 7.5");
+                    fail("tax.rate_percent", "Enter the tax rate as a number, such as 7.5.");
                     None
                 }
             }
@@ -178,7 +178,10 @@ impl SettingsForm {
             match minutes.parse::<u32>() {
                 Ok(minutes) => Some(minutes),
                 Err(_) => {
-                    fail("checkout.session_duration_minutes", "must be a whole number of minutes");
+                    fail(
+                        "checkout.session_duration_minutes",
+                        "Enter the minutes as a whole number, such as 60.",
+                    );
                     None
                 }
             }
@@ -215,7 +218,14 @@ pub struct Choice {
     pub selected: bool,
 }
 
-/// An `<optgroup>`: one pipeline's stages.
+impl Choice {
+    /// The value as an element id (`pipeline:stage` has a colon, which CSS selectors dislike).
+    pub fn dom_id(&self) -> String {
+        self.value.replace(':', "-")
+    }
+}
+
+/// One pipeline's stages: an `<optgroup>`, or a fieldset of checkboxes.
 #[derive(Debug, Clone)]
 pub struct Group {
     pub label: String,
@@ -365,7 +375,7 @@ async fn settings_page(
         .iter()
         .map(|o| Choice {
             value: (*o).to_owned(),
-            label: (*o).to_owned(),
+            label: payment_option_name(o).to_owned(),
             selected: form.payment_options.iter().any(|p| p == o),
         })
         .collect();

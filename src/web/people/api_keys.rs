@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Empty, ShownOnce, parse_role, row_failure, when};
+use super::{Empty, ShownOnce, Time, parse_role, row_failure, when};
 use crate::error::{Error, Result};
 use crate::ids::{AgencyId, ApiKeyId};
 use crate::roles::Role;
@@ -25,9 +25,9 @@ pub struct KeyRow {
     pub prefix: String,
     /// Whose power the key borrows: it follows that person's role, and dies when they leave.
     pub created_by: String,
-    pub created: String,
-    pub last_used: String,
-    pub revoked: Option<String>,
+    pub created: Time,
+    pub last_used: Option<Time>,
+    pub revoked: Option<Time>,
 }
 
 #[derive(Template)]
@@ -56,7 +56,7 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
             prefix: k.prefix,
             created_by: k.created_by.unwrap_or_else(|| "A deleted account".to_owned()),
             created: when(&k.created_at),
-            last_used: k.last_used_at.as_deref().map_or_else(|| "Never".to_owned(), when),
+            last_used: k.last_used_at.as_deref().map(when),
             revoked: k.revoked_at.as_deref().map(when),
         })
         .collect();

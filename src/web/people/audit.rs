@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::when;
+use super::{Time, when};
 use crate::error::{Error, Result};
 use crate::ids::{AgencyId, AuditId, ClientId};
 use crate::state::AppState;
@@ -22,7 +22,7 @@ use crate::web::view::{Chrome, page as render};
 const PAGE_SIZE: u32 = 50;
 
 pub struct EntryRow {
-    pub at: String,
+    pub at: Time,
     pub who: String,
     pub who_kind: &'static str,
     pub action: String,

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Empty, ShownOnce, parse_role, row_failure, when};
+use super::{Empty, ShownOnce, Time, parse_role, row_failure, when};
 use crate::error::Result;
 use crate::ids::{AgencyId, InvitationId, UserId};
 use crate::roles::Role;
@@ -21,7 +21,7 @@ pub struct MemberRow {
     pub id: String,
     pub email: String,
     pub role: &'static str,
-    pub joined: String,
+    pub joined: Time,
     pub is_me: bool,
 }
 
@@ -29,7 +29,7 @@ pub struct InvitationRow {
     pub id: String,
     pub email: String,
     pub role: &'static str,
-    pub expires: String,
+    pub expires: Time,
 }
 
 #[derive(Template)]

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::view::FormErrors;
-use super::view::when_rfc3339 as when;
+use super::view::Time;
 use crate::error::{Error, Result};
 use crate::roles::Role;
 use crate::state::AppState;
@@ -34,6 +34,11 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{base}/alerts"), get(alerts::page).post(alerts::save))
 }
 
+/// A time from a service view, for a page (`{{ t.html() }}` shows it in the viewer's zone).
+fn when(at: &str) -> Time {
+    Time::from_rfc3339(at)
+}
+
 /// A form with nothing but its CSRF token: a button.
 #[derive(Deserialize)]
 pub struct Empty {}
@@ -50,7 +55,7 @@ pub struct ShownOnce {
 
 /// A role picked in a form; an unknown one is a field error rather than an unreadable form.
 fn parse_role(field: &str, role: &str) -> Result<Role> {
-    role.parse().map_err(|_| Error::invalid(field, "choose one of the roles offered"))
+    role.parse().map_err(|_| Error::invalid(field, "Choose one of the roles offered."))
 }
 
 /// A failed row action (a button in a table) has no field next to it: its message goes to the

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Empty, when};
+use super::{Empty, Time, when};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::AgencyId;
 use crate::state::AppState;
@@ -22,7 +22,7 @@ pub struct Current {
     pub endpoint: String,
     /// (name, masked value)
     pub headers: Vec<(String, String)>,
-    pub updated: String,
+    pub updated: Time,
     pub delivery: Option<DeliveryRow>,
 }
 
@@ -155,14 +155,17 @@ fn parse_headers(text: &str) -> Result<(BTreeMap<String, String>, HeaderLines)> 
     for (index, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let number = index + 1;
         let Some((name, value)) = line.split_once(':') else {
-            return Err(Error::invalid("headers", format!("line {number} is not in the form Name: value")));
+            return Err(Error::invalid("headers", format!("Write line {number} as Name: value.")));
         };
         let (name, value) = (name.trim(), value.trim());
         if name.is_empty() || value.is_empty() {
-            return Err(Error::invalid("headers", format!("line {number} needs both a name and a value")));
+            return Err(Error::invalid("headers", format!("Give line {number} both a name and a value.")));
         }
         if headers.keys().any(|n: &String| n.eq_ignore_ascii_case(name)) {
-            return Err(Error::invalid("headers", format!("line {number} repeats a header given above")));
+            return Err(Error::invalid(
+                "headers",
+                format!("Line {number} repeats a header given above; keep one."),
+            ));
         }
         headers.insert(name.to_owned(), value.to_owned());
         lines.push((number, name.to_owned()));

@@ -72,7 +72,7 @@ async fn an_admin_connects_kommo_and_sets_flutterwave_up_from_the_overview(engin
     assert_eq!(page.one(&format!("form[action=\"{base}/kommo/connect\"] button")), "Connect Kommo");
     let kommo_origin = url::Url::parse(&fake.auth_url()).unwrap().origin().ascii_serialization();
     assert!(page.csp.as_deref().unwrap().contains(&format!("form-action 'self' {kommo_origin}")));
-    let old_url = page.attr("#flutterwave-url", "value").unwrap();
+    let old_url = page.one("#flutterwave-url");
     assert!(old_url.ends_with("/flutterwave"), "{old_url}");
     assert!(page.attr("button[data-copy=\"flutterwave-url\"]", "hidden").is_some());
     assert!(page.text.contains("Settings &gt; Webhooks"), "Flutterwave's dashboard steps");
@@ -128,7 +128,7 @@ async fn an_admin_connects_kommo_and_sets_flutterwave_up_from_the_overview(engin
     assert_eq!(location(&rotated), format!("{base}?done=token-rotated"));
     let page = get(agent, &location(&rotated)).await;
     assert!(page.one(".notice").starts_with("New webhook URLs issued"));
-    assert_ne!(page.attr("#flutterwave-url", "value").unwrap(), old_url);
+    assert_ne!(page.one("#flutterwave-url"), old_url);
     assert!(!page.text.contains(&old_url));
 
     let disconnected = submit(agent, &format!("{base}/kommo/disconnect"), &[]).await;
@@ -153,16 +153,21 @@ async fn settings_offer_the_real_stages_and_keep_input_when_refused(engine: Engi
 
     let page = get(agent, &settings).await;
     assert!(page.one("#kommo-problem").contains("not connected"), "{}", page.text);
-    assert!(page.all("optgroup").is_empty());
+    assert!(page.all("fieldset.pipeline").is_empty());
 
     fake.add_lead_custom_field(ACME, 555, "Payment link", "url");
     connect_with_the_form(agent, &base, &fake).await;
     let page = get(agent, &settings).await;
-    assert_eq!(page.attr("select[name=\"trigger.stage_ids\"] optgroup", "label").as_deref(), Some("Sales"));
-    let stages = page.all("select[name=\"trigger.stage_ids\"] option");
+    // Trigger stages are checkboxes grouped by pipeline, each with its own label.
+    assert_eq!(page.one("fieldset.pipeline legend"), "Sales");
+    let stages = page.all("fieldset.pipeline label");
     assert!(stages.contains(&"Stage 1".to_owned()) && stages.contains(&"Stage 2".to_owned()), "{stages:?}");
-    assert!(page.attr("select[name=\"trigger.stage_ids\"] option[value=\"7001:7003\"]", "value").is_some());
-    assert!(page.attr("select[name=\"trigger.stage_ids\"] option[value=\"7001:142\"]", "value").is_none());
+    assert!(page.attr("#trigger-7001-7003[type=checkbox][name=\"trigger.stage_ids\"]", "value").is_some());
+    assert!(page.attr("label[for=\"trigger-7001-7003\"]", "for").is_some());
+    assert!(page.attr("input[value=\"7001:142\"]", "value").is_none());
+    // Payment methods by the names people know, not Flutterwave's codes.
+    assert_eq!(page.one("label[for=\"po-mpesa\"]"), "M-Pesa");
+    assert_eq!(page.one("label[for=\"po-mobilemoneyghana\"]"), "MTN MoMo / mobile money Ghana");
     assert!(page.attr("#link_field_id option[value=\"555\"]", "value").is_some());
     assert!(page.attr("label[for=\"tax.rate_percent\"]", "for").is_some());
 
@@ -199,7 +204,7 @@ async fn settings_offer_the_real_stages_and_keep_input_when_refused(engine: Engi
     assert_eq!(page.field("tax.rate_percent").as_deref(), Some("seven"));
     assert_eq!(page.field("checkout.redirect_url").as_deref(), Some("http://acme.example/thanks"));
     assert_eq!(page.field("checkout.session_duration_minutes").as_deref(), Some("2000"));
-    assert!(page.attr("option[value=\"7001:7002\"]", "selected").is_some());
+    assert!(page.attr("input[value=\"7001:7002\"]", "checked").is_some());
     assert!(page.attr("#won_stage_id option[value=\"7002\"]", "selected").is_some());
     assert!(page.attr("#po-mpesa", "checked").is_some() && page.attr("#po-ussd", "checked").is_none());
     assert_eq!(page.one("[id=\"notes.link_created\"]"), "Pay here please");
@@ -226,7 +231,7 @@ async fn settings_offer_the_real_stages_and_keep_input_when_refused(engine: Engi
     let page = get(agent, &location(&saved)).await;
     assert_eq!(page.one(".notice"), "Settings saved.");
     assert_eq!(page.one("h1"), "Acme Kenya Ltd");
-    assert!(page.attr("option[value=\"7001:7003\"]", "selected").is_some());
+    assert!(page.attr("input[value=\"7001:7003\"]", "checked").is_some());
     let stored = agent.json(&format!("/api/v1/agencies/{}/clients/{client}/settings", owner.agency)).await;
     assert_eq!(stored["trigger"]["pipeline_id"], 7001);
     assert_eq!(stored["trigger"]["stage_ids"], serde_json::json!([7003]));
@@ -261,8 +266,8 @@ async fn activity_filters_charts_exact_totals_and_replays_dead_jobs(engine: Engi
     assert_eq!(page.status, 200);
     assert_eq!(page.attr("svg.chart", "role").as_deref(), Some("img"));
     assert!(page.one("svg.chart title").contains("KES"));
-    assert!(page.one("svg.chart desc").contains("1245.00 KES from 2 payments"), "{}", page.text);
-    assert_eq!(page.one("#totals-KES tfoot td"), "1245.00 KES");
+    assert!(page.one("svg.chart desc").contains("1,245.00 KES from 2 payments"), "{}", page.text);
+    assert_eq!(page.one("#totals-KES tfoot td"), "1,245.00 KES");
     assert!(!page.all("svg.chart rect.bar").is_empty());
     assert!(!page.text.contains("style="), "no inline styles under the page policy");
     // In words, not codes.
@@ -304,7 +309,7 @@ async fn activity_filters_charts_exact_totals_and_replays_dead_jobs(engine: Engi
     // Members read the activity but cannot replay.
     let member = shop.app.add_member(&shop.owner, "reader@agency.co.ke", "member").await;
     let page = get(&member, &activity).await;
-    assert_eq!(page.one("#totals-KES tfoot td"), "1245.00 KES");
+    assert_eq!(page.one("#totals-KES tfoot td"), "1,245.00 KES");
     assert!(page.all("#dead-jobs form").is_empty());
     assert_eq!(submit(&member, &action, &[]).await.status(), 403);
     shop.app.stop().await;
@@ -320,7 +325,7 @@ async fn members_see_no_change_forms_and_are_refused(engine: Engine) {
         assert_eq!(page.status, 200, "{path}");
         let forms = page.all("form[method=\"post\"]:not([action=\"/logout\"])");
         assert!(forms.is_empty(), "{path} shows a member no change form");
-        assert!(page.attr("#flutterwave-url", "value").is_none(), "{path}: the URLs carry the token");
+        assert!(page.all("#flutterwave-url").is_empty(), "{path}: the URLs carry the token");
     }
     assert!(get(&member, &format!("{base}/settings")).await.attr("fieldset.plain", "disabled").is_some());
     for (path, fields) in [

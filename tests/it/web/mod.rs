@@ -5,6 +5,7 @@ mod account;
 mod browser;
 mod client;
 mod mail_story;
+mod forms;
 mod pages;
 mod people;
 mod setup;
