@@ -65,6 +65,8 @@ pub struct OverviewPage {
     kommo: Option<KommoStatus>,
     /// The connect button's words, when connecting (again) would help.
     connect_label: Option<&'static str>,
+    /// Why Kommo cannot be connected on this instance at all (the operator's settings).
+    kommo_not_configured: Option<&'static str>,
     keys: Option<KeysView>,
     keys_label: &'static str,
     keys_tone: &'static str,
@@ -110,8 +112,12 @@ async fn overview(
     } else {
         None
     };
+    let kommo_not_configured =
+        (!connections::configured(&state.kommo)).then_some(connections::NOT_CONFIGURED);
     Ok(OverviewPage {
-        connect_label: connect_label(kommo.as_ref(), health.as_deref()),
+        connect_label: connect_label(kommo.as_ref(), health.as_deref())
+            .filter(|_| kommo_not_configured.is_none()),
+        kommo_not_configured,
         chrome,
         client: head,
         kommo,

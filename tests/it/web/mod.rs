@@ -4,6 +4,7 @@
 mod account;
 mod browser;
 mod client;
+mod operator;
 mod pages;
 mod people;
 mod story;

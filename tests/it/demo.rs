@@ -1,0 +1,151 @@
+//! Demo mode (issue #15): `--demo` runs a sandbox Kommo and Flutterwave inside pipepay, so a
+//! newcomer can watch a deal get paid without real accounts; refused in production, and the
+//! sandbox does not exist without it.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::on_both_engines;
+use crate::pipeline::eventually;
+use crate::support::{Engine, TestApp, TestDb, cli};
+use crate::web::{Page, get, location, submit};
+
+on_both_engines!(a_newcomer_watches_a_sandbox_deal_get_paid, without_demo_mode_there_is_no_sandbox);
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn demo_mode_is_refused_in_production() {
+    let db = TestDb::new(Engine::Sqlite).await;
+    let keys = pipepay::vault::MasterKeys::generate_entry("prod");
+    let config = cli(&[
+        "--database-url",
+        &db.url,
+        "--listen",
+        "127.0.0.1:0",
+        "--env",
+        "production",
+        "--master-keys",
+        &keys,
+        "--demo",
+    ])
+    .config;
+    let refused = match pipepay::app::Application::build(config).await {
+        Ok(_) => panic!("demo mode started in production"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(refused.contains("PIPEPAY_DEMO") && refused.contains("PIPEPAY_ENV=production"), "{refused}");
+}
+
+async fn without_demo_mode_there_is_no_sandbox(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    for path in ["/sandbox/kommo", "/sandbox/flutterwave", "/sandbox/kommo/oauth"] {
+        assert_eq!(app.get(path).await.status(), 404, "{path}");
+    }
+    app.stop().await;
+}
+
+/// The deal's article on the sandbox board: (stage, links in its notes).
+async fn deal_on_board(agent: &crate::support::Agent, deal: &str) -> (String, Vec<String>) {
+    let board = get(agent, "/sandbox/kommo").await;
+    let stage = board.attr(&format!("#{deal}"), "data-stage").unwrap_or_default();
+    let selector = scraper::Selector::parse(&format!("#{deal} .note a")).unwrap();
+    let links =
+        board.html.select(&selector).filter_map(|a| a.value().attr("href").map(str::to_owned)).collect();
+    (stage, links)
+}
+
+async fn a_newcomer_watches_a_sandbox_deal_get_paid(engine: Engine) {
+    let app = TestApp::spawn_with(engine, &["--demo"]).await;
+    let owner = app.sign_up("newcomer@agency.co.ke", "Demo Agency").await;
+    let agent = &owner.agent;
+    let (client, _) = app.add_client(agent, &owner.agency, "Sandbox client").await;
+    let page_base = format!("/app/agencies/{}/clients/{client}", owner.agency);
+
+    // Connect: the consent page is the sandbox's, clearly labelled, and "Allow" comes back.
+    let overview = get(agent, &page_base).await;
+    assert!(overview.all("#kommo-not-configured").is_empty(), "demo mode configures Kommo");
+    let started = submit(agent, &format!("{page_base}/kommo/connect"), &[]).await;
+    assert_eq!(started.status(), 303);
+    let consent_url = url::Url::parse(&location(&started)).unwrap();
+    assert_eq!(consent_url.path(), "/sandbox/kommo/oauth");
+    let consent = Page::read(agent.http.get(consent_url.clone()).send().await.unwrap()).await;
+    assert!(consent.one("#sandbox-banner").contains("SANDBOX Kommo"));
+    let state = consent.field("state").unwrap();
+    let allowed = agent
+        .http
+        .post(app.url("/sandbox/kommo/oauth/allow"))
+        .form(&[("state", state)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 303);
+    let landed = agent.http.get(location(&allowed)).send().await.unwrap();
+    let landed = landed.text().await.unwrap();
+    assert!(landed.contains("Kommo connected"), "{landed}");
+
+    // Keys from the sandbox dashboard; the webhook settings pipepay gives go back there.
+    let dashboard = get(agent, "/sandbox/flutterwave").await;
+    assert!(dashboard.one("#sandbox-banner").contains("SANDBOX Flutterwave"));
+    let secret = dashboard.attr("#secret-key", "value").unwrap();
+    let api = format!("/api/v1/agencies/{}/clients/{client}", owner.agency);
+    let saved = agent
+        .expect(Method::PUT, &format!("{api}/flutterwave-keys"), Some(json!({"secret_key": secret})), 200)
+        .await;
+    let hook_url = saved["dashboard"]["webhook_url"].as_str().unwrap().to_owned();
+    let hash = saved["dashboard"]["secret_hash"].as_str().unwrap().to_owned();
+    let set = agent
+        .http
+        .post(app.url("/sandbox/flutterwave/webhook"))
+        .form(&[("url", &hook_url), ("hash", &hash)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 303);
+
+    // The trigger stage, from the sandbox's real pipelines.
+    let pipelines = agent.json(&format!("{api}/kommo/pipelines")).await;
+    let listed = pipelines.to_string();
+    assert!(listed.contains("Awaiting payment"), "{listed}");
+    let settings =
+        json!({"display_name": "Sandbox client", "trigger": {"pipeline_id": 9001, "stage_ids": [9103]}});
+    agent.expect(Method::PUT, &format!("{api}/settings"), Some(settings), 200).await;
+
+    // Move a deal on the sandbox board: pipepay posts the link as a note.
+    let board = get(agent, "/sandbox/kommo").await;
+    let deal = board.attr("article.deal", "id").unwrap();
+    let lead = deal.trim_start_matches("deal-");
+    let moved = agent
+        .http
+        .post(app.url(&format!("/sandbox/kommo/deals/{lead}/move")))
+        .form(&[("status_id", "9103")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 303);
+    let started = std::time::Instant::now();
+    let link = loop {
+        let (_, links) = deal_on_board(agent, &deal).await;
+        if let Some(link) = links.into_iter().find(|l| l.contains("/sandbox/flutterwave/pay/")) {
+            break link;
+        }
+        assert!(started.elapsed() < WAIT, "timed out waiting for the payment link as a note on the deal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Pay at the sandbox checkout: the deal moves to Closed - won.
+    let checkout = Page::read(agent.http.get(&link).send().await.unwrap()).await;
+    assert!(checkout.one("#sandbox-banner").contains("SANDBOX Flutterwave"));
+    assert!(checkout.one("#amount").contains("KES"), "{}", checkout.text);
+    let paid = agent.http.post(&link).send().await.unwrap();
+    assert!(paid.status() == 200 || paid.status() == 303, "{}", paid.status());
+    eventually(WAIT, "the sandbox deal in Closed - won", || {
+        let agent = agent.clone();
+        let deal = deal.clone();
+        async move { deal_on_board(&agent, &deal).await.0 == "142" }
+    })
+    .await;
+    app.stop().await;
+}
