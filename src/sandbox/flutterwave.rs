@@ -23,8 +23,8 @@ pub struct Merchant {
     pub public_key: String,
 }
 
-impl Merchant {
-    pub fn new() -> Merchant {
+impl Default for Merchant {
+    fn default() -> Merchant {
         Merchant {
             secret_key: format!("FLWSECK_TEST-{}-X", random_hex()),
             public_key: format!("FLWPUBK_TEST-{}-X", random_hex()),
@@ -239,22 +239,18 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "status": "error", "message": message, "data": null }))).into_response()
 }
 
-/// The merchant's secret key as the bearer token; else Flutterwave's 401 envelope.
-fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+/// Flutterwave's 401 envelope, unless the bearer token is the merchant's secret key.
+fn refusal(sandbox: &Sandbox, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if given == sandbox.merchant.secret_key {
-        Ok(())
-    } else {
-        Err(error(StatusCode::UNAUTHORIZED, "Authorization required"))
-    }
+    (given != sandbox.merchant.secret_key).then(|| error(StatusCode::UNAUTHORIZED, "Authorization required"))
 }
 
 async fn banks(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorised(&sandbox, &headers) {
+    if let Some(refused) = refusal(&sandbox, &headers) {
         return refused;
     }
     Json(json!({ "status": "success", "message": "Banks fetched successfully",
@@ -267,7 +263,7 @@ async fn create_payment(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &headers) {
+    if let Some(refused) = refusal(&sandbox, &headers) {
         return refused;
     }
     let text = |v: &Value| v.as_str().map(str::to_owned);
@@ -300,7 +296,7 @@ async fn disable_link(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &headers) {
+    if let Some(refused) = refusal(&sandbox, &headers) {
         return refused;
     }
     let id = body["link"].as_str().and_then(|l| l.rsplit('/').next()).unwrap_or_default().to_owned();
@@ -316,7 +312,7 @@ async fn disable_link(
 }
 
 async fn verify(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    if let Err(refused) = authorised(&sandbox, &headers) {
+    if let Some(refused) = refusal(&sandbox, &headers) {
         return refused;
     }
     let world = sandbox.world();
@@ -339,7 +335,7 @@ async fn verify_by_reference(
     headers: HeaderMap,
     Query(query): Query<ByReference>,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &headers) {
+    if let Some(refused) = refusal(&sandbox, &headers) {
         return refused;
     }
     let world = sandbox.world();

@@ -395,8 +395,8 @@ async fn token(
     .into_response()
 }
 
-/// The bearer token is current and the host is the sandbox account's; else Kommo's 401.
-fn authorised(sandbox: &Sandbox, host: &str, headers: &HeaderMap) -> Result<(), Response> {
+/// Kommo's 401, unless the bearer token is current and the host is the sandbox account's.
+fn refusal(sandbox: &Sandbox, host: &str, headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -405,14 +405,16 @@ fn authorised(sandbox: &Sandbox, host: &str, headers: &HeaderMap) -> Result<(), 
     let valid = host == ACCOUNT_HOST
         && sandbox.world().kommo.access.get(token).is_some_and(|until| *until > now_secs());
     if valid {
-        Ok(())
+        None
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
                          "detail": "Access token is invalid or expired" })),
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }
 
@@ -421,7 +423,7 @@ async fn account(
     Path(host): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     Json(json!({ "id": ACCOUNT_ID, "name": "pipepay sandbox", "subdomain": SUBDOMAIN, "currency": "KES",
@@ -434,7 +436,7 @@ async fn pipelines(
     Path(host): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let statuses: Vec<Value> = STAGES
@@ -453,7 +455,7 @@ async fn custom_fields(
     Path(host): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     Json(json!({ "_embedded": { "custom_fields": [
@@ -481,7 +483,7 @@ async fn lead(
     Path((host, lead)): Path<(String, i64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     match sandbox.world().kommo.leads.get(&lead) {
@@ -497,7 +499,7 @@ async fn patch_lead(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     {
@@ -525,7 +527,7 @@ async fn contact(
     Path((host, contact)): Path<(String, i64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let world = sandbox.world();
@@ -548,7 +550,7 @@ async fn add_notes(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let mut world = sandbox.world();
@@ -572,7 +574,7 @@ async fn lead_notes(
     Path((host, lead)): Path<(String, i64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let world = sandbox.world();
@@ -598,7 +600,7 @@ async fn webhooks(
     Path(host): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let world = sandbox.world();
@@ -624,7 +626,7 @@ async fn subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -650,7 +652,7 @@ async fn unsubscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = authorised(&sandbox, &host, &headers) {
+    if let Some(refused) = refusal(&sandbox, &host, &headers) {
         return refused;
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();

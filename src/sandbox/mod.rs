@@ -50,7 +50,7 @@ impl Sandbox {
             http,
             kommo_client_id: uuid::Uuid::new_v4().to_string(),
             kommo_client_secret: random_hex(),
-            merchant: Merchant::new(),
+            merchant: Merchant::default(),
         }))
     }
 
