@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::on_both_engines;
 use crate::pipeline::eventually;
+use crate::support::process::{Running, pipepay};
 use crate::support::{Engine, TestApp, TestDb, cli};
 use crate::web::{Page, get, location, submit};
 
@@ -148,4 +149,35 @@ async fn a_newcomer_watches_a_sandbox_deal_get_paid(engine: Engine) {
     })
     .await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_binary_says_at_start_up_what_kommo_needs_and_when_it_runs_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Running::start(dir.path(), &[]).terminate();
+    let warning =
+        plain.lines().find(|l| l.contains("Kommo is not configured")).unwrap_or_else(|| panic!("{plain}"));
+    assert!(
+        warning.contains("PIPEPAY_KOMMO_CLIENT_ID") && warning.contains("PIPEPAY_KOMMO_CLIENT_SECRET"),
+        "{warning}"
+    );
+
+    let demo = Running::start(dir.path(), &[("PIPEPAY_DEMO", "true")]);
+    let board = reqwest::get(demo.url("/sandbox/kommo")).await.unwrap();
+    assert_eq!(board.status(), 200);
+    assert!(board.text().await.unwrap().contains("SANDBOX Kommo"));
+    let said = demo.terminate();
+    assert!(said.contains("DEMO MODE") && !said.contains("Kommo is not configured"), "{said}");
+
+    let keys = pipepay::vault::MasterKeys::generate_entry("prod");
+    let refused = pipepay(
+        dir.path(),
+        &[("PIPEPAY_DEMO", "true"), ("PIPEPAY_ENV", "production"), ("PIPEPAY_MASTER_KEYS", &keys)],
+    )
+    .arg("serve")
+    .output()
+    .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("PIPEPAY_DEMO") && stderr.contains("production"), "{stderr}");
 }

@@ -4,6 +4,7 @@
 mod account;
 mod browser;
 mod client;
+mod demo_story;
 mod operator;
 mod pages;
 mod people;
