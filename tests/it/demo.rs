@@ -181,3 +181,60 @@ async fn the_binary_says_at_start_up_what_kommo_needs_and_when_it_runs_the_sandb
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("PIPEPAY_DEMO") && stderr.contains("production"), "{stderr}");
 }
+
+/// The sandbox is held to the real services' rules: single-use codes, refresh tokens that work
+/// once, Kommo's 401 for a bad token, Flutterwave's error envelope for a bad key.
+#[tokio::test]
+async fn the_sandbox_keeps_kommo_and_flutterwave_rules() {
+    let app = TestApp::spawn_with(Engine::Sqlite, &["--demo"]).await;
+    let (client_id, secret) = app.kommo.settings.credentials().unwrap();
+    let (client_id, secret) = (client_id.to_owned(), secret.expose().to_owned());
+    let http = &app.http;
+    let allowed =
+        http.post(app.url("/sandbox/kommo/oauth/allow")).form(&[("state", "s1")]).send().await.unwrap();
+    let back = url::Url::parse(&location(&allowed)).unwrap();
+    assert_eq!(back.path(), "/oauth/kommo/callback");
+    let query: std::collections::HashMap<String, String> = back.query_pairs().into_owned().collect();
+    assert_eq!(query["referer"], pipepay::sandbox::ACCOUNT_HOST);
+    assert_eq!(query["state"], "s1");
+
+    let token_url =
+        app.url(&format!("/sandbox/kommo-api/{}/oauth2/access_token", pipepay::sandbox::ACCOUNT_HOST));
+    let grant = |body: serde_json::Value| {
+        let mut body = body;
+        body["client_id"] = json!(client_id);
+        body["client_secret"] = json!(secret);
+        body["redirect_uri"] = json!(app.url("/oauth/kommo/callback"));
+        http.post(&token_url).json(&body).send()
+    };
+    let code = json!({"grant_type": "authorization_code", "code": query["code"]});
+    let first: serde_json::Value = grant(code.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(first["token_type"], "Bearer");
+    assert_eq!(grant(code).await.unwrap().status(), 400, "a code works once");
+
+    let refresh = |token: &serde_json::Value| json!({"grant_type": "refresh_token", "refresh_token": token});
+    let second = grant(refresh(&first["refresh_token"])).await.unwrap();
+    assert_eq!(second.status(), 200);
+    let second: serde_json::Value = second.json().await.unwrap();
+    assert_ne!(second["refresh_token"], first["refresh_token"], "refresh tokens rotate");
+    assert_eq!(grant(refresh(&first["refresh_token"])).await.unwrap().status(), 400, "and work once");
+
+    let account = app.url(&format!("/sandbox/kommo-api/{}/api/v4/account", pipepay::sandbox::ACCOUNT_HOST));
+    let access = second["access_token"].as_str().unwrap();
+    assert_eq!(http.get(&account).bearer_auth(access).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(&account).bearer_auth("forged").send().await.unwrap().status(), 401);
+    let missing =
+        app.url(&format!("/sandbox/kommo-api/{}/api/v4/leads/424242", pipepay::sandbox::ACCOUNT_HOST));
+    assert_eq!(http.get(&missing).bearer_auth(access).send().await.unwrap().status(), 204);
+
+    let banks = http
+        .get(app.url("/sandbox/flutterwave-api/v3/banks/NG"))
+        .bearer_auth("FLWSECK_TEST-nope-X")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(banks.status(), 401);
+    let body: serde_json::Value = banks.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    app.stop().await;
+}
