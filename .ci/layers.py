@@ -28,7 +28,7 @@ LAYERS = [
     # the router and its middleware: the only module that knows every route
     ["http"],
     # request edges for people and programs
-    ["api", "web"],
+    ["api", "web", "sandbox"],
     # what the edges share: extractors (caller's IP, access to the agency a path names), and
     # client account changes that reach the ingress cache and Kommo's subscription
     ["extract", "actions"],

@@ -24,6 +24,7 @@ use crate::kommo::Kommo;
 use crate::outbox::{Mailer, Outbox};
 use crate::pipeline::{Pipeline, reconcile};
 use crate::queue::{self, Queue, worker};
+use crate::sandbox::{self, Sandbox};
 use crate::state::AppState;
 use crate::store::Db;
 use crate::vault::Vault;
@@ -36,10 +37,14 @@ pub struct Application {
     listener: TcpListener,
     limits: http::ServeLimits,
     state: AppState,
+    /// Demo mode's sandbox Kommo and Flutterwave, served next to pipepay.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.check_demo().map_err(anyhow::Error::msg)?;
+        let mut config = config;
         let db = Db::connect(&config.database_url, config.database_max_connections)
             .await
             .context("PIPEPAY_DATABASE_URL")?;
@@ -57,6 +62,8 @@ impl Application {
             None => Url::parse(&format!("http://{local_addr}/"))
                 .context("PIPEPAY_PUBLIC_URL: cannot derive from the listen address")?,
         };
+        let sandbox =
+            if config.demo { Some(start_sandbox(&mut config, &public_url, local_addr)?) } else { None };
         tracing::info!(
             database = %config.database_url,
             listen = %local_addr,
@@ -71,6 +78,12 @@ impl Application {
         };
         let vault = Vault::new(master_keys);
         let kommo = Arc::new(Kommo::new(&config, &public_url, db.clone(), vault.clone())?);
+        if !crate::connections::configured(&kommo) {
+            tracing::warn!(
+                "Kommo is not configured: client accounts cannot connect Kommo until PIPEPAY_KOMMO_CLIENT_ID and \
+                 PIPEPAY_KOMMO_CLIENT_SECRET are set (or start with --demo for a local trial with a sandbox Kommo)"
+            );
+        }
         let flutterwave = Arc::new(
             Flutterwave::new(config.flutterwave_api_url.clone(), FLUTTERWAVE_TIMEOUT)
                 .context("PIPEPAY_FLUTTERWAVE_API_URL")?,
@@ -111,7 +124,7 @@ impl Application {
             queue,
             ingress,
         };
-        Ok(Application { listener, limits, state })
+        Ok(Application { listener, limits, state, sandbox })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -126,7 +139,7 @@ impl Application {
     /// Serves until `shutdown` resolves, lets in-flight work finish within the configured
     /// grace period, then closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, limits, state } = self;
+        let Application { listener, limits, state, sandbox } = self;
         let grace = state.config.shutdown_grace();
         let db = state.db.clone();
         let ingress = state.ingress.clone();
@@ -207,9 +220,11 @@ impl Application {
             shutdown.await;
             stopping.cancel();
         };
-        http::serve_with(listener, http::router(state), http_stop, grace, limits)
-            .await
-            .context("serving HTTP")?;
+        let mut router = http::router(state);
+        if let Some(sandbox) = sandbox {
+            router = router.merge(sandbox.router());
+        }
+        http::serve_with(listener, router, http_stop, grace, limits).await.context("serving HTTP")?;
         // Workers take no new jobs now; those running get the grace period to finish, then are
         // handed back to the queue for whichever instance runs next.
         stop.cancel();
@@ -226,6 +241,35 @@ impl Application {
         tracing::info!("pipepay stopped");
         Ok(())
     }
+}
+
+/// Starts demo mode's sandbox and points pipepay's Kommo and Flutterwave settings at it: the
+/// browser reaches its pages at the public URL, pipepay its APIs over loopback.
+fn start_sandbox(
+    config: &mut Config,
+    public_url: &Url,
+    local_addr: SocketAddr,
+) -> anyhow::Result<Arc<Sandbox>> {
+    let mut local = local_addr;
+    if local.ip().is_unspecified() {
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let local = Url::parse(&format!("http://{local}/")).context("demo mode: the local address")?;
+    let sandbox = Sandbox::new(public_url.clone())?;
+    config.kommo_client_id = Some(sandbox.kommo_client_id.clone());
+    config.kommo_client_secret = Some(crate::vault::Secret::new(sandbox.kommo_client_secret.clone()));
+    config.kommo_auth_url = sandbox.kommo_auth_url()?;
+    config.kommo_api_url = sandbox::kommo_api_template(&local);
+    config.kommo_allowed_hosts = sandbox::ACCOUNT_HOST.parse().map_err(anyhow::Error::msg)?;
+    config.flutterwave_api_url = sandbox::flutterwave_api_url(&local)?;
+    let (kommo, flutterwave) = sandbox.pages()?;
+    tracing::warn!(
+        %kommo,
+        %flutterwave,
+        "DEMO MODE: Kommo and Flutterwave are the built-in sandbox (nothing real is reached, no real money); \
+         open the sandbox pages to move deals and find test keys"
+    );
+    Ok(sandbox)
 }
 
 /// The connection limits, after raising the open-files limit as far as the system allows: a

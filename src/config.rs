@@ -269,6 +269,11 @@ pub struct Config {
     /// tests). Off by default: pipepay would otherwise post into the operator's own network.
     #[arg(long, env = "PIPEPAY_ALERT_ALLOW_PRIVATE", default_value_t = false, global = true)]
     pub alert_allow_private: bool,
+    /// Demo mode for local trials: pipepay starts a built-in sandbox Kommo and Flutterwave
+    /// (pages under `/sandbox/`) and talks to them instead of the real services, so a deal can
+    /// be moved, linked and paid without real accounts. Refused with PIPEPAY_ENV=production.
+    #[arg(long, env = "PIPEPAY_DEMO", default_value_t = false, global = true)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -307,6 +312,16 @@ impl Config {
                 Ok(keys)
             }
         }
+    }
+
+    /// Demo mode is for trying pipepay out: with real money at stake it is refused.
+    pub fn check_demo(&self) -> Result<(), String> {
+        if self.demo && self.environment == Environment::Production {
+            return Err("PIPEPAY_DEMO (--demo): demo mode talks to a built-in sandbox instead of Kommo and \
+                        Flutterwave, so it is refused when PIPEPAY_ENV=production"
+                .into());
+        }
+        Ok(())
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -40,6 +40,9 @@ pub enum Error {
     /// A dependency outside pipepay refused or failed (Kommo, Flutterwave).
     #[error("upstream: {message}")]
     Upstream { field: Option<&'static str>, message: String },
+    /// The operator has not configured an integration this needs; `detail` names the settings.
+    #[error("{title}: {detail}")]
+    NotConfigured { problem: &'static str, title: &'static str, detail: String },
     #[error("storage failed")]
     Store(#[from] StoreError),
     #[error("vault failed")]

@@ -48,6 +48,8 @@ pub mod problem;
 pub mod queue;
 /// Owner, admin, member.
 pub mod roles;
+/// Demo mode's built-in sandbox Kommo and Flutterwave (`--demo`), served under `/sandbox/`.
+pub mod sandbox;
 /// The stop signal.
 pub mod shutdown;
 /// `AppState`: what every handler can reach, built at start-up.

@@ -137,6 +137,10 @@ impl From<Error> for Problem {
                     None => problem,
                 }
             }
+            // 503, not 502: nothing outside failed; this instance cannot do it until configured.
+            Error::NotConfigured { problem, title, detail } => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, problem, title).with_detail(detail)
+            }
             error @ Error::Store(StoreError::Sqlx(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             )) => {

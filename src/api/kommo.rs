@@ -50,7 +50,8 @@ async fn get_connection(
 #[utoipa::path(post, path = "/api/v1/agencies/{agency}/clients/{client}/kommo/connect", tag = "kommo",
     params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid)),
     responses((status = 200, body = ConnectStarted), (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 502, body = Problem)))]
+              (status = 502, body = Problem),
+              (status = 503, body = Problem, description = "Kommo is not configured on this pipepay (urn:pipepay:problem:kommo-not-configured)")))]
 async fn start_connect(
     State(state): State<AppState>,
     ClientAccess { principal, access, client }: ClientAccess,

@@ -60,7 +60,18 @@ impl utoipa::Modify for Security {
 
 /// The API routes and the OpenAPI document describing exactly them.
 pub fn router() -> axum::Router<AppState> {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = parts();
+    let document = std::sync::Arc::new(openapi);
+    router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
+}
+
+/// The OpenAPI document alone (what `/api/v1/openapi.json` serves), for the reference page.
+pub fn document() -> utoipa::openapi::OpenApi {
+    parts().1
+}
+
+fn parts() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
         .merge(agencies::router())
         .merge(clients::router())
@@ -69,7 +80,5 @@ pub fn router() -> axum::Router<AppState> {
         .merge(kommo::router())
         .merge(pipeline::router())
         .merge(telemetry::router())
-        .split_for_parts();
-    let document = std::sync::Arc::new(openapi);
-    router.route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
+        .split_for_parts()
 }

@@ -34,10 +34,38 @@ pub mod webhook {
     pub const MANUAL: &str = "manual";
 }
 
+/// The settings an operator sets to let agencies connect Kommo.
+pub const KOMMO_SETTINGS: [&str; 2] = ["PIPEPAY_KOMMO_CLIENT_ID", "PIPEPAY_KOMMO_CLIENT_SECRET"];
+
+/// Why Kommo cannot be connected on this instance, in words for its operator.
+pub const NOT_CONFIGURED: &str = "This pipepay has no Kommo integration configured, so no client account can \
+     connect Kommo. Its operator must set PIPEPAY_KOMMO_CLIENT_ID and PIPEPAY_KOMMO_CLIENT_SECRET (from Kommo: \
+     Settings > Integrations > the pipepay integration > Keys and scopes) and restart it. To try pipepay \
+     locally without Kommo, start it with `pipepay serve --demo`.";
+
+/// Whether agencies can connect Kommo here (the operator set the integration's credentials).
+pub fn configured(kommo: &Kommo) -> bool {
+    kommo.settings.credentials().is_ok()
+}
+
+/// The 503 that tells the operator what to set (`urn:pipepay:problem:kommo-not-configured`).
+pub fn not_configured() -> Error {
+    Error::NotConfigured {
+        problem: "kommo-not-configured",
+        title: "Kommo is not configured",
+        detail: NOT_CONFIGURED.into(),
+    }
+}
+
+/// The integration's credentials, or why there are none.
+fn integration(kommo: &Kommo) -> Result<(&str, &crate::vault::Secret)> {
+    kommo.settings.credentials().map_err(|_| not_configured())
+}
+
 /// Starts connecting: a single-use state, bound to this session and client account, that
 /// expires within minutes. Returns Kommo's consent URL.
 pub async fn start(kommo: &Kommo, access: &Access, session: SessionId, client: ClientId) -> Result<Url> {
-    let (client_id, _) = kommo.settings.credentials()?;
+    let (client_id, _) = integration(kommo)?;
     let mut tx = kommo.db.write().await?;
     store::clients::get(&mut tx, access.agency, client).await?.ok_or(Error::NotFound)?;
     access.require(Role::Admin)?;
@@ -100,7 +128,7 @@ pub async fn callback(
         return Err(Error::Upstream { field: None, message: format!("Kommo answered with error {error:?}") });
     }
     let host = allowed_host(kommo, params.referer.as_deref())?;
-    let (our_id, secret) = kommo.settings.credentials()?;
+    let (our_id, secret) = integration(kommo)?;
     if params.client_id.as_deref().is_some_and(|c| c != our_id) {
         return Err(Error::Forbidden("this answer from Kommo is for another integration"));
     }
@@ -196,7 +224,7 @@ async fn install(
     ip: Option<std::net::IpAddr>,
 ) -> Result<CallbackOutcome> {
     let host = allowed_host(kommo, params.referer.as_deref())?;
-    let (our_id, _) = kommo.settings.credentials()?;
+    let (our_id, _) = integration(kommo)?;
     if params.client_id.as_deref().is_some_and(|c| c != our_id) {
         return Err(Error::Forbidden("this install is for another integration"));
     }
@@ -469,7 +497,7 @@ pub struct UninstallParams {
 /// notification while Kommo still accepts the tokens changes nothing). The connection is
 /// revoked, its tokens erased, and the reason recorded where the agency sees it.
 pub async fn uninstall(kommo: &Kommo, params: UninstallParams) -> Result<()> {
-    let (our_id, secret) = kommo.settings.credentials()?;
+    let (our_id, secret) = integration(kommo)?;
     let refused = Error::Forbidden("not a valid Kommo uninstall notification");
     if params.client_uuid.as_deref() != Some(our_id) {
         return Err(refused);

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .unwrap_or_else(|_| CsrfLayer::new());
     let authenticated = crate::api::router()
         .merge(crate::web::router())
+        .merge(crate::web::api_reference::router(&crate::api::document()))
         .layer(axum::middleware::from_fn_with_state(auth_state, auth::authenticate))
         .layer(same_origin);
     let limits = ingress::Limits { per_second: config.ingress_rate, burst: config.ingress_burst };

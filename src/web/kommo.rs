@@ -95,6 +95,9 @@ async fn claim_page(
         let next = url::form_urlencoded::byte_serialize(b"/kommo/claim").collect::<String>();
         return Redirect::to(&format!("/login?next={next}")).into_response();
     };
+    if !connections::configured(&state.kommo) {
+        return error_page(connections::not_configured()).into_response();
+    }
     let page = async {
         let mut tx = state.db.read().await?;
         let mut choices = Vec::new();

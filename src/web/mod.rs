@@ -5,6 +5,7 @@
 
 mod account;
 mod agency;
+pub mod api_reference;
 mod chart;
 mod client;
 mod kommo;

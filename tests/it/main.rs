@@ -7,6 +7,7 @@ mod support;
 mod background;
 mod cli;
 mod connections;
+mod demo;
 mod fakes;
 mod fleet;
 mod flutterwave;

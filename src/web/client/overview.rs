@@ -66,6 +66,8 @@ pub struct OverviewPage {
     kommo: Option<KommoStatus>,
     /// The connect button's words, when connecting (again) would help.
     connect_label: Option<&'static str>,
+    /// Why Kommo cannot be connected on this instance at all (the operator's settings).
+    kommo_not_configured: Option<&'static str>,
     keys: Option<KeysView>,
     keys_label: &'static str,
     keys_tone: &'static str,
@@ -120,12 +122,16 @@ async fn overview(
     let paused = pipeline::status(&state.db, &access, client).await?.paused.is_some();
     let setup = ChecklistView::new(checklist, &head.base, paused);
     let (setup_label, setup_tone) = setup.status();
+    let kommo_not_configured =
+        (!connections::configured(&state.kommo)).then_some(connections::NOT_CONFIGURED);
     Ok(OverviewPage {
         setup,
         setup_label,
         setup_tone,
         tested: None,
-        connect_label: connect_label(kommo.as_ref(), health.as_deref()),
+        connect_label: connect_label(kommo.as_ref(), health.as_deref())
+            .filter(|_| kommo_not_configured.is_none()),
+        kommo_not_configured,
         chrome,
         client: head,
         kommo,

@@ -6,6 +6,8 @@ mod browser;
 mod client;
 mod mail_story;
 mod forms;
+mod demo_story;
+mod operator;
 mod pages;
 mod people;
 mod setup;
