@@ -4,6 +4,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use super::request::{self, DpSettings, LeadRequest};
 use super::{Activity, Pipeline, Tenant, flutterwave_outcome, kommo_outcome};
 use crate::clock::now_ms;
 use crate::flutterwave::client::{Customer, PaymentRequest};
@@ -20,14 +21,21 @@ impl Pipeline {
         let Some(lead_id) = payload["lead_id"].as_i64() else {
             return Outcome::Dead { error: "the job names no lead".into() };
         };
-        let Some(trigger) = tenant.settings.trigger.clone() else {
+        // A request from inside Kommo (Digital Pipeline, the deal card) acts whatever the
+        // trigger stages say; an ordinary webhook job needs one.
+        let request = match request::of(payload) {
+            Ok(request) => request,
+            Err(error) => return Outcome::Dead { error },
+        };
+        let trigger = tenant.settings.trigger.clone();
+        if trigger.is_none() && request.is_none() {
             Activity::new(tenant, "ignored", "ignored")
                 .lead(lead_id)
                 .detail("no trigger stage is set in the client account's settings")
                 .record(&self.db)
                 .await;
             return Outcome::Done;
-        };
+        }
         // Trust nothing in the webhook: the lead as Kommo has it now decides.
         let lead = match self.kommo.lead(tenant.id, lead_id).await {
             Ok(Some(lead)) => lead,
@@ -41,10 +49,16 @@ impl Pipeline {
             }
             Err(error) => return kommo_outcome(error),
         };
-        if lead.status_id == KOMMO_LOST {
-            return self.cancel_links(tenant, &lead).await;
+        if let Some(LeadRequest::Disable { user_id }) = &request {
+            let why = format!("disabled from the deal card by Kommo user {user_id}");
+            return self.cancel_links(tenant, &lead, &why).await;
         }
-        if lead.pipeline_id != trigger.pipeline_id || !trigger.stage_ids.contains(&lead.status_id) {
+        if lead.status_id == KOMMO_LOST {
+            return self.cancel_links(tenant, &lead, "the lead was lost").await;
+        }
+        if let Some(trigger) = trigger.as_ref().filter(|_| request.is_none())
+            && (lead.pipeline_id != trigger.pipeline_id || !trigger.stage_ids.contains(&lead.status_id))
+        {
             Activity::new(tenant, "ignored", "ignored")
                 .lead(lead_id)
                 .detail(format!("the lead is not in a trigger stage now (stage {})", lead.status_id))
@@ -64,7 +78,11 @@ impl Pipeline {
             Ok(false) => {}
             Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
         }
-        self.create_link(tenant, &lead).await
+        let dp = match &request {
+            Some(LeadRequest::DigitalPipeline(settings)) => Some(settings),
+            _ => None,
+        };
+        self.create_link(tenant, &lead, dp).await
     }
 
     async fn paid(&self, tenant: &Tenant, lead_id: i64) -> Result<bool, StoreError> {
@@ -74,7 +92,7 @@ impl Pipeline {
         Ok(paid)
     }
 
-    async fn create_link(&self, tenant: &Tenant, lead: &Lead) -> Outcome {
+    async fn create_link(&self, tenant: &Tenant, lead: &Lead, dp: Option<&DpSettings>) -> Outcome {
         let secret = match self.secret_key(tenant).await {
             Ok(secret) => secret,
             Err(outcome) => return outcome,
@@ -83,16 +101,27 @@ impl Pipeline {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
-        let currency = match self.currency(tenant, lead).await {
-            Ok(found) => found,
-            Err(outcome) => return outcome,
+        let currency = match dp.and_then(|dp| dp.currency.clone()) {
+            Some(currency) => Ok(currency),
+            None => match self.currency(tenant, lead).await {
+                Ok(found) => found,
+                Err(outcome) => return outcome,
+            },
+        };
+        let price = match dp.map(|dp| dp.amount(lead)) {
+            Some(Ok(Some(amount))) => amount,
+            Some(Err(problem)) => {
+                missing.push(problem);
+                lead.price
+            }
+            _ => lead.price,
         };
         // Checked after rounding: 0.004 USD is no price either, and Flutterwave would refuse it.
         let amount = match &currency {
-            Ok(currency) => money::round(currency, self.amount(tenant, lead)),
-            Err(_) => self.amount(tenant, lead),
+            Ok(currency) => money::round(currency, self.amount(tenant, price)),
+            Err(_) => self.amount(tenant, price),
         };
-        if amount <= Decimal::ZERO {
+        if amount <= Decimal::ZERO && missing.is_empty() {
             missing.push("the lead has no price (the amount is 0)".to_owned());
         }
         let currency = currency.map_err(|problem| missing.push(problem)).ok();
@@ -118,7 +147,7 @@ impl Pipeline {
                     let same =
                         link.currency == currency && link.amount.parse::<Decimal>().ok() == Some(amount);
                     if same {
-                        return self.finish_link(tenant, lead, link, None).await;
+                        return self.finish_link(tenant, lead, link, None, None).await;
                     }
                     // A new amount: the old link must stop working before the new one exists.
                     if let Some(url) = &link.link
@@ -221,7 +250,7 @@ impl Pipeline {
             .detail(format!("{} {currency}", money::format(&currency, amount)))
             .record(&self.db)
             .await;
-        self.finish_link(tenant, lead, &row, replaced.as_ref()).await
+        self.finish_link(tenant, lead, &row, replaced.as_ref(), dp.and_then(|dp| dp.note.as_deref())).await
     }
 
     /// The once-only steps after a link exists: the note, then the lead's link field.
@@ -231,6 +260,7 @@ impl Pipeline {
         lead: &Lead,
         link: &LinkRow,
         replaced: Option<&LinkRow>,
+        note: Option<&str>,
     ) -> Outcome {
         tracing::Span::current().record("pipepay.tx_ref", link.tx_ref.as_str());
         let url = link.link.clone().unwrap_or_default();
@@ -244,8 +274,13 @@ impl Pipeline {
             };
             let lead_id = lead.id.to_string();
             let amount = money::format_text(&link.currency, &link.amount);
+            // The Digital Pipeline action's own note text stands in for the first link's note.
+            let template = match (kind, note) {
+                (NoteKind::LinkCreated, Some(note)) => note,
+                _ => tenant.settings.notes.get(kind),
+            };
             let text = render(
-                tenant.settings.notes.get(kind),
+                template,
                 &[
                     ("link", &url),
                     ("amount", &amount),
@@ -321,10 +356,10 @@ impl Pipeline {
         Ok((None, vec![why.to_owned()]))
     }
 
-    /// The lead's price, plus tax unless the price includes it, rounded to the currency's units.
-    fn amount(&self, tenant: &Tenant, lead: &Lead) -> Decimal {
+    /// The price, plus tax unless the price includes it (rounded by the caller).
+    fn amount(&self, tenant: &Tenant, price: Decimal) -> Decimal {
         let tax = &tenant.settings.tax;
-        let mut amount = lead.price;
+        let mut amount = price;
         if let Some(rate) = tax.rate_percent
             && !tax.included_in_price
         {
@@ -426,7 +461,7 @@ impl Pipeline {
     }
 
     /// A lost lead: its open links stop working.
-    async fn cancel_links(&self, tenant: &Tenant, lead: &Lead) -> Outcome {
+    async fn cancel_links(&self, tenant: &Tenant, lead: &Lead, why: &str) -> Outcome {
         let existing = match self.links_of(tenant, lead.id).await {
             Ok(existing) => existing,
             Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
@@ -435,7 +470,7 @@ impl Pipeline {
         if open.is_empty() {
             Activity::new(tenant, "ignored", "ignored")
                 .lead(lead.id)
-                .detail("the lead was lost; it had no open link")
+                .detail(format!("{why}; it had no open link"))
                 .record(&self.db)
                 .await;
             return Outcome::Done;
@@ -456,7 +491,7 @@ impl Pipeline {
             Activity::new(tenant, "link_disabled", "ok")
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
-                .detail("the lead was lost")
+                .detail(why)
                 .record(&self.db)
                 .await;
         }

@@ -12,6 +12,7 @@ mod lead;
 mod notes;
 mod payment;
 pub mod reconcile;
+pub mod request;
 
 use std::sync::Arc;
 use std::time::Duration;

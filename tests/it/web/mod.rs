@@ -7,6 +7,7 @@ mod client;
 mod pages;
 mod people;
 mod story;
+mod widget;
 
 use reqwest::Response;
 use scraper::{Html, Selector};
