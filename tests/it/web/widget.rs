@@ -126,7 +126,7 @@ async fn world(engine: Engine, kommo: &FakeKommo) -> TestApp {
         "--kommo-api-url",
         &api,
         "--kommo-allowed-hosts",
-        "*.kommo.com,*.localhost",
+        "*.kommo.com,acme.localhost",
         "--job-retry-base",
         "200",
     ];
