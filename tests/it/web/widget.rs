@@ -209,3 +209,20 @@ async fn the_deal_card_shows_sends_and_disables_a_link_sqlite() {
 async fn the_deal_card_shows_sends_and_disables_a_link_postgres() {
     the_deal_card_shows_sends_and_disables_a_link(Engine::Postgres).await;
 }
+
+crate::on_both_engines!(the_overview_says_what_sends_links_and_gives_the_digital_pipeline_key);
+
+async fn the_overview_says_what_sends_links_and_gives_the_digital_pipeline_key(engine: Engine) {
+    let shop = crate::pipeline::Shop::open(engine).await;
+    let page = super::get(
+        &shop.owner.agent,
+        &format!("/app/agencies/{}/clients/{}", shop.owner.agency, shop.client),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.one("#drivers-title"), "What sends payment links");
+    let key = page.attr("#dp-key", "value").unwrap();
+    assert!(key.starts_with("pph_"), "{key}");
+    assert!(shop.kommo_hook.ends_with(&format!("/hooks/{key}/kommo")), "the key is the ingress token");
+    shop.app.stop().await;
+}
