@@ -82,7 +82,44 @@ impl Pipeline {
             Some(LeadRequest::DigitalPipeline(settings)) => Some(settings),
             _ => None,
         };
-        self.create_link(tenant, &lead, dp).await
+        // "Send the link again" from the deal card: a link whose note went out before is
+        // re-used (same amount) and its note posted once more, once per request (job).
+        let sent_before = match &request {
+            Some(LeadRequest::Send { .. }) => match self.links_of(tenant, lead_id).await {
+                Ok(links) => links.iter().any(|l| l.state == state::OPEN && l.note_posted_at.is_some()),
+                Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+            },
+            _ => false,
+        };
+        let outcome = self.create_link(tenant, &lead, dp).await;
+        if sent_before && matches!(outcome, Outcome::Done) {
+            return self.send_again(tenant, &lead).await;
+        }
+        outcome
+    }
+
+    async fn send_again(&self, tenant: &Tenant, lead: &Lead) -> Outcome {
+        let links = match self.links_of(tenant, lead.id).await {
+            Ok(links) => links,
+            Err(error) => return Outcome::Retry { error: error.to_string(), after: None },
+        };
+        let Some(link) = links.iter().find(|l| l.state == state::OPEN) else { return Outcome::Done };
+        let url = link.link.clone().unwrap_or_default();
+        let amount = money::format_text(&link.currency, &link.amount);
+        let lead_id = lead.id.to_string();
+        let text = render(
+            tenant.settings.notes.get(NoteKind::LinkCreated),
+            &[
+                ("link", &url),
+                ("amount", &amount),
+                ("currency", &link.currency),
+                ("old_amount", ""),
+                ("tx_ref", &link.tx_ref),
+                ("lead_id", &lead_id),
+            ],
+        );
+        let key = format!("resend:{}:{}", link.tx_ref, tenant.job);
+        self.notice_once(tenant, lead.id, &key, &text).await
     }
 
     async fn paid(&self, tenant: &Tenant, lead_id: i64) -> Result<bool, StoreError> {

@@ -120,6 +120,15 @@ async fn admins_send_and_disable_from_the_card_and_others_may_not(engine: Engine
     let sent = payment(&shop, &admin, 611).await;
     assert_eq!(sent["state"], "sent", "a link outside the trigger stages, on request: {sent}");
     assert_eq!(sent["can_act"], true);
+    assert_eq!(shop.notes(611).len(), 1, "{:?}", shop.notes(611));
+    // Sending again re-uses the open link and posts its note once more.
+    let again = widget(&shop, Method::POST, &admin, ACME_ORIGIN, "/leads/611/send").await;
+    assert_eq!(again.status(), 202);
+    shop.app.queue_settled().await;
+    let notes = shop.notes(611);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes[0], notes[1], "the same link, sent again: {notes:?}");
+    assert_eq!(payment(&shop, &admin, 611).await["link"], sent["link"]);
 
     let disabled = widget(&shop, Method::POST, &admin, ACME_ORIGIN, "/leads/611/disable").await;
     assert_eq!(disabled.status(), 202);
