@@ -22,14 +22,15 @@ BRAND = (0x0B, 0x6E, 0x4F)
 MARK = (0xD7, 0xF2, 0xE4)
 WORD = (0xFF, 0xFF, 0xFF)
 
-# Kommo's image table: name -> (width, height). logo_dp.png is only needed with the
-# digital_pipeline location, which this widget does not use.
+# Kommo's image table: name -> (width, height). logo_dp.png is the Digital Pipeline
+# action's picture, needed with the digital_pipeline location.
 SIZES = {
     "logo_main.png": (400, 272),
     "logo_medium.png": (240, 84),
     "logo_min.png": (84, 84),
     "logo.png": (130, 100),
     "logo_small.png": (108, 108),
+    "logo_dp.png": (174, 109),
 }
 LIMIT_BYTES = 300 * 1000
 
@@ -230,6 +231,7 @@ def main():
         "logo_min.png": (centred_square(84, 84, 60), None),
         "logo.png": stacked(130, 100, 44, 8, 13.0),
         "logo_small.png": (centred_square(108, 108, 76), None),
+        "logo_dp.png": stacked(174, 109, 48, 8, 14.0),
     }
     for name, (width, height) in SIZES.items():
         mark, word = layouts[name]

@@ -1,11 +1,17 @@
 /*
  * pipepay for Kommo.
  *
- * Everything is configured on pipepay (OAuth and the Kommo API), so the widget only
- * explains that in its settings window and links to pipepay's claim page.
+ * Three places: the settings window explains that setup happens on pipepay and links to its
+ * claim page; the deal card (lcard) shows this deal's payment and, for account admins, sends
+ * or disables its link; the Digital Pipeline action is configured by Kommo's own form from
+ * manifest.json (dp.settings) and calls pipepay's webhook, so it needs no code here.
+ *
+ * The card talks to pipepay with Kommo's one-time token ($authorizedAjax: a JWT Kommo signs
+ * for this integration, naming the account and user), exchanged for a pipepay widget token
+ * that lives minutes; no pipepay credential is ever in the browser.
  *
  * Kommo's listing rules, kept here on purpose: dependencies only through define([...]);
- * no eval, no synchronous XHR, no API calls at all; nothing is written to the global
+ * no eval, no synchronous XHR, no API calls in loops; nothing is written to the global
  * APP; every node and style lives under one root element with the pipepay-widget class.
  */
 define(['jquery'], function ($) {
@@ -17,6 +23,7 @@ define(['jquery'], function ($) {
   var SUPPORT_EMAIL = 'support@pipepay.example';
 
   var CLAIM_URL = PIPEPAY_PUBLIC_URL + '/kommo/claim';
+  var API_URL = PIPEPAY_PUBLIC_URL + '/api/v1/widget';
   var HELP_URL = PIPEPAY_PUBLIC_URL + '/help';
   var ROOT = 'pipepay-widget';
 
@@ -87,9 +94,200 @@ define(['jquery'], function ($) {
       }
     }
 
+
+    // ---- The deal card -------------------------------------------------------------------
+
+    var session = null; // { token, expires_at, can_act }
+    var $card = null;
+
+    function cardText(key) {
+      var section = self.i18n('card');
+      return section && typeof section[key] === 'string' ? section[key] : '';
+    }
+
+    function area() {
+      var system = self.system ? self.system() : null;
+      return system && system.area ? String(system.area) : '';
+    }
+
+    // Read only: the open card's lead id, from Kommo's page data.
+    function leadId() {
+      var data = window.AMOCRM && window.AMOCRM.data;
+      var card = data && data.current_card;
+      var id = card ? parseInt(card.id, 10) : NaN;
+      return id > 0 ? id : null;
+    }
+
+    function fresh() {
+      return session && session.expires_at * 1000 > Date.now() + 30000;
+    }
+
+    // A widget token from Kommo's one-time token; reused until it is about to expire.
+    function startSession() {
+      if (fresh()) {
+        return $.Deferred().resolve(session).promise();
+      }
+      return self.$authorizedAjax({ url: API_URL + '/session', method: 'POST', dataType: 'json' })
+        .then(function (answer) {
+          session = answer;
+          return answer;
+        });
+    }
+
+    function call(method, path) {
+      return startSession().then(function (current) {
+        return $.ajax({
+          url: API_URL + path,
+          method: method,
+          dataType: 'json',
+          headers: { 'X-Widget-Token': current.token }
+        });
+      });
+    }
+
+    function formatDate(ms) {
+      if (!ms) {
+        return '';
+      }
+      try {
+        return new Date(ms).toLocaleString();
+      } catch (e) {
+        return String(ms);
+      }
+    }
+
+    function row(label, value) {
+      return $('<div>', { 'class': ROOT + '__row' }).append(
+        $('<span>', { 'class': ROOT + '__label', text: label + ': ' }),
+        $('<span>', { 'class': ROOT + '__value', text: value })
+      );
+    }
+
+    function button(part, label, onClick) {
+      return $('<button>', { type: 'button', 'class': ROOT + '__button ' + ROOT + '__' + part, text: label })
+        .on('click', onClick);
+    }
+
+    function say(message, kind) {
+      if (!$card) {
+        return;
+      }
+      $card.find('.' + ROOT + '__message').remove();
+      $card.append($('<p>', { 'class': ROOT + '__message ' + ROOT + '__message--' + (kind || 'info'), text: message }));
+    }
+
+    function copy(link, $button) {
+      var done = function () {
+        $button.text(cardText('copied'));
+      };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(link).then(done, function () {
+          say(link);
+        });
+      } else {
+        say(link);
+      }
+    }
+
+    function act(path) {
+      var id = leadId();
+      if (!id) {
+        return;
+      }
+      $card.find('button.' + ROOT + '__button').prop('disabled', true);
+      call('POST', '/leads/' + id + '/' + path).then(function () {
+        say(cardText('queued'), 'ok');
+      }, function () {
+        say(cardText('error'), 'error');
+      }).always(function () {
+        $card.find('button.' + ROOT + '__button').prop('disabled', false);
+      });
+    }
+
+    function show(payment) {
+      var $body = $('<div>', { 'class': ROOT + '__body', 'data-state': payment.state });
+      var states = { none: 'none', sent: 'sent', paid: 'paid', not_accepted: 'not_accepted' };
+      $body.append($('<p>', { 'class': ROOT + '__state', text: cardText(states[payment.state] || 'none') }));
+      if (payment.state === 'sent' || payment.state === 'paid') {
+        $body.append(row(cardText('amount'), payment.amount + ' ' + payment.currency));
+        $body.append(row(cardText('date'), formatDate(payment.state === 'paid' ? payment.paid_at : payment.sent_at)));
+      }
+      if (payment.state === 'paid') {
+        $body.append(row(cardText('method'), payment.method || ''));
+        $body.append(row(cardText('reference'), payment.reference || ''));
+      }
+      if (payment.state === 'not_accepted' && payment.reason) {
+        $body.append($('<p>', { 'class': ROOT + '__reason', text: payment.reason }));
+      }
+      if (payment.state === 'sent' && payment.link) {
+        var $link = $('<input>', { type: 'text', readonly: 'readonly', 'class': ROOT + '__link', value: payment.link });
+        var $copy = button('copy', cardText('copy'), function () {
+          copy(payment.link, $copy);
+        });
+        $body.append($('<div>', { 'class': ROOT + '__row' }).append($link, $copy));
+      }
+      if (payment.can_act && payment.state !== 'paid') {
+        var $actions = $('<div>', { 'class': ROOT + '__actions' });
+        $actions.append(button('send', cardText(payment.state === 'sent' ? 'resend' : 'send'), function () {
+          act('send');
+        }));
+        if (payment.state === 'sent') {
+          $actions.append(button('disable', cardText('disable'), function () {
+            act('disable');
+          }));
+        }
+        $body.append($actions);
+      }
+      $card.find('.' + ROOT + '__body').remove();
+      $card.find('.' + ROOT + '__message').remove();
+      $card.append($body);
+    }
+
+    function load() {
+      var id = leadId();
+      if (!$card || !id) {
+        return;
+      }
+      call('GET', '/leads/' + id).then(show, function (failure) {
+        var status = failure && failure.status;
+        say(cardText(status === 404 ? 'not_connected' : 'error'), 'error');
+      });
+    }
+
+    function renderCard() {
+      if (area() !== 'lcard' || !leadId()) {
+        return;
+      }
+      $card = $('<div>', { 'class': ROOT + ' ' + ROOT + '--card' });
+      var $css = stylesheet();
+      if ($css) {
+        $card.append($css);
+      }
+      $card.append(
+        $('<h3>', { 'class': ROOT + '__title', text: cardText('title') }),
+        $('<p>', { 'class': ROOT + '__message', text: cardText('loading') })
+      );
+      self.render_template({
+        caption: { class_name: ROOT + '__caption' },
+        body: '',
+        render: '<div class="' + ROOT + '__slot"></div>'
+      });
+      var $slot = $('.' + ROOT + '__slot').last();
+      ($slot.length ? $slot : $('body')).append($card);
+      load();
+    }
+
+    function removeCard() {
+      if ($card) {
+        $card.remove();
+        $card = null;
+      }
+    }
+
     this.callbacks = {
       // Kommo skips init and bind_actions unless render returns true.
       render: function () {
+        renderCard();
         return true;
       },
       init: function () {
@@ -110,6 +308,11 @@ define(['jquery'], function ($) {
       },
       destroy: function () {
         remove();
+        removeCard();
+        return true;
+      },
+      // The Digital Pipeline action's form is Kommo's own, from manifest.json's dp.settings.
+      dpSettings: function () {
         return true;
       }
     };

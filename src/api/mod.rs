@@ -10,6 +10,7 @@ pub mod extract;
 mod kommo;
 mod pipeline;
 mod telemetry;
+pub mod widget;
 
 use axum::Json;
 use axum::routing::get;

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(health::router())
         .merge(authenticated)
+        .merge(crate::api::widget::router(state.clone()))
         .fallback(crate::web::not_found)
         .with_state(state)
         .merge(hooks);

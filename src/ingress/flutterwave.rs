@@ -104,7 +104,8 @@ async fn store(ingress: &Ingress, tenant: &Tenant, event: &Event, body: &[u8]) -
         Some(TransactionId::Numeric(id)) => Some(*id),
         _ => None,
     };
-    let job = Job::Payment(PaymentJob { status: status.clone(), transaction_id, tx_ref: TxRef(tx_ref.clone()) });
+    let job =
+        Job::Payment(PaymentJob { status: status.clone(), transaction_id, tx_ref: TxRef(tx_ref.clone()) });
     let webhook = Webhook {
         client: tenant.client,
         token_hash: tenant.token_hash.clone(),

@@ -380,6 +380,7 @@ async fn store_lead(
             lead_id: LeadId(lead.lead_id),
             pipeline_id: lead.pipeline_id,
             status_id: lead.status_id,
+            request: None,
         });
         if ingress.queue.enqueue(tx, tenant.client, &job, Some(event_id), None).await? {
             answer.jobs += 1;

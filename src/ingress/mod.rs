@@ -5,6 +5,7 @@
 //! failure is a 503, so the sender retries; nothing here waits on Kommo or Flutterwave.
 
 pub mod backlog;
+pub mod digital_pipeline;
 mod flutterwave;
 mod kommo;
 pub mod retention;
@@ -68,6 +69,9 @@ pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
         .key_extractor(TokenKey)
         .finish();
     let screen = axum::middleware::from_fn_with_state(ingress.clone(), screen);
+    // One address for every account (the widget manifest's), so no token in the path to screen.
+    let dp =
+        Router::new().route("/hooks/kommo/dp", post(digital_pipeline::receive)).with_state(ingress.clone());
     let routes = Router::new()
         .route("/hooks/{token}/kommo", post(kommo::receive))
         .route("/hooks/{token}/flutterwave", post(flutterwave::receive))
@@ -88,7 +92,7 @@ pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
         None => routes,
     };
     // Outside the limiter: what is surely no token never becomes one of its keys.
-    limited.layer(screen)
+    limited.layer(screen).merge(dp)
 }
 
 /// Answers a token that is surely unknown (ill-formed, or just found to belong to nobody) as

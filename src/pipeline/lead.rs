@@ -10,6 +10,7 @@ use crate::flutterwave::client::{Customer, FlutterwaveError, PaymentRequest};
 use crate::ids::TxRef;
 use crate::kommo::model::Lead;
 use crate::money::{self, Money};
+use crate::queue::job::{DpSettings, LeadJob, LeadRequest};
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
 use crate::store::links::{self, LinkRow, LinkState, Step as LinkStep};
 use crate::tenants::notes::{NoteKind, render};
@@ -23,23 +24,34 @@ struct Charge {
 }
 
 impl Pipeline {
-    pub(super) async fn lead(&self, cx: &JobContext, lead_id: i64) -> Step {
+    pub(super) async fn lead(&self, cx: &JobContext, job: &LeadJob) -> Step {
+        let lead_id = job.lead_id.0;
+        let request = job.request.as_ref();
         let ignored =
             |detail: &str| Activity::new(cx, Kind::Ignored, Turned::Ignored).lead(lead_id).detail(detail);
-        let Some(trigger) = cx.settings.trigger.clone() else {
+        // A request from inside Kommo (Digital Pipeline, the deal card) acts whatever the
+        // trigger stages say; an ordinary webhook job needs one.
+        let trigger = cx.settings.trigger.clone();
+        if trigger.is_none() && request.is_none() {
             ignored("no trigger stage is set in the client account's settings").record(&self.db).await;
             return Ok(());
-        };
+        }
         // Trust nothing in the webhook: the lead as Kommo has it now decides.
         let Some(lead) = self.kommo.lead(cx.client, lead_id).await? else {
             ignored("the lead no longer exists in Kommo").record(&self.db).await;
             return Ok(());
         };
         let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead_id).await?)?;
-        if lead.status_id == KOMMO_LOST {
-            return self.cancel_links(cx, &lead, &existing).await;
+        if let Some(LeadRequest::Disable { user_id }) = request {
+            let why = format!("disabled from the deal card by Kommo user {user_id}");
+            return self.cancel_links(cx, &lead, &existing, &why).await;
         }
-        if lead.pipeline_id != trigger.pipeline_id || !trigger.stage_ids.contains(&lead.status_id) {
+        if lead.status_id == KOMMO_LOST {
+            return self.cancel_links(cx, &lead, &existing, "the lead was lost").await;
+        }
+        if let Some(trigger) = trigger.as_ref().filter(|_| request.is_none())
+            && (lead.pipeline_id != trigger.pipeline_id || !trigger.stage_ids.contains(&lead.status_id))
+        {
             let detail = format!("the lead is not in a trigger stage now (stage {})", lead.status_id);
             ignored(&detail).record(&self.db).await;
             return Ok(());
@@ -48,32 +60,84 @@ impl Pipeline {
             ignored("the lead is paid already").record(&self.db).await;
             return Ok(());
         }
-        self.create_link(cx, &lead, &existing).await
+        let dp = match request {
+            Some(LeadRequest::DigitalPipeline(settings)) => Some(settings),
+            _ => None,
+        };
+        // "Send the link again" from the deal card: a link whose note went out before is
+        // re-used (same amount) and its note posted once more, once per request (job).
+        let sent_before = matches!(request, Some(LeadRequest::Send { .. }))
+            && existing.iter().any(|l| l.state == LinkState::Open && l.note_posted_at.is_some());
+        self.create_link(cx, &lead, &existing, dp).await?;
+        if sent_before {
+            return self.send_again(cx, &lead).await;
+        }
+        Ok(())
+    }
+
+    /// The open link's note once more, keyed by this job so a retry does not post it twice.
+    async fn send_again(&self, cx: &JobContext, lead: &Lead) -> Step {
+        let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead.id).await?)?;
+        let Some(link) = existing.iter().find(|l| l.state == LinkState::Open) else { return Ok(()) };
+        let url = link.link.clone().unwrap_or_default();
+        let amount = money::format_text(&link.currency, &link.amount);
+        let lead_id = lead.id.to_string();
+        let text = render(
+            cx.settings.notes.get(NoteKind::LinkCreated),
+            &[
+                ("link", &url),
+                ("amount", &amount),
+                ("currency", &link.currency),
+                ("old_amount", ""),
+                ("tx_ref", &link.tx_ref),
+                ("lead_id", &lead_id),
+            ],
+        );
+        let key = format!("resend:{}:{}", link.tx_ref, cx.job);
+        self.notice_once(cx, lead.id, &key, &text).await
     }
 
     /// A link for the lead's price, unless its open link asks for it already; an open link for
     /// another amount is disabled first.
-    async fn create_link(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow]) -> Step {
+    async fn create_link(
+        &self,
+        cx: &JobContext,
+        lead: &Lead,
+        existing: &[LinkRow],
+        dp: Option<&DpSettings>,
+    ) -> Step {
         let secret = cx.secret()?;
-        let Some(charge) = self.charge(cx, lead).await? else { return Ok(()) };
+        let Some(charge) = self.charge(cx, lead, dp).await? else { return Ok(()) };
         let replaced = match self.retire(cx, lead, existing, &charge.price, secret).await? {
-            Retired::Reuse(link) => return self.finish_link(cx, lead, link, None).await,
+            Retired::Reuse(link) => return self.finish_link(cx, lead, link, None, None).await,
             Retired::Replaced(replaced) => replaced,
         };
         let link = self.open_link(cx, lead, charge, secret).await?;
-        self.finish_link(cx, lead, &link, replaced).await
+        self.finish_link(cx, lead, &link, replaced, dp.and_then(|dp| dp.note.as_deref())).await
     }
 
     /// Whom to charge how much; `None` when something is missing, after a note saying what.
-    async fn charge(&self, cx: &JobContext, lead: &Lead) -> Step<Option<Charge>> {
+    async fn charge(&self, cx: &JobContext, lead: &Lead, dp: Option<&DpSettings>) -> Step<Option<Charge>> {
         let (customer, mut missing) = self.customer(cx, lead).await?;
-        let currency = self.currency(cx, lead);
+        // The Digital Pipeline action's currency and amount field stand in for the settings'.
+        let currency = match dp.and_then(|dp| dp.currency.clone()) {
+            Some(currency) => Ok(currency),
+            None => self.currency(cx, lead),
+        };
+        let price = match dp.map(|dp| dp.amount(lead)) {
+            Some(Ok(Some(amount))) => amount,
+            Some(Err(problem)) => {
+                missing.push(problem);
+                lead.price
+            }
+            _ => lead.price,
+        };
         // Checked after rounding: 0.004 USD is no price either, and Flutterwave would refuse it.
         let amount = match &currency {
-            Ok(currency) => money::round(currency, amount(cx, lead)),
-            Err(_) => amount(cx, lead),
+            Ok(currency) => money::round(currency, amount(cx, price)),
+            Err(_) => amount(cx, price),
         };
-        if amount <= Decimal::ZERO {
+        if amount <= Decimal::ZERO && missing.is_empty() {
             missing.push("the lead has no price (the amount is 0)".to_owned());
         }
         let currency = currency.map_err(|problem| missing.push(problem)).ok();
@@ -213,6 +277,7 @@ impl Pipeline {
         lead: &Lead,
         link: &LinkRow,
         replaced: Option<&LinkRow>,
+        note: Option<&str>,
     ) -> Step {
         tracing::Span::current().record("pipepay.tx_ref", link.tx_ref.as_str());
         let url = link.link.clone().unwrap_or_default();
@@ -226,8 +291,13 @@ impl Pipeline {
             };
             let lead_id = lead.id.to_string();
             let amount = money::format_text(&link.currency, &link.amount);
+            // The Digital Pipeline action's own note text stands in for the first link's note.
+            let template = match (kind, note) {
+                (NoteKind::LinkCreated, Some(note)) => note,
+                _ => cx.settings.notes.get(kind),
+            };
             let text = render(
-                cx.settings.notes.get(kind),
+                template,
                 &[
                     ("link", &url),
                     ("amount", &amount),
@@ -326,12 +396,12 @@ impl Pipeline {
     }
 
     /// A lost lead: its open links stop working.
-    async fn cancel_links(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow]) -> Step {
+    async fn cancel_links(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow], why: &str) -> Step {
         let open: Vec<&LinkRow> = existing.iter().filter(|l| l.state == LinkState::Open).collect();
         if open.is_empty() {
             Activity::new(cx, Kind::Ignored, Turned::Ignored)
                 .lead(lead.id)
-                .detail("the lead was lost; it had no open link")
+                .detail(format!("{why}; it had no open link"))
                 .record(&self.db)
                 .await;
             return Ok(());
@@ -344,7 +414,7 @@ impl Pipeline {
             let disabled = Activity::new(cx, Kind::LinkDisabled, Turned::Ok)
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
-                .detail("the lead was lost");
+                .detail(why);
             write_tx!(self.db, tx => {
                 links::set_state(&mut tx, link.id, LinkState::Cancelled, now_ms()).await?;
                 disabled.record_in(&mut tx).await?;
@@ -362,10 +432,10 @@ enum Retired<'a> {
     Replaced(Option<&'a LinkRow>),
 }
 
-/// The lead's price, plus tax unless the price includes it.
-fn amount(cx: &JobContext, lead: &Lead) -> Decimal {
+/// The price, plus tax unless the price includes it (rounded by the caller).
+fn amount(cx: &JobContext, price: Decimal) -> Decimal {
     let tax = &cx.settings.tax;
-    let mut amount = lead.price;
+    let mut amount = price;
     if let Some(rate) = tax.rate_percent
         && !tax.included_in_price
     {

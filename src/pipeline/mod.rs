@@ -14,6 +14,7 @@ mod lead;
 mod notes;
 mod payment;
 pub mod reconcile;
+pub mod request;
 mod step;
 
 use std::sync::Arc;
@@ -152,7 +153,7 @@ impl Pipeline {
         crate::telemetry::context::adopt(&span, row.trace.as_deref());
         let outcome = async {
             let ran = match &job {
-                Ok(Job::Lead(lead)) => self.lead(&cx, lead.lead_id.0).await,
+                Ok(Job::Lead(lead)) => self.lead(&cx, lead).await,
                 Ok(Job::Payment(payment)) => self.payment(&cx, row, payment).await,
                 Ok(Job::Reconcile) => self.reconcile(&cx).await,
                 Err(unknown) => Err(Stop::dead(unknown.clone())),

@@ -25,6 +25,36 @@ pub struct LeadJob {
     pub pipeline_id: Option<i64>,
     #[serde(default)]
     pub status_id: Option<i64>,
+    /// Asked for from inside Kommo (the Digital Pipeline action, the deal card); a webhook's
+    /// job has none, and its payload stays the JSON it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<LeadRequest>,
+}
+
+/// What a Kommo user (or Kommo's Digital Pipeline) asked for a lead; `pipeline::request`
+/// reads and queues these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LeadRequest {
+    /// The Digital Pipeline action ran in the lead's stage: a link now, on its settings,
+    /// whatever the trigger stages say.
+    DigitalPipeline(DpSettings),
+    /// "Send the link now" on the deal card.
+    Send { user_id: i64 },
+    /// "Disable the link" on the deal card.
+    Disable { user_id: i64 },
+}
+
+/// The Digital Pipeline action's settings, as the user filled them in inside Kommo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpSettings {
+    /// A lead custom field holding the amount; the lead's price when `None`.
+    pub amount_field_id: Option<i64>,
+    /// An ISO code overriding the client account's currency rules.
+    pub currency: Option<String>,
+    /// The note posted with the link, instead of the client account's template; the same
+    /// `{link}`, `{amount}`, `{currency}` placeholders.
+    pub note: Option<String>,
 }
 
 /// The charge as its webhook named it; nothing in it is believed until verified.
@@ -120,7 +150,12 @@ mod tests {
         let job = Job::parse("lead", &lead).unwrap();
         assert_eq!(
             job,
-            Job::Lead(LeadJob { lead_id: LeadId(4242), pipeline_id: Some(7001), status_id: Some(7003) })
+            Job::Lead(LeadJob {
+                lead_id: LeadId(4242),
+                pipeline_id: Some(7001),
+                status_id: Some(7003),
+                request: None,
+            })
         );
         assert_eq!(job.payload(), lead);
         assert_eq!(Job::parse("lead", &moved).unwrap().payload(), moved);

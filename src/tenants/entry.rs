@@ -10,6 +10,7 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::ids::ClientId;
 use crate::queue::Queue;
+use crate::queue::job::Job;
 use crate::roles::Role;
 use crate::store::activity::ActivityRow;
 use crate::store::jobs::{JobRow, state};
@@ -188,8 +189,8 @@ pub async fn replay(db: &Db, queue: &Queue, access: &Access, client: ClientId, i
     match job.state.as_str() {
         state::DEAD if store::jobs::replay(&mut tx, client, job.id, now_ms()).await? => {}
         state::DONE | state::DEAD => {
-            let payload: Value = serde_json::from_str(&job.payload).map_err(|e| Error::Internal(e.into()))?;
-            queue.enqueue(&mut tx, client, &job.kind, job.event_id, &payload, None).await?;
+            let again = Job::parse(&job.kind, &job.payload).map_err(|e| Error::Internal(e.into()))?;
+            queue.enqueue(&mut tx, client, &again, job.event_id, None).await?;
         }
         other => {
             return Err(Error::conflict("entry", format!("its job is {other}: it will run without help")));

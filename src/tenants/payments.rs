@@ -11,7 +11,7 @@ use crate::clock::now_ms;
 use crate::error::Result;
 use crate::ids::ClientId;
 use crate::money;
-use crate::store::links::state;
+use crate::store::links::LinkState as Stored;
 use crate::store::payments::{PaymentRow, Search, like_pattern};
 use crate::store::{self, Db};
 
@@ -45,13 +45,15 @@ impl LinkState {
     /// `store::links::state` in words; `lifetime_ms` is the checkout's session duration, if set.
     pub fn of(stored: &str, created_at: i64, lifetime_ms: Option<i64>, now: i64) -> LinkState {
         match stored {
-            state::PAID => LinkState::Paid,
-            state::SUPERSEDED => LinkState::Replaced,
-            state::CANCELLED => LinkState::Disabled,
-            state::OPEN if lifetime_ms.is_some_and(|life| created_at.saturating_add(life) < now) => {
+            s if s == Stored::Paid.as_str() => LinkState::Paid,
+            s if s == Stored::Superseded.as_str() => LinkState::Replaced,
+            s if s == Stored::Cancelled.as_str() => LinkState::Disabled,
+            s if s == Stored::Open.as_str()
+                && lifetime_ms.is_some_and(|life| created_at.saturating_add(life) < now) =>
+            {
                 LinkState::Expired
             }
-            state::OPEN => LinkState::Open,
+            s if s == Stored::Open.as_str() => LinkState::Open,
             _ => LinkState::Pending,
         }
     }
@@ -125,7 +127,7 @@ pub async fn list(
                 break;
             }
         }
-        let paid = row.state == state::PAID;
+        let paid = row.state == Stored::Paid.as_str();
         let (amount, currency) = match (paid, row.paid_amount, row.paid_currency) {
             (true, Some(amount), Some(currency)) => (amount, currency),
             _ => (row.amount, row.currency),

@@ -17,7 +17,7 @@ use crate::flutterwave::keys::Mode;
 use crate::ids::AgencyId;
 use crate::kommo::health;
 use crate::state::AppState;
-use crate::store::links::state as links_state;
+use crate::store::links::LinkState;
 use crate::tenants::{clients, overview, payments};
 
 pub fn router() -> Router<AppState> {
@@ -140,10 +140,10 @@ fn paid_line(currency: &str, total: rust_decimal::Decimal, count: usize) -> Stri
 
 fn links_line(totals: &payments::Totals) -> String {
     let words: Vec<String> = [
-        (links_state::OPEN, "open"),
-        (links_state::PAID, "paid"),
-        (links_state::SUPERSEDED, "replaced"),
-        (links_state::CANCELLED, "disabled"),
+        (LinkState::Open.as_str(), "open"),
+        (LinkState::Paid.as_str(), "paid"),
+        (LinkState::Superseded.as_str(), "replaced"),
+        (LinkState::Cancelled.as_str(), "disabled"),
     ]
     .into_iter()
     .filter_map(|(state, word)| totals.links.get(state).map(|n| format!("{n} {word}")))

@@ -9,8 +9,6 @@ mod overview;
 mod payments;
 mod settings;
 
-pub use payments::grouped;
-
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

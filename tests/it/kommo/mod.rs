@@ -8,6 +8,8 @@ mod install_limits;
 mod lifecycle;
 mod limits;
 mod tokens;
+mod widget_api;
+mod widget_dp;
 
 use reqwest::Method;
 use serde_json::Value;

@@ -4,15 +4,16 @@
 mod account;
 mod browser;
 mod client;
-mod mail_story;
-mod forms;
 mod demo_story;
+mod forms;
+mod mail_story;
 mod operator;
 mod pages;
 mod people;
 mod setup;
 mod setup_story;
 mod story;
+mod widget;
 
 use reqwest::Response;
 use scraper::{Html, Selector};
