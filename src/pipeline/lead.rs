@@ -48,15 +48,19 @@ impl Pipeline {
             ignored("the lead is paid already").record(&self.db).await;
             return Ok(());
         }
-        self.create_link(cx, &lead, &existing).await
+        self.create_link(cx, &lead).await
     }
 
     /// A link for the lead's price, unless its open link asks for it already; an open link for
     /// another amount is disabled first.
-    async fn create_link(&self, cx: &JobContext, lead: &Lead, existing: &[LinkRow]) -> Step {
+    async fn create_link(&self, cx: &JobContext, lead: &Lead) -> Step {
         let secret = cx.secret()?;
         let Some(charge) = self.charge(cx, lead).await? else { return Ok(()) };
-        let replaced = match self.retire(cx, lead, existing, &charge.price, secret).await? {
+        // Read again, right before the new link is recorded: another job for the same lead may
+        // have made one while the contacts were fetched, and the window between this read and
+        // the insert is what two such jobs can race in.
+        let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead.id).await?)?;
+        let replaced = match self.retire(cx, lead, &existing, &charge.price, secret).await? {
             Retired::Reuse(link) => return self.finish_link(cx, lead, link, None).await,
             Retired::Replaced(replaced) => replaced,
         };
