@@ -68,7 +68,7 @@ impl Pipeline {
         // re-used (same amount) and its note posted once more, once per request (job).
         let sent_before = matches!(request, Some(LeadRequest::Send { .. }))
             && existing.iter().any(|l| l.state == LinkState::Open && l.note_posted_at.is_some());
-        self.create_link(cx, &lead, &existing, dp).await?;
+        self.create_link(cx, &lead, dp).await?;
         if sent_before {
             return self.send_again(cx, &lead).await;
         }
@@ -99,16 +99,14 @@ impl Pipeline {
 
     /// A link for the lead's price, unless its open link asks for it already; an open link for
     /// another amount is disabled first.
-    async fn create_link(
-        &self,
-        cx: &JobContext,
-        lead: &Lead,
-        existing: &[LinkRow],
-        dp: Option<&DpSettings>,
-    ) -> Step {
+    async fn create_link(&self, cx: &JobContext, lead: &Lead, dp: Option<&DpSettings>) -> Step {
         let secret = cx.secret()?;
         let Some(charge) = self.charge(cx, lead, dp).await? else { return Ok(()) };
-        let replaced = match self.retire(cx, lead, existing, &charge.price, secret).await? {
+        // Read again, right before the new link is recorded: another job for the same lead may
+        // have made one while the contacts were fetched, and the window between this read and
+        // the insert is what two such jobs can race in.
+        let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead.id).await?)?;
+        let replaced = match self.retire(cx, lead, &existing, &charge.price, secret).await? {
             Retired::Reuse(link) => return self.finish_link(cx, lead, link, None, None).await,
             Retired::Replaced(replaced) => replaced,
         };

@@ -73,3 +73,21 @@ macro_rules! text_enum {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    crate::text_enum! {
+        enum Colour {
+            Red = "red",
+            DarkBlue = "dark_blue",
+        }
+    }
+
+    #[test]
+    fn a_word_reads_back_as_its_variant_and_nothing_else_does() {
+        assert_eq!("dark_blue".parse::<Colour>(), Ok(Colour::DarkBlue));
+        assert_eq!(Colour::Red.as_str(), "red");
+        assert_eq!(Colour::DarkBlue.to_string(), "dark_blue");
+        assert!("Red".parse::<Colour>().is_err(), "words are exact");
+    }
+}
