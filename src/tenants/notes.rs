@@ -200,6 +200,6 @@ mod tests {
         let crate::error::Error::Invalid(errors) = checks.finish().unwrap_err() else { panic!() };
         assert!(errors.iter().all(|e| e.field == "notes.link_created"));
         assert!(errors.iter().any(|e| e.message.contains("{amout}")));
-        assert!(errors.iter().any(|e| e.message.contains("must contain {link}")));
+        assert!(errors.iter().any(|e| e.message == "Include {link}: this note needs it."));
     }
 }
