@@ -62,6 +62,18 @@ pub async fn insert(tx: &mut Tx, event: &NewEvent<'_>) -> Result<bool, StoreErro
     Ok(done == 1)
 }
 
+/// When Kommo's Digital Pipeline action last reached this client account (its events' dedup
+/// keys start `kommo:dp:`; they are never ignored, so retention keeps them).
+pub async fn last_digital_pipeline_call(tx: &mut Tx, client: ClientId) -> Result<Option<i64>, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT MAX(received_at) FROM inbound_events WHERE client_id = $1 AND source = 'kommo' \
+         AND dedup_key LIKE 'kommo:dp:%'",
+    )
+    .bind(client)
+    .fetch_one(c)
+    .await)?)
+}
+
 /// The id of the event stored under `dedup_key`: the original a duplicate repeats.
 pub async fn id_by_dedup(
     tx: &mut Tx,

@@ -97,6 +97,25 @@ pub async fn checklist(db: &Db, vault: &Vault, access: &Access, client: ClientId
     Ok(Checklist { kommo, keys, trigger: view.settings.trigger.is_some(), flutterwave_webhook })
 }
 
+/// What asks for a client account's payment links: its trigger stages, Kommo's Digital
+/// Pipeline action (known only by its calls, since it is configured inside Kommo), both or
+/// neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drivers {
+    pub trigger: bool,
+    /// When the action last called, in ms.
+    pub digital_pipeline: Option<i64>,
+}
+
+pub async fn drivers(db: &Db, access: &Access, client: ClientId) -> Result<Drivers> {
+    // Also the ownership check.
+    let view = clients::get(db, access, client).await?;
+    let mut tx = db.read().await?;
+    let digital_pipeline = store::events::last_digital_pipeline_call(&mut tx, client).await?;
+    tx.commit().await?;
+    Ok(Drivers { trigger: view.settings.trigger.is_some(), digital_pipeline })
+}
+
 /// The first instant of this month, UTC, in ms.
 fn month_start(now: i64) -> i64 {
     let now = Utc.timestamp_millis_opt(now).single().unwrap_or_else(Utc::now);

@@ -16,6 +16,7 @@ use crate::kommo::health;
 use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
+use crate::tenants::overview::Drivers;
 use crate::tenants::{pipeline, test_event};
 use crate::vault::Secret;
 use crate::web::Page;
@@ -82,6 +83,30 @@ pub struct OverviewPage {
     setup_tone: &'static str,
     /// What "Send a test event" showed, right after it was sent.
     tested: Option<Vec<test_event::Check>>,
+    /// Which of the trigger stages and the Digital Pipeline action drive this client account.
+    drivers: String,
+}
+
+/// [`Drivers`] in a sentence for the overview.
+fn drivers_words(drivers: Drivers) -> String {
+    let last = crate::web::view::when;
+    match (drivers.trigger, drivers.digital_pipeline) {
+        (true, Some(at)) => format!(
+            "both: trigger stages are set in Settings, and Kommo's Digital Pipeline action last asked for a link at {}.",
+            last(at)
+        ),
+        (true, None) => {
+            "pipepay's trigger stages. No call from Kommo's Digital Pipeline action has arrived.".to_owned()
+        }
+        (false, Some(at)) => format!(
+            "Kommo's Digital Pipeline action (last call at {}). No trigger stage is set in Settings.",
+            last(at)
+        ),
+        (false, None) => {
+            "nothing yet: choose a trigger stage in Settings, or add the action to a stage in Kommo."
+                .to_owned()
+        }
+    }
 }
 
 fn connect_label(kommo: Option<&KommoStatus>, health: Option<&str>) -> Option<&'static str> {
@@ -124,7 +149,9 @@ async fn overview(
     let (setup_label, setup_tone) = setup.status();
     let kommo_not_configured =
         (!connections::configured(&state.kommo)).then_some(connections::NOT_CONFIGURED);
+    let drivers = drivers_words(crate::tenants::overview::drivers(&state.db, &access, client).await?);
     Ok(OverviewPage {
+        drivers,
         setup,
         setup_label,
         setup_tone,

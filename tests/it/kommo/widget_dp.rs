@@ -74,6 +74,15 @@ async fn a_json_call_makes_a_link_on_the_actions_settings_outside_the_trigger_st
     };
     assert!(!stored.is_empty());
     assert!(stored.iter().all(|(payload,)| !payload.contains(&key(&shop))), "{stored:?}");
+    // The overview now says the action drives this client account too.
+    let page = crate::web::get(
+        &shop.owner.agent,
+        &format!("/app/agencies/{}/clients/{}", shop.owner.agency, shop.client),
+    )
+    .await;
+    let now = page.one("#drivers-now");
+    assert!(now.contains("both: trigger stages are set"), "{now}");
+    assert!(now.contains("Digital Pipeline action last asked for a link at 20"), "{now}");
     shop.app.stop().await;
 }
 

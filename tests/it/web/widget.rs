@@ -221,6 +221,8 @@ async fn the_overview_says_what_sends_links_and_gives_the_digital_pipeline_key(e
     .await;
     assert_eq!(page.status, 200);
     assert_eq!(page.one("#drivers-title"), "What sends payment links");
+    let now = page.one("#drivers-now");
+    assert!(now.contains("pipepay's trigger stages. No call from Kommo's Digital Pipeline"), "{now}");
     let key = page.attr("#dp-key", "value").unwrap();
     assert!(key.starts_with("pph_"), "{key}");
     assert!(shop.kommo_hook.ends_with(&format!("/hooks/{key}/kommo")), "the key is the ingress token");
