@@ -21,6 +21,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use url::form_urlencoded;
 
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use tower_governor::governor::SharedRateLimiter;
+
 use super::token_cache::{Tenant, TokenCache, well_formed};
 use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
@@ -57,7 +61,16 @@ pub struct DpCall {
     pub stored: Value,
 }
 
-pub async fn receive(State(ingress): State<Arc<Ingress>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The route's state: the ingress, and the webhook routes' per-token rate limiter (`None` when
+/// the operator turned rate limiting off).
+#[derive(Clone)]
+pub struct DpState {
+    pub ingress: Arc<Ingress>,
+    pub limiter: Option<SharedRateLimiter<String, NoOpMiddleware>>,
+}
+
+pub async fn receive(State(state): State<DpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let DpState { ingress, limiter } = state;
     let call = match parse(&headers, &body) {
         Ok(call) => call,
         Err(error) => {
@@ -90,6 +103,14 @@ pub async fn receive(State(ingress): State<Arc<Ingress>>, headers: HeaderMap, bo
         }
     };
     TokenCache::trace(&tenant);
+    // Only a key that belongs to someone becomes a limiter key, as on the webhook routes.
+    if let Some(limiter) = &limiter
+        && let Err(not_until) = limiter.check_key(&key.to_owned())
+    {
+        count(SOURCE, "rate_limited");
+        let wait_time = not_until.wait_time_from(limiter.clock().now()).as_secs().max(1);
+        return super::too_many(tower_governor::GovernorError::TooManyRequests { wait_time, headers: None });
+    }
     let tenant = match account_matches(&ingress, tenant, call.account_id).await {
         Ok(Ok(tenant)) => tenant,
         Ok(Err(tenant)) => return foreign(&ingress, &tenant, &call).await,

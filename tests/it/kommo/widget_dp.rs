@@ -12,6 +12,7 @@ on_both_engines!(
     a_json_call_makes_a_link_on_the_actions_settings_outside_the_trigger_stages,
     a_form_encoded_call_is_read_the_same_and_a_repeat_is_one_event,
     a_wrong_key_or_another_kommo_account_is_refused_and_nothing_is_queued,
+    digital_pipeline_calls_share_the_client_accounts_rate_limit,
 );
 
 /// The client account's ingress token: the key a user puts into the action's settings.
@@ -136,5 +137,35 @@ async fn a_wrong_key_or_another_kommo_account_is_refused_and_nothing_is_queued(e
     );
     assert!(!activity.iter().any(|a| a["kind"] == "link_created"), "{activity:?}");
     assert!(shop.notes(503).is_empty());
+    shop.app.stop().await;
+}
+
+async fn digital_pipeline_calls_share_the_client_accounts_rate_limit(engine: Engine) {
+    let shop = Shop::open_with(engine, &["--ingress-rate", "1", "--ingress-burst", "3"]).await;
+    let mut statuses = Vec::new();
+    for lead in 0..6 {
+        shop.lead(600 + lead, "100");
+        let call = json_call(&key(&shop), ACME, 600 + lead, json!({"amount": "price"}));
+        let response = post_json(&shop, &call).await;
+        let status = response.status().as_u16();
+        if status == 429 {
+            assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            problem(response, 429).await;
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..3], [200, 200, 200]);
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    // The budget is the client account's: its webhook URL is now limited too.
+    let webhook = shop
+        .app
+        .http
+        .post(&shop.kommo_hook)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("account[id]={ACME}&leads[status][0][id]=9&leads[status][0][status_id]=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), 429);
     shop.app.stop().await;
 }
