@@ -341,19 +341,7 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     assert!(get(&owner.agent, &base).await.attr("#webhook-secret", "value").is_none(), "shown once");
 
     // A job dies: one incident, one mail to the owner (not the admin), one webhook call.
-    let client_id: uuid::Uuid = client.parse().unwrap();
-    let now = pipepay::clock::now_ms();
-    pipepay::on_db!(&app.db, pool => sqlx::query(
-        "INSERT INTO jobs (id, client_id, kind, payload, state, attempts, max_attempts, run_at, last_error, \
-         created_at, updated_at) VALUES ($1, $2, 'lead', '{}', 'dead', 10, 10, $3, 'Kommo refused (400)', $3, $3)",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(client_id)
-    .bind(now)
-    .execute(pool)
-    .await
-    .map(drop))
-    .unwrap();
+    dead_job(&app, client.parse().unwrap()).await;
     let quiet = Duration::from_secs(3 * 86_400);
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
@@ -410,6 +398,22 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     let theirs = get(&other.agent, &format!("/app/agencies/{}/alerts", other.agency)).await;
     assert!(theirs.all(".outbox-message").is_empty() && theirs.all(".incident").is_empty());
     app.stop().await;
+}
+
+/// A job for `client` that has died after its last attempt, as Kommo refused it.
+pub async fn dead_job(app: &TestApp, client: uuid::Uuid) {
+    let now = pipepay::clock::now_ms();
+    pipepay::on_db!(&app.db, pool => sqlx::query(
+        "INSERT INTO jobs (id, client_id, kind, payload, state, attempts, max_attempts, run_at, last_error, \
+         created_at, updated_at) VALUES ($1, $2, 'lead', '{}', 'dead', 10, 10, $3, 'Kommo refused (400)', $3, $3)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(client)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(drop))
+    .unwrap();
 }
 
 /// Runs one statement with a client account id and a time bound as `$1` and `$2`.
