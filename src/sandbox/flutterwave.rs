@@ -7,15 +7,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Sandbox, esc, page, random_hex, see_other};
+use super::{Sandbox, bearer, esc, page, random_hex, see_other};
 
 /// The merchant's keys, shown on the dashboard page to paste into pipepay.
 pub struct Merchant {
@@ -79,15 +80,19 @@ impl Transaction {
 
 pub fn router(sandbox: Arc<Sandbox>) -> Router {
     let api = "/sandbox/flutterwave-api/v3";
-    Router::new()
-        .route("/sandbox/flutterwave", get(dashboard))
-        .route("/sandbox/flutterwave/webhook", post(set_webhook))
-        .route("/sandbox/flutterwave/pay/{link}", get(checkout).post(pay))
+    // Every v3 call checks the secret key first, as Flutterwave does.
+    let v3 = Router::new()
         .route(&format!("{api}/banks/{{country}}"), get(banks))
         .route(&format!("{api}/payments"), post(create_payment))
         .route(&format!("{api}/payments/link/disable"), post(disable_link))
         .route(&format!("{api}/transactions/verify_by_reference"), get(verify_by_reference))
         .route(&format!("{api}/transactions/{{id}}/verify"), get(verify))
+        .route_layer(middleware::from_fn_with_state(sandbox.clone(), secret_key_only));
+    Router::new()
+        .route("/sandbox/flutterwave", get(dashboard))
+        .route("/sandbox/flutterwave/webhook", post(set_webhook))
+        .route("/sandbox/flutterwave/pay/{link}", get(checkout).post(pay))
+        .merge(v3)
         .with_state(sandbox)
 }
 
@@ -240,32 +245,20 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// Flutterwave's 401 envelope, unless the bearer token is the merchant's secret key.
-fn refusal(sandbox: &Sandbox, headers: &HeaderMap) -> Option<Response> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    (given != sandbox.merchant.secret_key).then(|| error(StatusCode::UNAUTHORIZED, "Authorization required"))
+async fn secret_key_only(State(sandbox): State<Arc<Sandbox>>, request: Request, next: Next) -> Response {
+    if bearer(request.headers()) != sandbox.merchant.secret_key {
+        return error(StatusCode::UNAUTHORIZED, "Authorization required");
+    }
+    next.run(request).await
 }
 
-async fn banks(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refusal(&sandbox, &headers) {
-        return refused;
-    }
+async fn banks() -> Response {
     Json(json!({ "status": "success", "message": "Banks fetched successfully",
                  "data": [{ "id": 1, "code": "044", "name": "Sandbox Bank" }] }))
     .into_response()
 }
 
-async fn create_payment(
-    State(sandbox): State<Arc<Sandbox>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &headers) {
-        return refused;
-    }
+async fn create_payment(State(sandbox): State<Arc<Sandbox>>, Json(body): Json<Value>) -> Response {
     let text = |v: &Value| v.as_str().map(str::to_owned);
     let (Some(tx_ref), Some(currency)) = (text(&body["tx_ref"]), text(&body["currency"])) else {
         return error(StatusCode::BAD_REQUEST, "tx_ref and currency are required");
@@ -291,14 +284,7 @@ async fn create_payment(
     .into_response()
 }
 
-async fn disable_link(
-    State(sandbox): State<Arc<Sandbox>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &headers) {
-        return refused;
-    }
+async fn disable_link(State(sandbox): State<Arc<Sandbox>>, Json(body): Json<Value>) -> Response {
     let id = body["link"].as_str().and_then(|l| l.rsplit('/').next()).unwrap_or_default().to_owned();
     let mut world = sandbox.world();
     match world.flutterwave.links.get_mut(&id).filter(|l| !l.disabled) {
@@ -311,18 +297,9 @@ async fn disable_link(
     }
 }
 
-async fn verify(State(sandbox): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    if let Some(refused) = refusal(&sandbox, &headers) {
-        return refused;
-    }
+async fn verify(State(sandbox): State<Arc<Sandbox>>, Path(id): Path<i64>) -> Response {
     let world = sandbox.world();
-    match world.flutterwave.transactions.iter().find(|t| t.id == id) {
-        Some(tx) => Json(
-            json!({ "status": "success", "message": "Transaction fetched successfully", "data": tx.json() }),
-        )
-        .into_response(),
-        None => error(StatusCode::BAD_REQUEST, "No transaction was found for this id"),
-    }
+    fetched(world.flutterwave.transactions.iter().find(|t| t.id == id))
 }
 
 #[derive(Deserialize)]
@@ -332,14 +309,15 @@ struct ByReference {
 
 async fn verify_by_reference(
     State(sandbox): State<Arc<Sandbox>>,
-    headers: HeaderMap,
     Query(query): Query<ByReference>,
 ) -> Response {
-    if let Some(refused) = refusal(&sandbox, &headers) {
-        return refused;
-    }
     let world = sandbox.world();
-    match world.flutterwave.transactions.iter().rev().find(|t| t.tx_ref == query.tx_ref) {
+    fetched(world.flutterwave.transactions.iter().rev().find(|t| t.tx_ref == query.tx_ref))
+}
+
+/// Both verify calls answer alike, including the "for this id" wording when a reference misses.
+fn fetched(tx: Option<&Transaction>) -> Response {
+    match tx {
         Some(tx) => Json(
             json!({ "status": "success", "message": "Transaction fetched successfully", "data": tx.json() }),
         )

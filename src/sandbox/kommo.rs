@@ -7,15 +7,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Sandbox, esc, now_secs, page, random_hex, see_other};
+use super::{Sandbox, bearer, esc, now_secs, page, random_hex, see_other};
 
 /// The sandbox account's host, as the OAuth `referer` names it.
 pub const ACCOUNT_HOST: &str = "pipepay-sandbox.kommo.com";
@@ -118,13 +119,8 @@ pub fn seed(state: &mut Books) {
 
 pub fn router(sandbox: Arc<Sandbox>) -> Router {
     let api = "/sandbox/kommo-api/{host}";
-    Router::new()
-        .route("/sandbox/kommo", get(board))
-        .route("/sandbox/kommo/deals", post(add_deal))
-        .route("/sandbox/kommo/deals/{lead}/move", post(move_deal))
-        .route("/sandbox/kommo/oauth", get(consent))
-        .route("/sandbox/kommo/oauth/allow", post(allow))
-        .route(&format!("{api}/oauth2/access_token"), post(token))
+    // Every v4 call checks the bearer token and account host first, as Kommo does.
+    let v4 = Router::new()
         .route(&format!("{api}/api/v4/account"), get(account))
         .route(&format!("{api}/api/v4/leads/pipelines"), get(pipelines))
         .route(&format!("{api}/api/v4/leads/custom_fields"), get(custom_fields))
@@ -133,6 +129,15 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route(&format!("{api}/api/v4/leads/{{lead}}/notes"), get(lead_notes))
         .route(&format!("{api}/api/v4/contacts/{{contact}}"), get(contact))
         .route(&format!("{api}/api/v4/webhooks"), get(webhooks).post(subscribe).delete(unsubscribe))
+        .route_layer(middleware::from_fn_with_state(sandbox.clone(), bearer_only));
+    Router::new()
+        .route("/sandbox/kommo", get(board))
+        .route("/sandbox/kommo/deals", post(add_deal))
+        .route("/sandbox/kommo/deals/{lead}/move", post(move_deal))
+        .route("/sandbox/kommo/oauth", get(consent))
+        .route("/sandbox/kommo/oauth/allow", post(allow))
+        .route(&format!("{api}/oauth2/access_token"), post(token))
+        .merge(v4)
         .with_state(sandbox)
 }
 
@@ -396,49 +401,34 @@ async fn token(
 }
 
 /// Kommo's 401, unless the bearer token is current and the host is the sandbox account's.
-fn refusal(sandbox: &Sandbox, host: &str, headers: &HeaderMap) -> Option<Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+async fn bearer_only(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = params.get("host").map(String::as_str).unwrap_or_default();
+    let token = bearer(request.headers());
     let valid = host == ACCOUNT_HOST
         && sandbox.world().kommo.access.get(token).is_some_and(|until| *until > now_secs());
-    if valid {
-        None
-    } else {
-        Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({ "title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
-                         "detail": "Access token is invalid or expired" })),
-            )
-                .into_response(),
+    if !valid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
+                     "detail": "Access token is invalid or expired" })),
         )
+            .into_response();
     }
+    next.run(request).await
 }
 
-async fn account(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn account() -> Response {
     Json(json!({ "id": ACCOUNT_ID, "name": "pipepay sandbox", "subdomain": SUBDOMAIN, "currency": "KES",
                  "country": "KE", "current_user_id": 1 }))
     .into_response()
 }
 
-async fn pipelines(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn pipelines() -> Response {
     let statuses: Vec<Value> = STAGES
         .iter()
         .enumerate()
@@ -450,14 +440,7 @@ async fn pipelines(
     .into_response()
 }
 
-async fn custom_fields(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn custom_fields() -> Response {
     Json(json!({ "_embedded": { "custom_fields": [
         { "id": 7001, "name": "Payment link", "type": "url", "code": null, "entity_type": "leads" }
     ] } }))
@@ -478,14 +461,7 @@ fn lead_json(lead: &Lead) -> Value {
     })
 }
 
-async fn lead(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path((host, lead)): Path<(String, i64)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn lead(State(sandbox): State<Arc<Sandbox>>, Path((_, lead)): Path<(String, i64)>) -> Response {
     match sandbox.world().kommo.leads.get(&lead) {
         Some(lead) => Json(lead_json(lead)).into_response(),
         // Kommo answers 204, not 404, for an entity it does not have.
@@ -495,13 +471,9 @@ async fn lead(
 
 async fn patch_lead(
     State(sandbox): State<Arc<Sandbox>>,
-    Path((host, lead_id)): Path<(String, i64)>,
-    headers: HeaderMap,
+    Path((_, lead_id)): Path<(String, i64)>,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
     {
         let mut world = sandbox.world();
         let Some(lead) = world.kommo.leads.get_mut(&lead_id) else {
@@ -522,14 +494,7 @@ async fn patch_lead(
     Json(json!({ "id": lead_id, "updated_at": now_secs() })).into_response()
 }
 
-async fn contact(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path((host, contact)): Path<(String, i64)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn contact(State(sandbox): State<Arc<Sandbox>>, Path((_, contact)): Path<(String, i64)>) -> Response {
     let world = sandbox.world();
     let Some(found) = world.kommo.contacts.get(&contact) else {
         return StatusCode::NO_CONTENT.into_response();
@@ -544,15 +509,7 @@ async fn contact(
     Json(json!({ "id": contact, "name": found.name, "custom_fields_values": fields })).into_response()
 }
 
-async fn add_notes(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn add_notes(State(sandbox): State<Arc<Sandbox>>, Json(body): Json<Value>) -> Response {
     let mut world = sandbox.world();
     let state = &mut world.kommo;
     let mut made = Vec::new();
@@ -569,14 +526,7 @@ async fn add_notes(
     Json(json!({ "_embedded": { "notes": made } })).into_response()
 }
 
-async fn lead_notes(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path((host, lead)): Path<(String, i64)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn lead_notes(State(sandbox): State<Arc<Sandbox>>, Path((_, lead)): Path<(String, i64)>) -> Response {
     let world = sandbox.world();
     let notes: Vec<Value> = world
         .kommo
@@ -595,14 +545,7 @@ async fn lead_notes(
     Json(json!({ "_embedded": { "notes": notes } })).into_response()
 }
 
-async fn webhooks(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn webhooks(State(sandbox): State<Arc<Sandbox>>) -> Response {
     let world = sandbox.world();
     if world.kommo.webhooks.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
@@ -620,15 +563,7 @@ fn subscribed_events() -> Value {
     json!(["status_lead", "add_lead", "update_lead"])
 }
 
-async fn subscribe(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn subscribe(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let Some(destination) = body["destination"].as_str().filter(|d| d.starts_with("http")) else {
         return (
@@ -646,15 +581,7 @@ async fn subscribe(
     .into_response()
 }
 
-async fn unsubscribe(
-    State(sandbox): State<Arc<Sandbox>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refused) = refusal(&sandbox, &host, &headers) {
-        return refused;
-    }
+async fn unsubscribe(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let destination = body["destination"].as_str().unwrap_or_default();
     sandbox.world().kommo.webhooks.retain(|d| d != destination);

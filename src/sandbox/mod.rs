@@ -13,7 +13,7 @@ mod kommo;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use url::Url;
 
@@ -88,6 +88,15 @@ pub fn kommo_api_template(local: &Url) -> String {
 /// The Flutterwave API base pipepay calls in demo mode (`PIPEPAY_FLUTTERWAVE_API_URL`).
 pub fn flutterwave_api_url(local: &Url) -> anyhow::Result<Url> {
     Ok(local.join("sandbox/flutterwave-api/")?)
+}
+
+/// The token of an `Authorization: Bearer` header, or "" without one.
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
 }
 
 fn random_hex() -> String {

@@ -13,9 +13,12 @@ use sha2::Sha256;
 
 use crate::fakes::smtp::FakeSmtp;
 use crate::on_both_engines;
+use crate::pipeline::eventually;
 use crate::support::agent::PASSWORD;
 use crate::support::{Engine, TestApp};
 use crate::web::{Page, get, location, submit};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 on_both_engines!(
     a_reset_link_works_once_and_ends_other_sessions,
@@ -30,21 +33,20 @@ on_both_engines!(
 
 /// Waits for an outbox row to `to` whose subject contains `subject`; returns its body.
 pub async fn outbox_mail(app: &TestApp, to: &str, subject: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let rows: Vec<(String, String)> = pipepay::on_db!(&app.db, pool => sqlx::query_as(
-            "SELECT subject, body FROM outbox WHERE recipient = $1 ORDER BY created_at DESC",
-        )
-        .bind(to)
-        .fetch_all(pool)
-        .await)
-        .unwrap();
-        if let Some((_, body)) = rows.into_iter().find(|(s, _)| s.contains(subject)) {
-            return body;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no mail {subject:?} to {to}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("mail {subject:?} to {to}");
+    eventually(WAIT, &what, || async { newest_mail(app, to, subject).await.is_some() }).await;
+    newest_mail(app, to, subject).await.unwrap()
+}
+
+async fn newest_mail(app: &TestApp, to: &str, subject: &str) -> Option<String> {
+    let rows: Vec<(String, String)> = pipepay::on_db!(&app.db, pool => sqlx::query_as(
+        "SELECT subject, body FROM outbox WHERE recipient = $1 ORDER BY created_at DESC",
+    )
+    .bind(to)
+    .fetch_all(pool)
+    .await)
+    .unwrap();
+    rows.into_iter().find(|(s, _)| s.contains(subject)).map(|(_, body)| body)
 }
 
 /// The path of the first link in `text` that contains `/{kind}/`.
@@ -55,21 +57,19 @@ pub fn link_path(text: &str, kind: &str) -> String {
 
 /// Waits until the outbox rows to `to` have left the delivery loop; returns (state, attempts).
 async fn delivered(app: &TestApp, to: &str) -> (String, i64) {
-    let started = Instant::now();
-    loop {
-        let row: Option<(String, i64)> = pipepay::on_db!(&app.db, pool => sqlx::query_as(
-            "SELECT state, attempts FROM outbox WHERE recipient = $1 AND state NOT IN ('ready', 'sending')",
-        )
-        .bind(to)
-        .fetch_optional(pool)
-        .await)
-        .unwrap();
-        if let Some(row) = row {
-            return row;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the mail to {to} is still being sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the mail to {to} to leave the delivery loop");
+    eventually(WAIT, &what, || async { settled_mail(app, to).await.is_some() }).await;
+    settled_mail(app, to).await.unwrap()
+}
+
+async fn settled_mail(app: &TestApp, to: &str) -> Option<(String, i64)> {
+    pipepay::on_db!(&app.db, pool => sqlx::query_as(
+        "SELECT state, attempts FROM outbox WHERE recipient = $1 AND state NOT IN ('ready', 'sending')",
+    )
+    .bind(to)
+    .fetch_optional(pool)
+    .await)
+    .unwrap()
 }
 
 async fn count(app: &TestApp, sql: &'static str) -> i64 {
@@ -341,19 +341,7 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     assert!(get(&owner.agent, &base).await.attr("#webhook-secret", "value").is_none(), "shown once");
 
     // A job dies: one incident, one mail to the owner (not the admin), one webhook call.
-    let client_id: uuid::Uuid = client.parse().unwrap();
-    let now = pipepay::clock::now_ms();
-    pipepay::on_db!(&app.db, pool => sqlx::query(
-        "INSERT INTO jobs (id, client_id, kind, payload, state, attempts, max_attempts, run_at, last_error, \
-         created_at, updated_at) VALUES ($1, $2, 'lead', '{}', 'dead', 10, 10, $3, 'Kommo refused (400)', $3, $3)",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(client_id)
-    .bind(now)
-    .execute(pool)
-    .await
-    .map(drop))
-    .unwrap();
+    dead_job(&app, client.parse().unwrap()).await;
     let quiet = Duration::from_secs(3 * 86_400);
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
     pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
@@ -410,6 +398,22 @@ async fn an_alert_opens_once_then_resolves_by_mail_and_webhook(engine: Engine) {
     let theirs = get(&other.agent, &format!("/app/agencies/{}/alerts", other.agency)).await;
     assert!(theirs.all(".outbox-message").is_empty() && theirs.all(".incident").is_empty());
     app.stop().await;
+}
+
+/// A job for `client` that has died after its last attempt, as Kommo refused it.
+pub async fn dead_job(app: &TestApp, client: uuid::Uuid) {
+    let now = pipepay::clock::now_ms();
+    pipepay::on_db!(&app.db, pool => sqlx::query(
+        "INSERT INTO jobs (id, client_id, kind, payload, state, attempts, max_attempts, run_at, last_error, \
+         created_at, updated_at) VALUES ($1, $2, 'lead', '{}', 'dead', 10, 10, $3, 'Kommo refused (400)', $3, $3)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(client)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(drop))
+    .unwrap();
 }
 
 /// Runs one statement with a client account id and a time bound as `$1` and `$2`.

@@ -77,6 +77,11 @@ impl World {
 
 /// pipepay started against a fake Kommo, with pipepay's integration registered there.
 pub async fn app_with_kommo(engine: Engine, fake: &FakeKommo, extra: &[&str]) -> TestApp {
+    app_with_kommo_hosts(engine, fake, "*.kommo.com,*.amocrm.ru", extra).await
+}
+
+/// [`app_with_kommo`], allowing Kommo accounts on `hosts` (`--kommo-allowed-hosts`).
+pub async fn app_with_kommo_hosts(engine: Engine, fake: &FakeKommo, hosts: &str, extra: &[&str]) -> TestApp {
     let (auth, api) = (fake.auth_url(), fake.api_url_template());
     let mut args = vec![
         "--kommo-client-id",
@@ -88,7 +93,7 @@ pub async fn app_with_kommo(engine: Engine, fake: &FakeKommo, extra: &[&str]) ->
         "--kommo-api-url",
         &api,
         "--kommo-allowed-hosts",
-        "*.kommo.com,*.amocrm.ru",
+        hosts,
     ];
     args.extend_from_slice(extra);
     let app = TestApp::spawn_with(engine, &args).await;

@@ -14,6 +14,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use serde_json::json;
 
+use crate::support::agent::PASSWORD;
+
 const DRIVER: &str = "chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const WAIT: Duration = Duration::from_secs(20);
@@ -174,6 +176,25 @@ impl Browser {
             assert!(started.elapsed() < WAIT, "never arrived at {path}; still on {url}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Signs a new agency up through the form, arriving at its (empty) client list.
+    pub async fn sign_up(&self, base: &str, agency: &str, email: &str) {
+        self.goto(&format!("{base}/signup")).await;
+        self.fill("#agency_name", agency).await;
+        self.fill("#email", email).await;
+        self.fill("#password", PASSWORD).await;
+        self.press("Create account").await;
+        self.wait_for_text("Client accounts", false).await;
+    }
+
+    /// Logs in through the form, arriving at the client list.
+    pub async fn log_in(&self, base: &str, email: &str, password: &str) {
+        self.goto(&format!("{base}/login")).await;
+        self.fill("#email", email).await;
+        self.fill("#password", password).await;
+        self.press("Log in").await;
+        self.wait_for_text("Client accounts", false).await;
     }
 
     /// Waits until the page's text contains `what` (reloading, as a person would, if asked).

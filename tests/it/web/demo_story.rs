@@ -5,20 +5,11 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::browser::{Browser, story};
+use super::browser::story;
 use crate::support::agent::PASSWORD;
 use crate::support::{Agent, Engine, TestApp};
 
 const EMAIL: &str = "newcomer@demo.example";
-
-async fn sign_up(browser: &Browser, base: &str) {
-    browser.goto(&format!("{base}/signup")).await;
-    browser.fill("#agency_name", "Demo Agency").await;
-    browser.fill("#email", EMAIL).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.press("Create account").await;
-    browser.wait_for_text("Client accounts", false).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -31,7 +22,7 @@ async fn a_newcomer_gets_a_sandbox_deal_paid_in_the_browser() {
     let app_ref = &app;
     story("demo_mode", |browser| async move {
         let app = app_ref;
-        sign_up(&browser, &base).await;
+        browser.sign_up(&base, "Demo Agency", EMAIL).await;
         browser.fill("#name", "Sandbox client").await;
         browser.press("Add client account").await;
         browser.wait_for_text("Client account created.", false).await;

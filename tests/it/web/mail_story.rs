@@ -4,17 +4,9 @@
 
 use std::time::Duration;
 
-use super::browser::{Browser, story};
+use super::browser::story;
 use crate::support::agent::PASSWORD;
 use crate::support::{Engine, TestApp};
-
-async fn log_in(browser: &Browser, base: &str, email: &str, password: &str) {
-    browser.goto(&format!("{base}/login")).await;
-    browser.fill("#email", email).await;
-    browser.fill("#password", password).await;
-    browser.press("Log in").await;
-    browser.wait_for_text("Client accounts", false).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -78,23 +70,12 @@ async fn an_agency_sees_an_alert_and_its_recovery_in_its_outbox() {
     let (app_ref, client_ref) = (&app, &client);
     story("alert_recovery", |browser| async move {
         let (app, client) = (app_ref, client_ref);
-        log_in(&browser, &base, "owner@alert-story.example", PASSWORD).await;
+        browser.log_in(&base, "owner@alert-story.example", PASSWORD).await;
         browser.press("Alerts").await;
         browser.wait_for_text("No incidents so far", false).await;
 
         // A job dies; the next evaluation opens an incident and mails the owner.
-        let now = pipepay::clock::now_ms();
-        pipepay::on_db!(&app.db, pool => sqlx::query(
-            "INSERT INTO jobs (id, client_id, kind, payload, state, attempts, max_attempts, run_at, last_error, \
-             created_at, updated_at) VALUES ($1, $2, 'lead', '{}', 'dead', 10, 10, $3, 'Kommo refused (400)', $3, $3)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .bind(client.parse::<uuid::Uuid>().unwrap())
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(drop))
-        .unwrap();
+        crate::mail::dead_job(app, client.parse().unwrap()).await;
         let quiet = Duration::from_secs(3 * 86_400);
         pipepay::alerts::evaluate(&app.db, quiet).await.unwrap();
         browser.goto(&alerts).await;

@@ -12,18 +12,9 @@ use crate::support::agent::PASSWORD;
 
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 
-use super::browser::{Browser, story};
+use super::browser::story;
 
 const TAB: char = '\u{e004}';
-
-async fn sign_up(browser: &Browser, base: &str, agency: &str, email: &str) {
-    browser.goto(&format!("{base}/signup")).await;
-    browser.fill("#agency_name", agency).await;
-    browser.fill("#email", email).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.press("Create account").await;
-    browser.wait_for_text("Client accounts", false).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -40,7 +31,7 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
     story("first_payment", |browser| async move {
         let (app, kommo) = (app_ref, kommo_ref);
         // Sign up; the agency home says what to do first.
-        sign_up(&browser, &base, "Savanna Digital", "owner@savanna.example").await;
+        browser.sign_up(&base, "Savanna Digital", "owner@savanna.example").await;
         assert!(browser.page_text().await.contains("No client accounts yet"));
 
         // A validation error keeps what was typed; then the client account is added.
@@ -96,7 +87,7 @@ async fn an_agency_takes_its_first_payment_in_the_browser() {
         // Another agency, in the same browser after logging out, reaches none of it.
         browser.press("Log out").await;
         browser.wait_for_path("/login").await;
-        sign_up(&browser, &base, "Rival Agency", "owner@rival.example").await;
+        browser.sign_up(&base, "Rival Agency", "owner@rival.example").await;
         for page in
             [client_page.clone(), format!("{client_page}/settings"), format!("{client_page}/activity")]
         {
@@ -123,11 +114,7 @@ async fn every_page_fits_a_phone_and_starts_with_a_skip_link() {
     let base = shop.app.url("");
     story("phone", |browser| async move {
         browser.client.set_window_size(390, 844).await.unwrap();
-        browser.goto(&format!("{base}/login")).await;
-        browser.fill("#email", "shop@agency.co.ke").await;
-        browser.fill("#password", PASSWORD).await;
-        browser.press("Log in").await;
-        browser.wait_for_text("Client accounts", false).await;
+        browser.log_in(&base, "shop@agency.co.ke", PASSWORD).await;
         let home = format!("{base}/app/agencies/{agency}");
         let client = format!("{home}/clients/{client}");
         for page in [

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::browser::{Browser, story};
 use crate::fakes::kommo::{AccountSpec, FakeKommo};
-use crate::kommo::{CLIENT_ID, CLIENT_SECRET, connect};
+use crate::kommo::{CLIENT_ID, CLIENT_SECRET, app_with_kommo_hosts, connect};
 use crate::pipeline::{HASH, INVOICE, NEW, SALES, SECRET, sale};
 use crate::support::{Engine, TestApp};
 
@@ -115,23 +115,8 @@ async fn kommo_page(app: &TestApp) -> String {
 
 /// pipepay with a client account connected to the Kommo account on `acme.localhost`.
 async fn world(engine: Engine, kommo: &FakeKommo) -> TestApp {
-    let (auth, api) = (kommo.auth_url(), kommo.api_url_template());
-    let args = [
-        "--kommo-client-id",
-        CLIENT_ID,
-        "--kommo-client-secret",
-        CLIENT_SECRET,
-        "--kommo-auth-url",
-        &auth,
-        "--kommo-api-url",
-        &api,
-        "--kommo-allowed-hosts",
-        "*.kommo.com,acme.localhost",
-        "--job-retry-base",
-        "200",
-    ];
-    let app = TestApp::spawn_with(engine, &args).await;
-    kommo.register_integration(CLIENT_ID, CLIENT_SECRET, &app.url("/oauth/kommo/callback"));
+    let hosts = "*.kommo.com,acme.localhost";
+    let app = app_with_kommo_hosts(engine, kommo, hosts, &["--job-retry-base", "200"]).await;
     kommo.add_account(AccountSpec {
         id: ACCOUNT,
         subdomain: "acme".into(),
