@@ -55,10 +55,14 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     };
     window.setInterval(refresh, seconds * 1000);
+  }
+});
+
 // ---- Times in the viewer's own time zone (h15c) --------------------------------------------
 // Pages write <time datetime="2026-12-03T04:07:00Z">2026-12-03 04:07 UTC</time>: right without
 // JavaScript. Here they are rewritten in the browser's zone and language, keeping the UTC text
 // as the tooltip so both can be compared with logs.
+document.addEventListener("DOMContentLoaded", () => {
   if (typeof Intl === "undefined" || !Intl.DateTimeFormat) return;
   const format = new Intl.DateTimeFormat(undefined, {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",

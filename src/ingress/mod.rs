@@ -69,17 +69,17 @@ pub fn router(ingress: Arc<Ingress>, limits: Limits) -> Router {
         .key_extractor(TokenKey)
         .finish();
     let screen = axum::middleware::from_fn_with_state(ingress.clone(), screen);
-    // One address for every account (the widget manifest's), so no token in the path to screen.
     let routes = Router::new()
         .route("/hooks/{token}/kommo", post(kommo::receive))
         .route("/hooks/{token}/flutterwave", post(flutterwave::receive))
-        .with_state(ingress);
+        .with_state(ingress.clone());
     // The Digital Pipeline route finds its token in the body, so it checks the same limiter
     // itself once the token is known: a client account's calls and webhooks share one budget.
     let dp_state = digital_pipeline::DpState {
         ingress: ingress.clone(),
         limiter: config.as_ref().map(|config| config.limiter().clone()),
     };
+    // One address for every account (the widget manifest's), so no token in the path to screen.
     let dp = Router::new().route("/hooks/kommo/dp", post(digital_pipeline::receive)).with_state(dp_state);
     let limited = match config {
         Some(config) => {

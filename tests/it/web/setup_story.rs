@@ -74,7 +74,7 @@ async fn the_checklist_and_the_payments_view_in_the_browser() {
         kommo.add_contact(ACME, 7010, "Wanjiru Kamau", Some("wanjiru@example.co.ke"), None);
         kommo.add_lead(ACME, sale(701, "Order 701", 1500, 7010));
         assert_eq!(kommo.move_lead(ACME, 701, INVOICE).await, [200]);
-        browser.wait_for_text_in("#timeline", "Payment link sent", false).await;
+        browser.wait_for_text_in("#timeline tbody", "Payment link sent", false).await;
         eventually(std::time::Duration::from_secs(20), "a link", || async {
             !app.flw.created(SECRET).is_empty()
         })
@@ -82,7 +82,7 @@ async fn the_checklist_and_the_payments_view_in_the_browser() {
         let link = app.flw.created(SECRET).remove(0);
         let tx = app.flw.pay(&link.tx_ref, Payment::card(Outcome::Successful));
         assert_eq!(app.flw.deliver(&hook, &tx, Shape::V3, Signature::VerifHash).await, 200);
-        browser.wait_for_text_in("#timeline", "Deal won", false).await;
+        browser.wait_for_text_in("#timeline tbody", "Deal won", false).await;
         browser.goto(&page).await;
         assert_eq!(browser.text("#setup h2 .badge").await, "Ready");
         assert!(browser.client.find(fantoccini::Locator::Css("#setup a.next-step")).await.is_err());
