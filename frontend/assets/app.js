@@ -50,6 +50,7 @@ document.addEventListener("DOMContentLoaded", () => {
         if (!fresh) return;
         section.replaceChildren(...Array.from(fresh.childNodes, (node) => document.importNode(node, true)));
         section.dataset.refreshedAt = new Date().toISOString();
+        if (typeof localTimes === "function") localTimes(section);
       } catch (_) {
         // Offline or logged out: the next tick tries again.
       }
@@ -62,16 +63,17 @@ document.addEventListener("DOMContentLoaded", () => {
 // Pages write <time datetime="2026-12-03T04:07:00Z">2026-12-03 04:07 UTC</time>: right without
 // JavaScript. Here they are rewritten in the browser's zone and language, keeping the UTC text
 // as the tooltip so both can be compared with logs.
-document.addEventListener("DOMContentLoaded", () => {
+function localTimes(root) {
   if (typeof Intl === "undefined" || !Intl.DateTimeFormat) return;
   const format = new Intl.DateTimeFormat(undefined, {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
   });
-  for (const time of document.querySelectorAll("time[datetime]")) {
+  for (const time of root.querySelectorAll("time[datetime]:not([data-local])")) {
     const at = new Date(time.getAttribute("datetime"));
     if (Number.isNaN(at.getTime())) continue;
     time.title = time.textContent.trim();
     time.textContent = format.format(at);
     time.dataset.local = "1";
   }
-});
+}
+document.addEventListener("DOMContentLoaded", () => localTimes(document));

@@ -256,11 +256,6 @@ pub fn when(ms: i64) -> String {
         .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
 }
 
-/// An RFC 3339 time from a service view, as people read it.
-pub fn when_rfc3339(at: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(at).map_or_else(|_| at.to_owned(), |t| when(t.timestamp_millis()))
-}
-
 /// A moment shown on a page: as text it reads in UTC (what works without JavaScript, and in
 /// an attribute); `{{ t.html() }}` is a `<time>` element that `app.js` rewrites into the
 /// viewer's own time zone.
@@ -268,6 +263,11 @@ pub fn when_rfc3339(at: &str) -> String {
 pub struct Time(Option<chrono::DateTime<chrono::Utc>>);
 
 impl Time {
+    /// A stored time in ms.
+    pub fn from_ms(ms: i64) -> Time {
+        Time(chrono::DateTime::from_timestamp_millis(ms))
+    }
+
     /// A time from a service view; text that is no time shows as nothing rather than a guess.
     pub fn from_rfc3339(at: &str) -> Time {
         Time(chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&chrono::Utc)))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{Days, Utc};
 use serde::Deserialize;
 
-use super::{ClientHead, NoFields, Opened, open, when, when_rfc3339};
+use super::{ClientHead, NoFields, Opened, open, when};
 use crate::error::Result;
 use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
@@ -19,6 +19,7 @@ use crate::tenants::pipeline::{self, ActivityEntry, KINDS, OUTCOMES};
 use crate::web::Page;
 use crate::web::chart::{self, Chart};
 use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::view::Time;
 use crate::web::view::{Chrome, done, page as render};
 
 const PAGE: i64 = 50;
@@ -46,7 +47,7 @@ pub struct Choice {
 
 pub struct Entry {
     pub id: String,
-    pub at: String,
+    pub at: Time,
     /// The kind's code (for filters) and its words.
     pub kind: String,
     pub kind_words: &'static str,
@@ -80,7 +81,7 @@ pub struct ActivityPage {
     /// The next page's address, when there may be one.
     older: Option<String>,
     /// (reason, since)
-    paused: Option<(String, String)>,
+    paused: Option<(String, Time)>,
     dead: Vec<DeadJob>,
     charts: Vec<Chart>,
     chart_days: u64,
@@ -188,7 +189,7 @@ async fn activity_page(
         .into_iter()
         .map(|r| Entry {
             id: r.id.to_string(),
-            at: when(r.at_ms),
+            at: Time::from_ms(r.at_ms),
             tone: tone(&r.outcome),
             kind_words: pipeline::kind_words(&r.kind),
             outcome_words: outcome_words(&r.outcome),
@@ -225,7 +226,7 @@ async fn activity_page(
         filtered: kind.is_some() || outcome.is_some() || lead_id.is_some() || before.is_some(),
         entries,
         older,
-        paused: status.paused.map(|p| (p.reason, when_rfc3339(&p.since))),
+        paused: status.paused.map(|p| (p.reason, Time::from_rfc3339(&p.since))),
         dead,
         charts: chart::per_currency(first, CHART_DAYS, &totals),
         chart_days: CHART_DAYS,

@@ -102,4 +102,4 @@ pub fn refused_or_again(error: Error, form: impl FnOnce(StatusCode, FormErrors) 
     again(error, form)
 }
 
-pub use super::view::{when, when_rfc3339};
+pub use super::view::when;

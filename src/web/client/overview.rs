@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{ClientHead, NoFields, Opened, open, refused_or_again, when_rfc3339};
+use super::{ClientHead, NoFields, Opened, open, refused_or_again};
 use crate::connections::{self, ConnectionView, ManualSetup};
 use crate::error::{Error, Result};
 use crate::ids::{AgencyId, ClientId};
@@ -34,7 +34,7 @@ pub struct KommoStatus {
     pub subdomain: String,
     pub account_name: String,
     pub host: String,
-    pub connected_at: String,
+    pub connected_at: crate::web::view::Time,
     pub subscribed: bool,
     pub webhook_detail: Option<String>,
     /// Steps to add the webhook by hand, when Kommo refused the subscription.
@@ -51,7 +51,7 @@ impl From<ConnectionView> for KommoStatus {
             subdomain: view.subdomain,
             account_name: view.account_name,
             host: view.host,
-            connected_at: when_rfc3339(&view.connected_at),
+            connected_at: crate::web::view::Time::from_rfc3339(&view.connected_at),
             subscribed: view.webhook.status == connections::webhook::SUBSCRIBED,
             webhook_detail: view.webhook.detail,
             manual: view.webhook.manual_setup,
