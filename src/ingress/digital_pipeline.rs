@@ -171,15 +171,7 @@ async fn foreign(ingress: &Ingress, tenant: &Tenant, call: &DpCall) -> Response 
         ),
         None => format!("Kommo Digital Pipeline call naming no account: refused (lead {})", call.lead_id),
     };
-    let recorded = async {
-        let mut tx = ingress.db.write().await?;
-        super::kommo::record(&mut tx, tenant, "ignored", "refused", Some(call.lead_id), &detail, now_ms())
-            .await?;
-        tx.commit().await
-    };
-    if let Err(error) = recorded.await {
-        tracing::warn!(%error, "could not record a refused Digital Pipeline call");
-    }
+    super::kommo::record_refusal(ingress, tenant, Some(call.lead_id), &detail, "Digital Pipeline call").await;
     Problem::new(StatusCode::FORBIDDEN, "foreign-account", "Not the connected Kommo account")
         .with_detail(detail)
         .into_response()

@@ -130,14 +130,7 @@ async fn too_many_leads(ingress: &Ingress, tenant: &Tenant, leads: usize) -> Res
         ingress.caps.max_leads
     );
     tracing::warn!(leads, max = ingress.caps.max_leads, "Kommo webhook over the lead cap refused");
-    let recorded = async {
-        let mut tx = ingress.db.write().await?;
-        record(&mut tx, tenant, "ignored", "refused", None, &detail, now_ms()).await?;
-        tx.commit().await
-    };
-    if let Err(error) = recorded.await {
-        tracing::warn!(%error, "could not record a refused Kommo webhook");
-    }
+    record_refusal(ingress, tenant, None, &detail, "Kommo webhook").await;
     Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-many-leads", "Too many leads in one webhook")
         .with_detail(detail)
         .into_response()
@@ -389,6 +382,25 @@ async fn store_lead(
     };
     answer.ignored.push(Ignored::new(Some(lead.lead_id), reason, detail));
     Ok(())
+}
+
+/// A refused call still leaves a timeline entry saying why; not being able to write it is only
+/// logged, as the refusal stands either way.
+pub(super) async fn record_refusal(
+    ingress: &Ingress,
+    tenant: &Tenant,
+    lead: Option<i64>,
+    detail: &str,
+    what: &str,
+) {
+    let recorded = async {
+        let mut tx = ingress.db.write().await?;
+        record(&mut tx, tenant, "ignored", "refused", lead, detail, now_ms()).await?;
+        tx.commit().await
+    };
+    if let Err(error) = recorded.await {
+        tracing::warn!(%error, "could not record a refused {what}");
+    }
 }
 
 pub(super) async fn record(
