@@ -13,6 +13,7 @@ on_both_engines!(
     a_form_encoded_call_is_read_the_same_and_a_repeat_is_one_event,
     a_wrong_key_or_another_kommo_account_is_refused_and_nothing_is_queued,
     digital_pipeline_calls_share_the_client_accounts_rate_limit,
+    an_action_with_unusable_settings_is_kept_and_explained_but_makes_no_link,
 );
 
 /// The client account's ingress token: the key a user puts into the action's settings.
@@ -167,5 +168,23 @@ async fn digital_pipeline_calls_share_the_client_accounts_rate_limit(engine: Eng
         .await
         .unwrap();
     assert_eq!(webhook.status(), 429);
+    shop.app.stop().await;
+}
+
+async fn an_action_with_unusable_settings_is_kept_and_explained_but_makes_no_link(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    shop.lead(701, "1500");
+    let call = json_call(&key(&shop), ACME, 701, json!({"amount": "price", "currency": "BTC"}));
+    let response = post_json(&shop, &call).await;
+    // 200: Kommo would only send the same settings again.
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["stored"], 0, "{answer}");
+    let why = answer["ignored"].as_str().unwrap_or_default();
+    assert!(why.contains("BTC") && why.contains("not a currency"), "{answer}");
+    shop.app.queue_settled().await;
+    let activity = shop.activity().await;
+    assert!(activity.iter().all(|a| a["kind"] != "link_created"), "{activity:?}");
+    assert!(shop.notes(701).is_empty());
     shop.app.stop().await;
 }
