@@ -14,7 +14,7 @@ use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::store::activity::Filter;
-use crate::tenants::pipeline::{self, ActivityEntry, JobView, PipelineStatus};
+use crate::tenants::activity::{self, ActivityEntry, JobView, PipelineStatus};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -55,7 +55,7 @@ async fn activity(
     let filter =
         Filter { kind: query.kind, outcome: query.outcome, lead_id: query.lead_id, before: query.before };
     let limit = i64::from(query.limit.unwrap_or(100));
-    Ok(Json(pipeline::activity(&state.db, &access, client, &filter, limit).await?))
+    Ok(Json(activity::activity(&state.db, &access, client, &filter, limit).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -80,7 +80,7 @@ async fn jobs(
     let Path((agency, client)) = path;
     let access = access(&state, &principal, agency).await?;
     let limit = i64::from(query.limit.unwrap_or(100));
-    Ok(Json(pipeline::jobs(&state.db, &access, client, query.state.as_deref(), limit).await?))
+    Ok(Json(activity::jobs(&state.db, &access, client, query.state.as_deref(), limit).await?))
 }
 
 /// Run a dead job again, with a fresh set of attempts (admins and owners).
@@ -94,7 +94,7 @@ async fn replay(
     Path((agency, client, job)): Path<(AgencyId, ClientId, uuid::Uuid)>,
 ) -> Result<axum::http::StatusCode> {
     let access = access(&state, &principal, agency).await?;
-    pipeline::replay(&state.db, &state.queue, &access, client, job).await?;
+    activity::replay(&state.db, &state.queue, &access, client, job).await?;
     Ok(axum::http::StatusCode::ACCEPTED)
 }
 
@@ -106,5 +106,5 @@ async fn status(
     State(state): State<AppState>,
     ClientAccess { access, client, .. }: ClientAccess,
 ) -> Result<Json<PipelineStatus>> {
-    Ok(Json(pipeline::status(&state.db, &access, client).await?))
+    Ok(Json(activity::status(&state.db, &access, client).await?))
 }

@@ -279,7 +279,7 @@ mod tests {
             kind: "payment".into(),
             event_id: None,
             payload: "{}".into(),
-            state: "running".into(),
+            state: crate::store::jobs::JobState::Running,
             attempts,
             max_attempts: 10,
             run_at: 0,

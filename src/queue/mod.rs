@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::clock::{ms_after, now_ms};
 use crate::ids::ClientId;
-use crate::store::jobs::{self, JobRow, NewJob, state};
+use crate::store::jobs::{self, JobRow, JobState, NewJob};
 use crate::store::{Db, StoreError, Tx};
 
 pub use self::job::Job;
@@ -114,7 +114,7 @@ impl Queue {
             return Ok(());
         };
         crate::telemetry::context::link_current(stored.as_deref());
-        if state != jobs::state::DONE
+        if state != JobState::Done
             && let Some(linked) = crate::telemetry::context::with_link(stored.as_deref())
         {
             jobs::set_trace(tx, id, &linked).await?;
@@ -150,19 +150,21 @@ impl Queue {
         let now = now_ms();
         let mut tx = self.db.write().await?;
         let moved = match outcome {
-            Outcome::Done => jobs::finish(&mut tx, job.id, job.attempts, state::DONE, now, None, now).await?,
+            Outcome::Done => {
+                jobs::finish(&mut tx, job.id, job.attempts, JobState::Done, now, None, now).await?
+            }
             Outcome::Retry { error, after } if job.attempts < job.max_attempts => {
                 let wait = backoff(self.settings.retry_base, self.settings.retry_max, job.attempts)
                     .max(after.unwrap_or_default());
                 let run_at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
-                jobs::finish(&mut tx, job.id, job.attempts, state::READY, run_at, Some(error), now).await?
+                jobs::finish(&mut tx, job.id, job.attempts, JobState::Ready, run_at, Some(error), now).await?
             }
             Outcome::Retry { error, .. } | Outcome::Dead { error } => {
-                jobs::finish(&mut tx, job.id, job.attempts, state::DEAD, now, Some(error), now).await?
+                jobs::finish(&mut tx, job.id, job.attempts, JobState::Dead, now, Some(error), now).await?
             }
             Outcome::Pause { reason } => {
                 let moved =
-                    jobs::finish(&mut tx, job.id, job.attempts, state::PAUSED, now, Some(reason), now)
+                    jobs::finish(&mut tx, job.id, job.attempts, JobState::Paused, now, Some(reason), now)
                         .await?;
                 if moved {
                     jobs::pause_client(&mut tx, job.client_id, reason, now).await?;

@@ -140,8 +140,9 @@ pub async fn paused_because(tx: &mut Tx, prefix: &str) -> Result<Vec<Fact>, Stor
 pub async fn dead_jobs(tx: &mut Tx) -> Result<Vec<Counted>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "SELECT j.client_id, c.agency_id, c.name, COUNT(*) FROM jobs j JOIN clients c ON c.id = j.client_id \
-         WHERE j.state = 'dead' GROUP BY j.client_id, c.agency_id, c.name",
+         WHERE j.state = $1 GROUP BY j.client_id, c.agency_id, c.name",
     )
+    .bind(super::jobs::JobState::Dead)
     .fetch_all(c)
     .await)?)
 }

@@ -20,7 +20,7 @@ pub struct JobRow {
     pub kind: String,
     pub event_id: Option<uuid::Uuid>,
     pub payload: String,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub max_attempts: i64,
     pub run_at: i64,
@@ -30,13 +30,22 @@ pub struct JobRow {
     pub updated_at: i64,
 }
 
-pub mod state {
-    pub const READY: &str = "ready";
-    pub const RUNNING: &str = "running";
-    pub const DONE: &str = "done";
-    pub const DEAD: &str = "dead";
-    pub const PAUSED: &str = "paused";
+crate::text_enum! {
+    /// Where a job is in its life. The words are those stored since the first migration.
+    pub enum JobState {
+        /// Waiting for its `run_at`, or for a worker.
+        Ready = "ready",
+        /// Claimed by a worker whose lease runs until `lease_until`.
+        Running = "running",
+        Done = "done",
+        /// Gave up (or could never run); replayable by a person.
+        Dead = "dead",
+        /// Waits, with its client account's pause, for a person to fix something.
+        Paused = "paused",
+    }
 }
+
+use JobState::{Dead, Paused, Ready, Running};
 
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
@@ -56,7 +65,7 @@ pub struct NewJob<'a> {
 pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query(
         "INSERT INTO jobs (id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, trace, \
-         dedup_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'ready', 0, $6, $7, $8, $9, $7, $7) \
+         dedup_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $10, 0, $6, $7, $8, $9, $7, $7) \
          ON CONFLICT (client_id, dedup_key) DO NOTHING",
     )
     .bind(job.id)
@@ -68,6 +77,7 @@ pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<bool, StoreError> {
     .bind(job.now)
     .bind(job.trace)
     .bind(job.dedup_key)
+    .bind(Ready)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -85,7 +95,7 @@ pub async fn trace_by_event(
     tx: &mut Tx,
     client: ClientId,
     event: uuid::Uuid,
-) -> Result<Option<(uuid::Uuid, String, Option<String>)>, StoreError> {
+) -> Result<Option<(uuid::Uuid, JobState, Option<String>)>, StoreError> {
     Ok(
         on_tx!(tx, c => sqlx::query_as("SELECT id, state, trace FROM jobs WHERE client_id = $1 AND event_id = $2")
         .bind(client)
@@ -111,15 +121,17 @@ pub async fn set_trace(tx: &mut Tx, id: uuid::Uuid, trace: &str) -> Result<(), S
 pub async fn next_clients(tx: &mut Tx, now: i64, limit: i64) -> Result<Vec<ClientId>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_scalar(
         "SELECT r.client_id FROM (SELECT DISTINCT client_id FROM jobs \
-           WHERE (state = 'ready' AND run_at <= $1) OR (state = 'running' AND lease_until < $1)) r \
+           WHERE (state = $3 AND run_at <= $1) OR (state = $4 AND lease_until < $1)) r \
          LEFT JOIN queue_turns t ON t.client_id = r.client_id \
-         WHERE NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = r.client_id AND b.state = 'running' \
+         WHERE NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = r.client_id AND b.state = $4 \
                            AND b.lease_until >= $1) \
            AND NOT EXISTS (SELECT 1 FROM client_pauses p WHERE p.client_id = r.client_id) \
          ORDER BY COALESCE(t.served_at, 0), r.client_id LIMIT $2",
     )
     .bind(now)
     .bind(limit)
+    .bind(Ready)
+    .bind(Running)
     .fetch_all(c)
     .await)?)
 }
@@ -160,6 +172,8 @@ pub async fn claim_for(
                 .bind(owner)
                 .bind(now)
                 .bind(lease_until)
+                .bind(Ready)
+                .bind(Running)
                 .fetch_optional(&mut **t)
                 .await?
         }
@@ -170,6 +184,8 @@ pub async fn claim_for(
                 .bind(owner)
                 .bind(now)
                 .bind(lease_until)
+                .bind(Ready)
+                .bind(Running)
                 .fetch_optional(&mut **t)
                 .await?
         }
@@ -189,10 +205,10 @@ pub async fn claim_for(
 }
 
 const CLAIM_POSTGRES: &str = concat!(
-    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+    "UPDATE jobs SET state = $6, attempts = attempts + 1, lease_owner = $2, \
      lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
-     AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
-     AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = $1 AND b.state = 'running' \
+     AND ((state = $5 AND run_at <= $3) OR (state = $6 AND lease_until < $3)) \
+     AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = $1 AND b.state = $6 \
                      AND b.lease_until >= $3) \
      ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING ",
@@ -200,10 +216,10 @@ const CLAIM_POSTGRES: &str = concat!(
 );
 
 const CLAIM_SQLITE: &str = concat!(
-    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+    "UPDATE jobs SET state = $6, attempts = attempts + 1, lease_owner = $2, \
      lease_until = $4, updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE client_id = $1 \
-     AND ((state = 'ready' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)) \
-     AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = $1 AND b.state = 'running' \
+     AND ((state = $5 AND run_at <= $3) OR (state = $6 AND lease_until < $3)) \
+     AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = $1 AND b.state = $6 \
                      AND b.lease_until >= $3) \
      ORDER BY run_at, id LIMIT 1) \
      RETURNING ",
@@ -213,11 +229,12 @@ const CLAIM_SQLITE: &str = concat!(
 /// Extends a running job's lease, only for the attempt that holds it.
 pub async fn heartbeat(tx: &mut Tx, id: uuid::Uuid, attempt: i64, until: i64) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query(
-        "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND attempts = $2 AND state = 'running'",
+        "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND attempts = $2 AND state = $4",
     )
     .bind(id)
     .bind(attempt)
     .bind(until)
+    .bind(Running)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -230,14 +247,14 @@ pub async fn finish(
     tx: &mut Tx,
     id: uuid::Uuid,
     attempt: i64,
-    to_state: &str,
+    to_state: JobState,
     run_at: i64,
     error: Option<&str>,
     now: i64,
 ) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query(
         "UPDATE jobs SET state = $3, run_at = $4, last_error = COALESCE($5, last_error), lease_owner = NULL, \
-         lease_until = NULL, updated_at = $6 WHERE id = $1 AND attempts = $2 AND state = 'running'",
+         lease_until = NULL, updated_at = $6 WHERE id = $1 AND attempts = $2 AND state = $7",
     )
     .bind(id)
     .bind(attempt)
@@ -245,6 +262,7 @@ pub async fn finish(
     .bind(run_at)
     .bind(error)
     .bind(now)
+    .bind(Running)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -254,12 +272,14 @@ pub async fn finish(
 /// Gives a claimed job back untouched (shutdown): the attempt does not count.
 pub async fn release(tx: &mut Tx, id: uuid::Uuid, attempt: i64, now: i64) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query(
-        "UPDATE jobs SET state = 'ready', attempts = attempts - 1, run_at = $3, lease_owner = NULL, \
-         lease_until = NULL, updated_at = $3 WHERE id = $1 AND attempts = $2 AND state = 'running'",
+        "UPDATE jobs SET state = $4, attempts = attempts - 1, run_at = $3, lease_owner = NULL, \
+         lease_until = NULL, updated_at = $3 WHERE id = $1 AND attempts = $2 AND state = $5",
     )
     .bind(id)
     .bind(attempt)
     .bind(now)
+    .bind(Ready)
+    .bind(Running)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -288,10 +308,12 @@ pub async fn resume_client(tx: &mut Tx, client: ClientId, now: i64) -> Result<u6
         .await
         .map(|r| r.rows_affected()))?;
     Ok(on_tx!(tx, c => sqlx::query(
-        "UPDATE jobs SET state = 'ready', run_at = $2, updated_at = $2 WHERE client_id = $1 AND state = 'paused'",
+        "UPDATE jobs SET state = $3, run_at = $2, updated_at = $2 WHERE client_id = $1 AND state = $4",
     )
     .bind(client)
     .bind(now)
+    .bind(Ready)
+    .bind(Paused)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?)
@@ -305,7 +327,7 @@ pub async fn pause_reason(tx: &mut Tx, client: ClientId) -> Result<Option<(Strin
 }
 
 /// The job's state, if the job is the client account's.
-pub async fn state_of(tx: &mut Tx, client: ClientId, id: uuid::Uuid) -> Result<Option<String>, StoreError> {
+pub async fn state_of(tx: &mut Tx, client: ClientId, id: uuid::Uuid) -> Result<Option<JobState>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_scalar("SELECT state FROM jobs WHERE client_id = $1 AND id = $2")
         .bind(client)
         .bind(id)
@@ -316,12 +338,14 @@ pub async fn state_of(tx: &mut Tx, client: ClientId, id: uuid::Uuid) -> Result<O
 /// Dead jobs back to ready, with a fresh set of attempts. Another client's job is not found.
 pub async fn replay(tx: &mut Tx, client: ClientId, id: uuid::Uuid, now: i64) -> Result<bool, StoreError> {
     let done = on_tx!(tx, c => sqlx::query(
-        "UPDATE jobs SET state = 'ready', attempts = 0, run_at = $3, updated_at = $3 \
-         WHERE client_id = $1 AND id = $2 AND state = 'dead'",
+        "UPDATE jobs SET state = $4, attempts = 0, run_at = $3, updated_at = $3 \
+         WHERE client_id = $1 AND id = $2 AND state = $5",
     )
     .bind(client)
     .bind(id)
     .bind(now)
+    .bind(Ready)
+    .bind(Dead)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -331,7 +355,7 @@ pub async fn replay(tx: &mut Tx, client: ClientId, id: uuid::Uuid, now: i64) -> 
 pub async fn list(
     tx: &mut Tx,
     client: ClientId,
-    state: Option<&str>,
+    state: Option<JobState>,
     limit: i64,
 ) -> Result<Vec<JobRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
@@ -346,7 +370,7 @@ pub async fn list(
 }
 
 /// Job counts by state for one client account.
-pub async fn counts(tx: &mut Tx, client: ClientId) -> Result<Vec<(String, i64)>, StoreError> {
+pub async fn counts(tx: &mut Tx, client: ClientId) -> Result<Vec<(JobState, i64)>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as("SELECT state, COUNT(*) FROM jobs WHERE client_id = $1 GROUP BY state")
         .bind(client)
         .fetch_all(c)
@@ -357,10 +381,11 @@ pub async fn counts(tx: &mut Tx, client: ClientId) -> Result<Vec<(String, i64)>,
 /// so it costs little while the backlog is short, and stays bounded when it is not.
 pub async fn ready_at_least(tx: &mut Tx, client: ClientId, n: i64) -> Result<bool, StoreError> {
     let found: i64 = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE client_id = $1 AND state = 'ready' LIMIT $2) backlog",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE client_id = $1 AND state = $3 LIMIT $2) backlog",
     )
     .bind(client)
     .bind(n)
+    .bind(Ready)
     .fetch_one(c)
     .await)?;
     Ok(found >= n)

@@ -63,9 +63,10 @@ pub async fn payments_since(
 pub async fn dead_jobs(tx: &mut Tx, agency: AgencyId) -> Result<Vec<(ClientId, i64)>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "SELECT j.client_id, COUNT(*) FROM jobs j \
-         JOIN clients c ON c.id = j.client_id WHERE c.agency_id = $1 AND j.state = 'dead' GROUP BY j.client_id",
+         JOIN clients c ON c.id = j.client_id WHERE c.agency_id = $1 AND j.state = $2 GROUP BY j.client_id",
     )
     .bind(agency)
+    .bind(super::jobs::JobState::Dead)
     .fetch_all(c)
     .await)?)
 }

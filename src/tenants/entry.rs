@@ -13,7 +13,7 @@ use crate::queue::Queue;
 use crate::queue::job::Job;
 use crate::roles::Role;
 use crate::store::activity::ActivityRow;
-use crate::store::jobs::{JobRow, state};
+use crate::store::jobs::{JobRow, JobState};
 use crate::store::timeline::EventRow;
 use crate::store::{self, Db, Tx};
 
@@ -186,9 +186,9 @@ pub async fn replay(db: &Db, queue: &Queue, access: &Access, client: ClientId, i
     let job = job.ok_or_else(|| {
         Error::conflict("entry", "nothing ran for this entry, so there is nothing to run again")
     })?;
-    match job.state.as_str() {
-        state::DEAD if store::jobs::replay(&mut tx, client, job.id, now_ms()).await? => {}
-        state::DONE | state::DEAD => {
+    match job.state {
+        JobState::Dead if store::jobs::replay(&mut tx, client, job.id, now_ms()).await? => {}
+        JobState::Done | JobState::Dead => {
             let again = Job::parse(&job.kind, &job.payload).map_err(|e| Error::Internal(e.into()))?;
             queue.enqueue(&mut tx, client, &again, job.event_id, None).await?;
         }
@@ -196,7 +196,7 @@ pub async fn replay(db: &Db, queue: &Queue, access: &Access, client: ClientId, i
             return Err(Error::conflict("entry", format!("its job is {other}: it will run without help")));
         }
     }
-    let detail = json!({ "entry": id, "job": job.id, "kind": job.kind, "was": job.state });
+    let detail = json!({ "entry": id, "job": job.id, "kind": job.kind, "was": job.state.as_str() });
     audit::record(&mut tx, access, Some(client), "event.replayed", detail).await?;
     tx.commit().await?;
     queue.wake();

@@ -2,6 +2,7 @@
 //! Every function takes the caller's [`Access`](crate::auth::Access), checks the role it needs,
 //! and writes its audit entry in the same transaction as the change.
 
+pub mod activity;
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
@@ -11,7 +12,6 @@ pub mod members;
 pub mod notes;
 pub mod overview;
 pub mod payments;
-pub mod pipeline;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use chrono::{Days, NaiveDate};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::tenants::pipeline::DayTotal;
+use crate::tenants::activity::DayTotal;
 
 const BAR: i64 = 16;
 const STEP: i64 = 20;

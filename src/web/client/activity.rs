@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
 use crate::store::activity::Filter;
-use crate::tenants::pipeline::{self, ActivityEntry, KINDS, OUTCOMES};
+use crate::tenants::activity::{self, ActivityEntry, KINDS, OUTCOMES};
 use crate::web::Page;
 use crate::web::chart::{self, Chart};
 use crate::web::session::{PagePath, Posted, Viewer};
@@ -166,7 +166,7 @@ async fn activity_page(
         (!lead_text.is_empty() && lead_id.is_none()).then_some("must be a Kommo lead id (a whole number)");
     let before = query.before.trim().parse::<uuid::Uuid>().ok();
     let filter = Filter { kind: kind.clone(), outcome: outcome.clone(), lead_id, before };
-    let rows = pipeline::activity(&state.db, &access, client, &filter, PAGE).await?;
+    let rows = activity::activity(&state.db, &access, client, &filter, PAGE).await?;
     let older = match rows.last() {
         Some(last) if i64::try_from(rows.len()).unwrap_or(0) >= PAGE => {
             let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -191,7 +191,7 @@ async fn activity_page(
             id: r.id.to_string(),
             at: Time::from_ms(r.at_ms),
             tone: tone(&r.outcome),
-            kind_words: pipeline::kind_words(&r.kind),
+            kind_words: activity::kind_words(&r.kind),
             outcome_words: outcome_words(&r.outcome),
             kind: r.kind,
             outcome: r.outcome,
@@ -200,26 +200,27 @@ async fn activity_page(
             detail: named_stages(&r.detail, &names),
         })
         .collect();
-    let status = pipeline::status(&state.db, &access, client).await?;
-    let dead = pipeline::jobs(&state.db, &access, client, Some(crate::store::jobs::state::DEAD), 100)
-        .await?
-        .into_iter()
-        .map(|j| DeadJob {
-            id: j.id.to_string(),
-            kind: j.kind,
-            attempts: j.attempts,
-            last_error: j.last_error.unwrap_or_default(),
-            created_at: when(j.created_at_ms),
-        })
-        .collect();
+    let status = activity::status(&state.db, &access, client).await?;
+    let dead =
+        activity::jobs(&state.db, &access, client, Some(crate::store::jobs::JobState::Dead.as_str()), 100)
+            .await?
+            .into_iter()
+            .map(|j| DeadJob {
+                id: j.id.to_string(),
+                kind: j.kind,
+                attempts: j.attempts,
+                last_error: j.last_error.unwrap_or_default(),
+                created_at: when(j.created_at_ms),
+            })
+            .collect();
     let today = Utc::now().date_naive();
     let first = today.checked_sub_days(Days::new(CHART_DAYS - 1)).unwrap_or(today);
     let since = first.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis());
-    let totals = pipeline::payments_per_day(&state.db, &access, client, since).await?;
+    let totals = activity::payments_per_day(&state.db, &access, client, since).await?;
     Ok(ActivityPage {
         chrome,
         client: head,
-        kinds: choices(KINDS, kind.as_deref().unwrap_or_default(), pipeline::kind_words),
+        kinds: choices(KINDS, kind.as_deref().unwrap_or_default(), activity::kind_words),
         outcomes: choices(OUTCOMES, outcome.as_deref().unwrap_or_default(), outcome_words),
         lead_id: lead_text,
         lead_error,
@@ -252,7 +253,7 @@ pub async fn replay(
     let viewer = posted.viewer;
     let replayed = async {
         let access = viewer.access(&state, agency).await?;
-        pipeline::replay(&state.db, &state.queue, &access, client, job).await
+        activity::replay(&state.db, &state.queue, &access, client, job).await
     };
     match replayed.await {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}/activity"), "job-replayed"),

@@ -10,8 +10,9 @@ use super::{ClientHead, NoFields, Opened, open, when};
 use crate::error::Result;
 use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
+use crate::store::jobs::JobState;
+use crate::tenants::activity::kind_words;
 use crate::tenants::entry;
-use crate::tenants::pipeline::kind_words;
 use crate::web::Page;
 use crate::web::session::{PagePath, Posted, Viewer};
 use crate::web::view::{Chrome, Done, done, page as render};
@@ -90,9 +91,9 @@ async fn entry_page(
             body: ev.body,
         }),
         job: found.job.map(|j| JobFacts {
-            replayable: matches!(j.state.as_str(), "done" | "dead"),
+            replayable: matches!(j.state, JobState::Done | JobState::Dead),
             kind: j.kind,
-            state: j.state,
+            state: j.state.as_str().to_owned(),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             last_error: j.last_error,

@@ -17,7 +17,7 @@ use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
 use crate::tenants::flutterwave_keys::{self, Dashboard, KeysInput, KeysView};
 use crate::tenants::overview::Drivers;
-use crate::tenants::{pipeline, test_event};
+use crate::tenants::{activity, test_event};
 use crate::vault::Secret;
 use crate::web::Page;
 use crate::web::agency::{ChecklistView, flutterwave_label, kommo_label};
@@ -144,7 +144,7 @@ async fn overview(
         None
     };
     let checklist = crate::tenants::overview::checklist(&state.db, &state.vault, &access, client).await?;
-    let paused = pipeline::status(&state.db, &access, client).await?.paused.is_some();
+    let paused = activity::status(&state.db, &access, client).await?.paused.is_some();
     let setup = ChecklistView::new(checklist, &head.base, paused);
     let (setup_label, setup_tone) = setup.status();
     let kommo_not_configured =

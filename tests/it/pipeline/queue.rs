@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pipepay::ids::ClientId;
-use pipepay::store::jobs::{self, NewJob};
+use pipepay::store::jobs::{self, JobState, NewJob};
 use reqwest::Method;
 use serde_json::json;
 
@@ -95,7 +95,7 @@ async fn a_stale_worker_cannot_finish_a_reclaimed_job(engine: Engine) {
     let mut tx = db.read().await.unwrap();
     let state = jobs::state_of(&mut tx, client, first.id).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(state.as_deref(), Some("done"));
+    assert_eq!(state, Some(JobState::Done));
     db.close().await;
 }
 
@@ -173,7 +173,7 @@ async fn a_worker_that_loses_its_lease_stops_the_job(engine: Engine) {
     // The job is taken from under the worker (as a reclaim after a missed lease would).
     let mut tx = db.write().await.unwrap();
     let far = pipepay::clock::now_ms() + 3_600_000;
-    assert!(jobs::finish(&mut tx, job, 1, "ready", far, Some("taken back"), 0).await.unwrap());
+    assert!(jobs::finish(&mut tx, job, 1, JobState::Ready, far, Some("taken back"), 0).await.unwrap());
     tx.commit().await.unwrap();
     eventually(Duration::from_secs(3), "the worker dropping the job", || async {
         dropped.load(Ordering::SeqCst)

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ids::ClientId;
 use crate::queue::Queue;
 use crate::roles::Role;
+use crate::store::jobs::JobState;
 use crate::store::{self, Db, Tx, activity::Filter};
 
 /// Activity kinds, in the order the pipeline meets them (for filters and docs).
@@ -172,6 +173,8 @@ pub async fn jobs(
 ) -> Result<Vec<JobView>> {
     let mut tx = db.read().await?;
     own(&mut tx, access, client).await?;
+    // A state no job can be in matches no job, as the text comparison it replaces did.
+    let Ok(state) = state.map(str::parse::<JobState>).transpose() else { return Ok(Vec::new()) };
     let rows = store::jobs::list(&mut tx, client, state, limit.clamp(1, 500)).await?;
     tx.commit().await?;
     Ok(rows
@@ -179,7 +182,7 @@ pub async fn jobs(
         .map(|r| JobView {
             id: r.id,
             kind: r.kind,
-            state: r.state,
+            state: r.state.as_str().to_owned(),
             attempts: r.attempts,
             max_attempts: r.max_attempts,
             last_error: r.last_error,
@@ -203,7 +206,7 @@ pub async fn replay(
     // Looked up before the role check so another client's job is a 404 for everyone.
     let found = store::jobs::state_of(&mut tx, client, job).await?.ok_or(Error::NotFound)?;
     access.require(Role::Admin)?;
-    if found != store::jobs::state::DEAD || !store::jobs::replay(&mut tx, client, job, now_ms()).await? {
+    if found != JobState::Dead || !store::jobs::replay(&mut tx, client, job, now_ms()).await? {
         return Err(Error::conflict("job", format!("only a dead job can be replayed; this one is {found}")));
     }
     audit::record(&mut tx, access, Some(client), "job.replayed", json!({ "job": job })).await?;
@@ -221,7 +224,10 @@ pub async fn status(db: &Db, access: &Access, client: ClientId) -> Result<Pipeli
     tx.commit().await?;
     Ok(PipelineStatus {
         paused: paused.map(|(reason, since)| Paused { reason, since: rfc3339(since) }),
-        jobs: counts.into_iter().map(|(state, n)| (state, serde_json::Value::from(n))).collect(),
+        jobs: counts
+            .into_iter()
+            .map(|(state, n)| (state.as_str().to_owned(), serde_json::Value::from(n)))
+            .collect(),
     })
 }
 
