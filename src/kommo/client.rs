@@ -8,10 +8,10 @@ use reqwest::header::RETRY_AFTER;
 use serde_json::{Value, json};
 
 use super::model::{self, Account, Contact, CustomField, Lead, Pipeline};
-use super::tokens::Token;
+use super::tokens::{Session, Token};
 use super::{Kommo, KommoError, health};
 use crate::clock::now_ms;
-use crate::ids::ClientId;
+use crate::ids::{ClientId, LeadId};
 use crate::store;
 use crate::telemetry::metrics::{kv, metrics};
 use crate::vault::Secret;
@@ -31,18 +31,31 @@ impl Kommo {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, KommoError> {
-        let token = self.token(client).await?;
+        self.call_in(&Session::new(client), method, path, body).await
+    }
+
+    /// [`Kommo::call`] with the session's token: the connection is read at most once per session.
+    pub async fn call_in(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, KommoError> {
+        let token = self.session_token(session).await?;
         let first = self.send(&token, method.clone(), path, body).await;
         let (token, outcome) = match first {
             Err(KommoError::Unauthorized) => {
                 // Once: a token can expire or be revoked between our check and Kommo's.
-                let token = self.refresh(client, token.version).await?;
+                let token = self.session_refresh(session, token.version).await?;
                 let again = self.send(&token, method, path, body).await;
                 (token, again)
             }
             other => (token, other),
         };
-        self.note_health(&token, &outcome).await;
+        if let Some(health) = self.note_health(&token, &outcome).await {
+            self.session_health(session, token.version, health).await;
+        }
         match outcome {
             Err(KommoError::Unauthorized) => Err(KommoError::NeedsReauth(
                 "Kommo refuses pipepay's fresh token; connect Kommo again".into(),
@@ -51,12 +64,21 @@ impl Kommo {
         }
     }
 
-    /// Keeps the connection's health in step with what Kommo answers.
-    async fn note_health(&self, token: &Token, outcome: &Result<Option<Value>, KommoError>) {
-        let Some((health, reason)) = health_after(&token.health, outcome) else { return };
+    /// Keeps the connection's health in step with what Kommo answers; the health recorded, if
+    /// it changed.
+    async fn note_health(
+        &self,
+        token: &Token,
+        outcome: &Result<Option<Value>, KommoError>,
+    ) -> Option<&'static str> {
+        let (health, reason) = health_after(&token.health, outcome)?;
         let (client, version) = (token.client, token.version);
-        if let Err(error) = self.record_health(client, version, health, reason).await {
-            tracing::warn!(%client, %error, "could not record the Kommo connection's health");
+        match self.record_health(client, version, health, reason).await {
+            Ok(()) => Some(health),
+            Err(error) => {
+                tracing::warn!(%client, %error, "could not record the Kommo connection's health");
+                None
+            }
         }
     }
 
@@ -182,15 +204,17 @@ impl Kommo {
     }
 
     /// The lead with its contacts, or `None` if Kommo does not know it.
-    pub async fn lead(&self, client: ClientId, lead_id: i64) -> Result<Option<Lead>, KommoError> {
-        let body =
-            self.call(client, Method::GET, &format!("/api/v4/leads/{lead_id}?with=contacts"), None).await?;
+    pub async fn lead(&self, session: &Session, lead_id: LeadId) -> Result<Option<Lead>, KommoError> {
+        let body = self
+            .call_in(session, Method::GET, &format!("/api/v4/leads/{lead_id}?with=contacts"), None)
+            .await?;
         body.map(|b| Lead::from_json(&b).ok_or_else(|| KommoError::Protocol("the lead did not parse".into())))
             .transpose()
     }
 
-    pub async fn contact(&self, client: ClientId, contact_id: i64) -> Result<Option<Contact>, KommoError> {
-        let body = self.call(client, Method::GET, &format!("/api/v4/contacts/{contact_id}"), None).await?;
+    pub async fn contact(&self, session: &Session, contact_id: i64) -> Result<Option<Contact>, KommoError> {
+        let body =
+            self.call_in(session, Method::GET, &format!("/api/v4/contacts/{contact_id}"), None).await?;
         body.map(|b| {
             Contact::from_json(&b).ok_or_else(|| KommoError::Protocol("the contact did not parse".into()))
         })
@@ -200,13 +224,13 @@ impl Kommo {
     /// Moves a lead. Always with the pipeline: stages 142 and 143 exist in every pipeline.
     pub async fn move_lead(
         &self,
-        client: ClientId,
-        lead_id: i64,
+        session: &Session,
+        lead_id: LeadId,
         pipeline_id: i64,
         status_id: i64,
     ) -> Result<(), KommoError> {
         let body = json!({ "status_id": status_id, "pipeline_id": pipeline_id });
-        match self.call(client, Method::PATCH, &format!("/api/v4/leads/{lead_id}"), Some(&body)).await? {
+        match self.call_in(session, Method::PATCH, &format!("/api/v4/leads/{lead_id}"), Some(&body)).await? {
             Some(_) => Ok(()),
             None => {
                 Err(KommoError::Rejected { status: 204, detail: format!("lead {lead_id} does not exist") })
@@ -214,9 +238,9 @@ impl Kommo {
         }
     }
 
-    pub async fn add_note(&self, client: ClientId, lead_id: i64, text: &str) -> Result<(), KommoError> {
+    pub async fn add_note(&self, session: &Session, lead_id: LeadId, text: &str) -> Result<(), KommoError> {
         let body = json!([{ "entity_id": lead_id, "note_type": "common", "params": { "text": text } }]);
-        self.call(client, Method::POST, "/api/v4/leads/notes", Some(&body)).await?;
+        self.call_in(session, Method::POST, "/api/v4/leads/notes", Some(&body)).await?;
         Ok(())
     }
 
@@ -226,13 +250,13 @@ impl Kommo {
     /// docs' notes list gives them; a Kommo that ignored them would only widen the search.)
     pub async fn lead_has_note(
         &self,
-        client: ClientId,
-        lead_id: i64,
+        session: &Session,
+        lead_id: LeadId,
         text: &str,
         since: i64,
     ) -> Result<bool, KommoError> {
         let path = format!("/api/v4/leads/{lead_id}/notes?filter[note_type]=common&order[id]=desc&limit=50");
-        let body = self.call(client, Method::GET, &path, None).await?;
+        let body = self.call_in(session, Method::GET, &path, None).await?;
         let notes = body.as_ref().and_then(|b| b.pointer("/_embedded/notes")).and_then(Value::as_array);
         Ok(notes.is_some_and(|notes| {
             notes.iter().any(|n| {
@@ -244,14 +268,14 @@ impl Kommo {
 
     pub async fn set_lead_field(
         &self,
-        client: ClientId,
-        lead_id: i64,
+        session: &Session,
+        lead_id: LeadId,
         field_id: i64,
         value: &str,
     ) -> Result<(), KommoError> {
         let body =
             json!({ "custom_fields_values": [{ "field_id": field_id, "values": [{ "value": value }] }] });
-        self.call(client, Method::PATCH, &format!("/api/v4/leads/{lead_id}"), Some(&body)).await?;
+        self.call_in(session, Method::PATCH, &format!("/api/v4/leads/{lead_id}"), Some(&body)).await?;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use crate::ids::ClientId;
 use crate::store::kommo::ConnectionRow;
 use crate::store::{self};
 use crate::telemetry::metrics::{kv, metrics};
-use crate::vault::{Secret, Slot};
+use crate::vault::{Secret, Slot, Vault};
 
 pub const ACCESS_TOKEN: Slot = Slot { table: "kommo_connections", field: "access_token" };
 pub const REFRESH_TOKEN: Slot = Slot { table: "kommo_connections", field: "refresh_token" };
@@ -39,6 +39,71 @@ pub struct Token {
     pub account_id: i64,
     pub version: i64,
     pub health: String,
+    /// When (ms) to refresh it rather than use it again: `None` for at once.
+    refresh_at: Option<i64>,
+}
+
+impl Token {
+    fn due(&self, now: i64) -> bool {
+        self.refresh_at.is_none_or(|at| now > at)
+    }
+}
+
+/// When a pair issued at `refreshed_at` and expiring at `expires_at` should be refreshed: ten
+/// minutes ahead, or half the token's life if Kommo issues shorter-lived tokens, so a fresh
+/// token is never refreshed again at once. `None` (no expiry known) is at once.
+fn refresh_at(expires_at: Option<i64>, refreshed_at: i64) -> Option<i64> {
+    let at = expires_at?;
+    let margin = i64::try_from(REFRESH_MARGIN.as_millis()).unwrap_or(i64::MAX).min((at - refreshed_at) / 2);
+    Some(at - margin)
+}
+
+/// A Kommo connection as one unit of work (a job attempt) holds it: read once, then its token
+/// is used for every call, refreshed only when it is about to expire or Kommo answers 401.
+/// Refreshing still goes through [`Kommo::refresh`], so the versioned compare-and-swap still
+/// decides which instance spends a refresh token; one holding an older token simply picks up
+/// the newer pair.
+pub struct Session {
+    client: ClientId,
+    held: tokio::sync::Mutex<Held>,
+}
+
+enum Held {
+    /// Nothing read yet: the first call reads the connection.
+    Unread,
+    /// The connection as read with the unit of work's other reads, its access token opened.
+    Read(Box<ConnectionRow>, Secret),
+    Token(Token),
+}
+
+impl Session {
+    /// A session that reads the connection at its first call.
+    pub fn new(client: ClientId) -> Session {
+        Session { client, held: tokio::sync::Mutex::new(Held::Unread) }
+    }
+
+    /// A session over a connection already read (in the caller's transaction), so its first
+    /// call reads nothing more. No connection, or an access token that could not be opened,
+    /// leaves the first call to read it and fail as it would have.
+    pub async fn read(
+        tx: &mut store::Tx,
+        vault: &Vault,
+        client: ClientId,
+    ) -> Result<(Session, Option<ConnectionRow>), store::StoreError> {
+        let row = store::kommo::connection(tx, client).await?;
+        let mut held = Held::Unread;
+        if let Some(row) = &row
+            && let Some(sealed) = row.access_token.as_deref()
+            && let Ok(access) = vault.open(tx, client, ACCESS_TOKEN, sealed).await
+        {
+            held = Held::Read(Box::new(row.clone()), access);
+        }
+        Ok((Session { client, held: tokio::sync::Mutex::new(held) }, row))
+    }
+
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
 }
 
 impl Kommo {
@@ -46,40 +111,91 @@ impl Kommo {
         let mut tx = self.db.read().await?;
         let row = store::kommo::connection(&mut tx, client).await?;
         tx.commit().await?;
-        let row = row.ok_or(KommoError::NotConnected)?;
-        match row.health.as_str() {
-            health::REVOKED => Err(KommoError::Revoked),
-            health::NEEDS_REAUTH => Err(KommoError::NeedsReauth(
-                row.health_reason.clone().unwrap_or_else(|| "re-connect Kommo".into()),
-            )),
-            _ => Ok(row),
-        }
+        usable(row.ok_or(KommoError::NotConnected)?)
     }
 
+    /// The session's token, read or refreshed only if the one it holds will not do.
+    pub(super) async fn session_token(&self, session: &Session) -> Result<Token, KommoError> {
+        let mut held = session.held.lock().await;
+        // Left `Unread` on a failure, so the next call starts again from the stored connection.
+        let token = match std::mem::replace(&mut *held, Held::Unread) {
+            Held::Token(token) if !token.due(now_ms()) => token,
+            Held::Token(token) => self.refresh(session.client, token.version).await?,
+            Held::Read(row, access) => {
+                let row = usable(*row)?;
+                if refresh_at(row.access_expires_at, row.refreshed_at).is_none_or(|at| now_ms() > at) {
+                    self.refresh(session.client, row.token_version).await?
+                } else {
+                    token_of(&row, access)
+                }
+            }
+            Held::Unread => self.token(session.client).await?,
+        };
+        *held = Held::Token(token.clone());
+        Ok(token)
+    }
+
+    /// Kommo refused the session's token (401): refreshes unless someone already did, and holds
+    /// the new one.
+    pub(super) async fn session_refresh(
+        &self,
+        session: &Session,
+        seen_version: i64,
+    ) -> Result<Token, KommoError> {
+        let mut held = session.held.lock().await;
+        *held = Held::Unread;
+        let token = self.refresh(session.client, seen_version).await?;
+        *held = Held::Token(token.clone());
+        Ok(token)
+    }
+
+    /// The connection's health as last recorded by this session.
+    pub(super) async fn session_health(&self, session: &Session, version: i64, health: &str) {
+        if let Held::Token(token) = &mut *session.held.lock().await
+            && token.version == version
+        {
+            health.clone_into(&mut token.health);
+        }
+    }
+}
+
+/// The connection, unless its health says no call can succeed.
+fn usable(row: ConnectionRow) -> Result<ConnectionRow, KommoError> {
+    match row.health.as_str() {
+        health::REVOKED => Err(KommoError::Revoked),
+        health::NEEDS_REAUTH => Err(KommoError::NeedsReauth(
+            row.health_reason.clone().unwrap_or_else(|| "re-connect Kommo".into()),
+        )),
+        _ => Ok(row),
+    }
+}
+
+fn token_of(row: &ConnectionRow, access: Secret) -> Token {
+    Token {
+        client: row.client_id,
+        access,
+        host: row.host.clone(),
+        account_id: row.account_id,
+        version: row.token_version,
+        health: row.health.clone(),
+        refresh_at: refresh_at(row.access_expires_at, row.refreshed_at),
+    }
+}
+
+impl Kommo {
     async fn open_access(&self, row: &ConnectionRow) -> Result<Token, KommoError> {
         let sealed = row.access_token.as_deref().ok_or(KommoError::Revoked)?;
         let mut tx = self.db.read().await?;
         let access = self.vault.open(&mut tx, row.client_id, ACCESS_TOKEN, sealed).await?;
         tx.commit().await?;
-        Ok(Token {
-            client: row.client_id,
-            access,
-            host: row.host.clone(),
-            account_id: row.account_id,
-            version: row.token_version,
-            health: row.health.clone(),
-        })
+        Ok(token_of(row, access))
     }
 
     /// A valid access token for the client's Kommo account, refreshed first if it is about to
     /// expire.
     pub async fn token(&self, client: ClientId) -> Result<Token, KommoError> {
         let row = self.connection(client).await?;
-        // Ten minutes ahead, or half the token's life if Kommo issues shorter-lived tokens,
-        // so a fresh token is never refreshed again at once.
-        let lifetime = row.access_expires_at.map_or(0, |at| at - row.refreshed_at);
-        let margin = i64::try_from(REFRESH_MARGIN.as_millis()).unwrap_or(i64::MAX).min(lifetime / 2);
-        if row.access_expires_at.is_none_or(|at| at - now_ms() < margin) {
+        if refresh_at(row.access_expires_at, row.refreshed_at).is_none_or(|at| now_ms() > at) {
             return self.refresh(client, row.token_version).await;
         }
         self.open_access(&row).await
@@ -200,6 +316,7 @@ impl Kommo {
             account_id: row.account_id,
             version: row.token_version + 1,
             health: health::ACTIVE.into(),
+            refresh_at: refresh_at(Some(now + expires_in), now),
         }))
     }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{Activity, JobContext, Pipeline, Step, Stop, read_tx, write_tx};
 use crate::clock::now_ms;
 use crate::flutterwave::client::{Customer, FlutterwaveError, PaymentRequest};
-use crate::ids::TxRef;
+use crate::ids::{LeadId, TxRef};
 use crate::kommo::model::Lead;
 use crate::money::{self, Money};
 use crate::queue::job::{DpSettings, LeadJob, LeadRequest};
@@ -37,7 +37,7 @@ impl Pipeline {
             return Ok(());
         }
         // Trust nothing in the webhook: the lead as Kommo has it now decides.
-        let Some(lead) = self.kommo.lead(cx.client, lead_id).await? else {
+        let Some(lead) = self.kommo.lead(&cx.kommo, LeadId(lead_id)).await? else {
             ignored("the lead no longer exists in Kommo").record(&self.db).await;
             return Ok(());
         };
@@ -321,7 +321,7 @@ impl Pipeline {
         if let Some(field) = cx.settings.link_field_id
             && link.field_written_at.is_none()
         {
-            self.kommo.set_lead_field(cx.client, lead.id, field, &url).await?;
+            self.kommo.set_lead_field(&cx.kommo, LeadId(lead.id), field, &url).await?;
             write_tx!(self.db, tx => links::mark(&mut tx, link.id, LinkStep::Field, now_ms()).await?)?;
         }
         Ok(())
@@ -330,7 +330,7 @@ impl Pipeline {
     /// The first contact with an email, and what is missing.
     async fn customer(&self, cx: &JobContext, lead: &Lead) -> Step<(Option<Customer>, Vec<String>)> {
         for contact_id in &lead.contact_ids {
-            let Some(contact) = self.kommo.contact(cx.client, *contact_id).await? else { continue };
+            let Some(contact) = self.kommo.contact(&cx.kommo, *contact_id).await? else { continue };
             if let Some(email) = contact.emails.first() {
                 let customer = Customer {
                     email: email.clone(),

@@ -26,6 +26,7 @@ pub(crate) use self::step::{Step, Stop, Waiting};
 use crate::flutterwave::client::Flutterwave;
 use crate::ids::{AgencyId, ClientId};
 use crate::kommo::Kommo;
+use crate::kommo::tokens::Session;
 use crate::queue::job::JobError;
 use crate::queue::{Job, Outcome, Queue, worker::Handler};
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
@@ -83,8 +84,11 @@ pub struct Pipeline {
 pub(crate) struct JobContext {
     pub client: ClientId,
     pub agency: AgencyId,
-    /// For traces only: the steps go through the Kommo client, which reads the connection.
+    /// For traces only.
     pub kommo_account: Option<i64>,
+    /// The Kommo connection as this attempt holds it: read with the rest of the context, and
+    /// read again only to refresh its token.
+    pub kommo: Session,
     /// The Kommo account's currency: the last place a lead's currency is looked for.
     pub kommo_currency: Option<String>,
     pub settings: ClientSettings,
@@ -186,19 +190,20 @@ impl Pipeline {
     async fn context(&self, job: &JobRow) -> Result<Option<JobContext>, crate::error::Error> {
         let read = read_tx!(self.db, tx => match store::clients::by_id(&mut tx, job.client_id).await? {
             Some(row) => {
-                let connection = store::kommo::connection(&mut tx, job.client_id).await?;
+                let (kommo, connection) = Session::read(&mut tx, &self.vault, job.client_id).await?;
                 let secret = secrets::open(&mut tx, &self.vault, job.client_id, SECRET_KEY).await;
-                Some((row, connection, secret))
+                Some((row, kommo, connection, secret))
             }
             None => None,
         })?;
-        let Some((row, connection, secret)) = read else { return Ok(None) };
+        let Some((row, kommo, connection, secret)) = read else { return Ok(None) };
         let Ok(settings) = serde_json::from_str(&row.settings) else { return Ok(None) };
         Ok(Some(JobContext {
             client: row.id,
             agency: row.agency_id,
             kommo_account: connection.as_ref().map(|c| c.account_id),
             kommo_currency: connection.and_then(|c| c.currency),
+            kommo,
             settings,
             job: job.id,
             secret: secret?,

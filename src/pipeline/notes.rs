@@ -4,6 +4,7 @@
 
 use super::{Activity, JobContext, Pipeline, Step, write_tx};
 use crate::clock::now_ms;
+use crate::ids::LeadId;
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
 use crate::store::links::{self, Attempt, LinkRow, Step as LinkStep};
 use crate::store::notices;
@@ -25,12 +26,12 @@ impl Pipeline {
         let text = earlier.as_ref().map_or(text, |a| a.text.as_str());
         if let Some(attempt) = &earlier {
             let since = attempt.at / 1000 - CLOCK_SKEW_SECS;
-            if self.kommo.lead_has_note(cx.client, lead_id, text, since).await? {
+            if self.kommo.lead_has_note(&cx.kommo, LeadId(lead_id), text, since).await? {
                 tracing::info!(lead_id, "the earlier attempt's note is on the lead; not sending it again");
                 return Ok(());
             }
         }
-        Ok(self.kommo.add_note(cx.client, lead_id, text).await?)
+        Ok(self.kommo.add_note(&cx.kommo, LeadId(lead_id), text).await?)
     }
 
     /// A link's note (`Note` or `PaidNote`), once: the attempt recorded, the note sent, then

@@ -5,6 +5,7 @@
 use super::{Activity, JobContext, Pipeline, Step, Stop, Waiting, read_tx, write_tx};
 use crate::clock::now_ms;
 use crate::flutterwave::model::Transaction;
+use crate::ids::LeadId;
 use crate::money;
 use crate::queue::job::PaymentJob;
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
@@ -152,7 +153,7 @@ impl Pipeline {
             _ => cx.settings.won_stage(),
         };
         // Moving to won twice is harmless, so the move comes first and the record after.
-        self.kommo.move_lead(cx.client, link.lead_id, link.pipeline_id, won).await?;
+        self.kommo.move_lead(&cx.kommo, LeadId(link.lead_id), link.pipeline_id, won).await?;
         let closed = Activity::new(cx, Kind::DealClosed, Turned::Ok)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)

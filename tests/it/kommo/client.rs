@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use pipepay::ids::ClientId;
+use pipepay::ids::{ClientId, LeadId};
 use pipepay::kommo::KommoError;
+use pipepay::kommo::tokens::Session;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -40,24 +41,25 @@ async fn leads_contacts_notes_and_moves(engine: Engine) {
         },
     );
     let kommo = world.app.kommo.clone();
-    let lead = kommo.lead(client, 7001001).await.unwrap().expect("the lead exists");
+    let session = Session::new(client);
+    let lead = kommo.lead(&session, LeadId(7001001)).await.unwrap().expect("the lead exists");
     assert_eq!(lead.price, "1234.56".parse::<Decimal>().unwrap(), "the exact price, not the truncated one");
     assert_eq!(lead.pipeline_id, 7001);
     assert_eq!(lead.contact_ids.len(), 2);
-    assert!(kommo.lead(client, 404404).await.unwrap().is_none(), "204 means not found");
-    assert!(kommo.contact(client, 404404).await.unwrap().is_none());
-    let old = kommo.contact(client, 502).await.unwrap().unwrap();
+    assert!(kommo.lead(&session, LeadId(404404)).await.unwrap().is_none(), "204 means not found");
+    assert!(kommo.contact(&session, 404404).await.unwrap().is_none());
+    let old = kommo.contact(&session, 502).await.unwrap().unwrap();
     assert_eq!(old.emails, ["old@example.com"], "the `enum` spelling reads too");
-    let jane = kommo.contact(client, 501).await.unwrap().unwrap();
+    let jane = kommo.contact(&session, 501).await.unwrap().unwrap();
     assert_eq!(
         (jane.emails.as_slice(), jane.phones.as_slice()),
         (&["jane@example.com".to_owned()][..], &["+254700000001".to_owned()][..])
     );
 
-    kommo.add_note(client, 7001001, "Payment link: https://pay.example/x").await.unwrap();
+    kommo.add_note(&session, LeadId(7001001), "Payment link: https://pay.example/x").await.unwrap();
     assert_eq!(world.fake.notes(ACME, 7001001)[0].text, "Payment link: https://pay.example/x");
-    kommo.set_lead_field(client, 7001001, 900, "https://pay.example/x").await.unwrap();
-    kommo.move_lead(client, 7001001, 7001, 142).await.expect("a move to won carries its pipeline");
+    kommo.set_lead_field(&session, LeadId(7001001), 900, "https://pay.example/x").await.unwrap();
+    kommo.move_lead(&session, LeadId(7001001), 7001, 142).await.expect("a move to won carries its pipeline");
     let moved = world.fake.lead(ACME, 7001001).unwrap();
     assert_eq!(moved["status_id"], 142);
     assert!(moved.to_string().contains("https://pay.example/x"), "{moved}");
