@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use pipepay::ids::ClientId;
 use pipepay::kommo::KommoError;
+use pipepay::kommo::tokens::Session;
+use reqwest::Method;
 
 use super::{ACME, World};
 use crate::on_both_engines;
@@ -16,6 +18,7 @@ on_both_engines!(
     a_401_refreshes_once_and_retries,
     a_revoked_grant_asks_for_reauthorisation,
     idle_connections_are_refreshed_on_schedule,
+    sessions_reuse_their_token_and_never_spend_a_refresh_token_twice,
 );
 
 fn client_id(world: &World) -> ClientId {
@@ -100,5 +103,37 @@ async fn short_lived_tokens_are_not_refreshed_while_fresh(engine: Engine) {
         kommo.token(client_id(&world)).await.unwrap();
     }
     assert_eq!(world.fake.refresh_count(ACME), 0, "a 60-second token is fresh for its first 30 seconds");
+    world.app.stop().await;
+}
+
+/// A job attempt holds its token in a session: many calls, one token; after Kommo refuses it,
+/// one refresh, and a session of another instance still holding the old token takes the new
+/// pair instead of spending the rotated refresh token again.
+async fn sessions_reuse_their_token_and_never_spend_a_refresh_token_twice(engine: Engine) {
+    let world = World::new(engine).await;
+    world.connect(&world.client, ACME).await;
+    let client = client_id(&world);
+    let (here, there) = (world.app.kommo.clone(), Arc::new(world.app.kommo_instance()));
+    let (mine, theirs) = (Session::new(client), Session::new(client));
+    const PIPELINES: &str = "/api/v4/leads/pipelines";
+    for _ in 0..2 {
+        here.call_in(&mine, Method::GET, PIPELINES, None).await.expect("a fresh token works");
+    }
+    // Another instance paces its own calls to the account: give it a gap, as a real one has.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    there.call_in(&theirs, Method::GET, PIPELINES, None).await.unwrap();
+    assert_eq!(world.fake.refresh_count(ACME), 0, "a fresh token is not refreshed");
+
+    world.fake.expire_access_tokens(ACME);
+    for _ in 0..2 {
+        here.call_in(&mine, Method::GET, PIPELINES, None).await.expect("one refresh, then the call");
+    }
+    assert_eq!(world.fake.refresh_count(ACME), 1, "the session keeps the new token");
+    there
+        .call_in(&theirs, Method::GET, PIPELINES, None)
+        .await
+        .expect("the other instance takes the new pair");
+    assert_eq!(world.fake.refresh_count(ACME), 1, "the rotated refresh token was spent once");
+    assert_eq!(world.connection(&world.client).await["health"], "active");
     world.app.stop().await;
 }
