@@ -22,6 +22,7 @@ use crate::clock::now_ms;
 use crate::ids::{AgencyId, ClientId};
 use crate::outbox;
 use crate::store::alerts::{self as rows, IncidentRow};
+use crate::store::pauses::PauseCause;
 use crate::store::{Db, StoreError, Tx};
 
 /// What an incident is about (`incidents.kind`).
@@ -32,9 +33,6 @@ pub mod kinds {
     pub const QUIET_FLUTTERWAVE: &str = "quiet_flutterwave";
     pub const UNDERPAID: &str = "underpaid";
 }
-
-/// The pipeline's pause reason when Flutterwave refuses the key (`pipeline::flutterwave_outcome`).
-const KEY_REFUSED: &str = "Flutterwave refused the secret key";
 
 /// A condition that holds now for one client account.
 #[derive(Debug, Clone)]
@@ -77,7 +75,9 @@ pub async fn evaluate(db: &Db, quiet: Duration) -> Result<Evaluation, StoreError
         };
         holds.insert((client, kinds::KOMMO), Condition { agency, client_name, detail: detail.into() });
     }
-    for (client, agency, client_name, reason) in rows::paused_because(&mut tx, KEY_REFUSED).await? {
+    for (client, agency, client_name, reason) in
+        rows::paused_for(&mut tx, PauseCause::FlutterwaveKeyRefused).await?
+    {
         holds.insert((client, kinds::FLUTTERWAVE_KEY), Condition { agency, client_name, detail: reason });
     }
     for (client, agency, client_name, count) in rows::dead_jobs(&mut tx).await? {

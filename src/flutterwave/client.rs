@@ -11,6 +11,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use rust_decimal::Decimal;
 use tracing::Instrument;
 
+use crate::telemetry::calls;
 use crate::telemetry::metrics::{kv, metrics};
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -259,13 +260,27 @@ impl Flutterwave {
         let mut headers = reqwest::header::HeaderMap::new();
         span.in_scope(|| crate::telemetry::context::inject(&mut headers));
         let started = std::time::Instant::now();
-        let sent = request
+        let (http, built) = request
             .bearer_auth(secret.expose())
             .header(ACCEPT, "application/json")
             .headers(headers)
-            .send()
-            .instrument(span.clone())
-            .await;
+            .build_split();
+        let built =
+            built.map_err(|e| FlutterwaveError::Protocol(format!("the request did not build: {e}")))?;
+        let url = built.url().to_string();
+        let sent = http.execute(built).instrument(span.clone()).await;
+        // The job attempt's call log (if one is open) hears of every exchange, answered or not.
+        let keep = |status: Result<u16, &str>, body: &[u8]| {
+            calls::record(calls::Exchange {
+                vendor: "flutterwave",
+                method,
+                url: &url,
+                started,
+                status,
+                body,
+                secrets: &[secret.expose()],
+            });
+        };
         let status = match &sent {
             Ok(response) => response.status().as_u16().to_string(),
             Err(e) if e.is_timeout() => "timeout".to_owned(),
@@ -277,13 +292,16 @@ impl Flutterwave {
         );
         let response = sent.map_err(|e| {
             span.record("otel.status_code", "ERROR");
+            keep(Err(if e.is_timeout() { "timed out" } else { "no answer" }), b"");
             FlutterwaveError::from_transport(e)
         })?;
         span.record("http.response.status_code", response.status().as_u16());
         if !response.status().is_success() {
             span.record("otel.status_code", "ERROR");
         }
-        let answer = Answer::read(response).await?;
+        let (answer, bytes) =
+            Answer::read(response).await.inspect_err(|_| keep(Err("the answer broke off"), b""))?;
+        keep(Ok(answer.status), &bytes);
         tracing::debug!(status = answer.status, "Flutterwave answered");
         match answer.status {
             200..=299 => Ok(answer),
@@ -313,7 +331,8 @@ struct Answer {
 }
 
 impl Answer {
-    async fn read(response: Response) -> Result<Answer, FlutterwaveError> {
+    /// The answer, and its body as it came (for the job's call log, which masks it).
+    async fn read(response: Response) -> Result<(Answer, Vec<u8>), FlutterwaveError> {
         let status = response.status().as_u16();
         // Seconds only; an HTTP-date or nonsense falls back to a second, and a day-long wait
         // is capped so one bad header cannot park a tenant's work.
@@ -327,7 +346,7 @@ impl Answer {
         let bytes = response.bytes().await.map_err(FlutterwaveError::from_transport)?;
         let body = serde_json::from_slice::<Value>(&bytes).ok();
         let raw = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-        Ok(Answer { status, retry_after: Duration::from_secs(retry_after), body, raw })
+        Ok((Answer { status, retry_after: Duration::from_secs(retry_after), body, raw }, Vec::from(bytes)))
     }
 
     /// Flutterwave's `message`, or the start of the body.

@@ -13,6 +13,7 @@ use super::{Kommo, KommoError, health};
 use crate::clock::now_ms;
 use crate::ids::{ClientId, LeadId};
 use crate::store;
+use crate::telemetry::calls;
 use crate::telemetry::metrics::{kv, metrics};
 use crate::vault::Secret;
 use tracing::Instrument;
@@ -133,6 +134,7 @@ impl Kommo {
         let _entered = span.enter();
         crate::telemetry::context::inject(&mut headers);
         drop(_entered);
+        let method_name = method.to_string();
         let mut request = self.http.request(method, url).bearer_auth(access.expose()).headers(headers);
         if let Some(body) = body {
             request = request.json(body);
@@ -147,8 +149,21 @@ impl Kommo {
             started.elapsed().as_secs_f64(),
             &[kv("vendor", "kommo"), kv("operation", template.clone()), kv("status", status_label)],
         );
+        // The job attempt's call log (if one is open) hears of every exchange, answered or not.
+        let keep = |status: Result<u16, &str>, body: &[u8]| {
+            calls::record(calls::Exchange {
+                vendor: "kommo",
+                method: &method_name,
+                url,
+                started,
+                status,
+                body,
+                secrets: &[access.expose()],
+            });
+        };
         let response = sent.map_err(|e| {
             span.record("otel.status_code", "ERROR");
+            keep(Err(if e.is_timeout() { "timed out" } else { "no answer" }), b"");
             KommoError::from_transport(e)
         })?;
         let status = response.status().as_u16();
@@ -161,7 +176,11 @@ impl Kommo {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = response.bytes().await.map_err(KommoError::from_transport)?;
+        let bytes = response.bytes().await.map_err(|e| {
+            keep(Err("the answer broke off"), b"");
+            KommoError::from_transport(e)
+        })?;
+        keep(Ok(status), &bytes);
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         let detail = || {
             parsed

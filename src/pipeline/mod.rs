@@ -31,6 +31,7 @@ use crate::queue::job::JobError;
 use crate::queue::{Job, Outcome, Queue, worker::Handler};
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
 use crate::store::jobs::JobRow;
+use crate::store::pauses::PauseCause;
 use crate::store::{self, Db};
 use crate::telemetry::metrics::{kv, metrics};
 use crate::tenants::flutterwave_keys::SECRET_KEY;
@@ -99,7 +100,9 @@ pub(crate) struct JobContext {
 impl JobContext {
     /// The client account's Flutterwave secret key, or the pause that waits for one.
     pub fn secret(&self) -> Step<&Secret> {
-        self.secret.as_ref().ok_or_else(|| Stop::pause("the Flutterwave keys are not set"))
+        self.secret.as_ref().ok_or_else(|| {
+            Stop::pause(PauseCause::FlutterwaveKeysMissing, "the Flutterwave keys are not set")
+        })
     }
 }
 
@@ -220,7 +223,7 @@ impl Pipeline {
             Outcome::Retry { error, .. } => {
                 (Kind::Failure, format!("will retry (attempt {}): {error}", job.attempts))
             }
-            Outcome::Pause { reason } => (Kind::Paused, format!("waiting for a person: {reason}")),
+            Outcome::Pause { reason, .. } => (Kind::Paused, format!("waiting for a person: {reason}")),
             Outcome::Dead { error } => (Kind::Dead, error.clone()),
         };
         Activity::new(cx, kind, Turned::Failed).detail(detail).record(&self.db).await;

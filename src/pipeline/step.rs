@@ -9,6 +9,7 @@ use crate::flutterwave::client::FlutterwaveError;
 use crate::kommo::KommoError;
 use crate::queue::Outcome;
 use crate::store::StoreError;
+use crate::store::pauses::PauseCause;
 
 /// What a step returns: `Ok` to go on (a job whose steps all return `Ok` is done).
 pub(crate) type Step<T = ()> = Result<T, Stop>;
@@ -34,8 +35,8 @@ impl Stop {
         Stop::End(Outcome::Retry { error: error.into(), after: None })
     }
 
-    pub(crate) fn pause(reason: impl Into<String>) -> Stop {
-        Stop::End(Outcome::Pause { reason: reason.into() })
+    pub(crate) fn pause(cause: PauseCause, reason: impl Into<String>) -> Stop {
+        Stop::End(Outcome::Pause { reason: reason.into(), cause })
     }
 
     pub(crate) fn dead(error: impl Into<String>) -> Stop {
@@ -92,13 +93,19 @@ impl From<FlutterwaveError> for Stop {
 /// What a Kommo failure means for the job.
 pub(crate) fn kommo_outcome(error: KommoError) -> Outcome {
     match error {
-        KommoError::NotConnected => Outcome::Pause { reason: "Kommo is not connected".into() },
-        KommoError::Revoked => Outcome::Pause { reason: "Kommo access was revoked (uninstalled)".into() },
-        KommoError::NeedsReauth(why) => Outcome::Pause { reason: why },
-        KommoError::PaymentRequired => {
-            Outcome::Pause { reason: "the Kommo account's subscription has ended".into() }
+        KommoError::NotConnected => {
+            Outcome::Pause { reason: "Kommo is not connected".into(), cause: PauseCause::KommoNotConnected }
         }
-        KommoError::Config(why) => Outcome::Pause { reason: why },
+        KommoError::Revoked => Outcome::Pause {
+            reason: "Kommo access was revoked (uninstalled)".into(),
+            cause: PauseCause::KommoRevoked,
+        },
+        KommoError::NeedsReauth(why) => Outcome::Pause { reason: why, cause: PauseCause::KommoReauth },
+        KommoError::PaymentRequired => Outcome::Pause {
+            reason: "the Kommo account's subscription has ended".into(),
+            cause: PauseCause::KommoPayment,
+        },
+        KommoError::Config(why) => Outcome::Pause { reason: why, cause: PauseCause::Settings },
         KommoError::RateLimited { retry_after } => {
             Outcome::Retry { error: "Kommo asked to slow down".into(), after: Some(retry_after) }
         }
@@ -117,9 +124,10 @@ pub(crate) fn kommo_outcome(error: KommoError) -> Outcome {
 /// What a Flutterwave failure means for the job.
 pub(crate) fn flutterwave_outcome(error: FlutterwaveError) -> Outcome {
     match error {
-        FlutterwaveError::Unauthorized => {
-            Outcome::Pause { reason: "Flutterwave refused the secret key; paste the current keys".into() }
-        }
+        FlutterwaveError::Unauthorized => Outcome::Pause {
+            reason: "Flutterwave refused the secret key; paste the current keys".into(),
+            cause: PauseCause::FlutterwaveKeyRefused,
+        },
         FlutterwaveError::RateLimited { retry_after } => {
             Outcome::Retry { error: "Flutterwave asked to slow down".into(), after: Some(retry_after) }
         }

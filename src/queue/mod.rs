@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use crate::clock::{ms_after, now_ms};
 use crate::ids::ClientId;
 use crate::store::jobs::{self, JobRow, JobState, NewJob};
+use crate::store::pauses::PauseCause;
 use crate::store::{Db, StoreError, Tx};
 
 pub use self::job::Job;
@@ -31,6 +32,8 @@ pub enum Outcome {
     /// the cause is fixed, without spending attempts.
     Pause {
         reason: String,
+        /// What the alerts read: the reason's words are for people.
+        cause: PauseCause,
     },
     /// Retrying cannot help.
     Dead {
@@ -162,12 +165,13 @@ impl Queue {
             Outcome::Retry { error, .. } | Outcome::Dead { error } => {
                 jobs::finish(&mut tx, job.id, job.attempts, JobState::Dead, now, Some(error), now).await?
             }
-            Outcome::Pause { reason } => {
+            Outcome::Pause { reason, cause } => {
                 let moved =
                     jobs::finish(&mut tx, job.id, job.attempts, JobState::Paused, now, Some(reason), now)
                         .await?;
                 if moved {
                     jobs::pause_client(&mut tx, job.client_id, reason, now).await?;
+                    crate::store::pauses::set_cause(&mut tx, job.client_id, *cause).await?;
                 }
                 moved
             }

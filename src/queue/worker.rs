@@ -8,8 +8,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, Queue};
-use crate::store::Db;
+use crate::clock::now_ms;
+use crate::store::calls::AttemptRow;
 use crate::store::jobs::JobRow;
+use crate::store::{self, Db};
+use crate::telemetry::calls::CallLog;
 
 /// Runs one job; implemented by the pipeline.
 pub trait Handler: Send + Sync + 'static {
@@ -79,7 +82,10 @@ async fn run_one<H: Handler>(queue: &Queue, handler: &H, job: &JobRow, abandon: 
     let beat = lease / 3;
     // Until when this worker surely holds the job: past it another worker may have claimed it.
     let mut held_until = tokio::time::Instant::now() + lease;
-    let handled = handler.handle(job);
+    // Every Kommo and Flutterwave call the attempt makes, kept with it whatever becomes of it.
+    let log = CallLog::default();
+    let started_at = now_ms();
+    let handled = log.scope(handler.handle(job));
     tokio::pin!(handled);
     let outcome = loop {
         tokio::select! {
@@ -101,6 +107,7 @@ async fn run_one<H: Handler>(queue: &Queue, handler: &H, job: &JobRow, abandon: 
     // Dropping the handler mid-way is a crash as far as the job is concerned, and every step
     // is safe to crash between (each records its outcome before the next starts); running on
     // beside the worker that now holds the job is not.
+    keep_attempt(&queue.db, job, started_at, ended_word(&outcome), &log).await;
     match outcome {
         Ended::Lost => {
             tracing::warn!(job = %job.id, "lost the job's lease; stopped it so that only one worker runs it");
@@ -117,6 +124,48 @@ async fn run_one<H: Handler>(queue: &Queue, handler: &H, job: &JobRow, abandon: 
                 tracing::warn!(job = %job.id, %error, "could not release a job at shutdown; its lease will expire");
             }
         }
+    }
+}
+
+fn ended_word(ended: &Ended) -> &'static str {
+    match ended {
+        Ended::Finished(Outcome::Done) => "done",
+        Ended::Finished(Outcome::Retry { .. }) => "retry",
+        Ended::Finished(Outcome::Pause { .. }) => "paused",
+        Ended::Finished(Outcome::Dead { .. }) => "dead",
+        Ended::Abandoned => "abandoned",
+        Ended::Lost => "lost",
+    }
+}
+
+/// Stores the attempt with its calls. Kept even when the lease was lost (the calls were made
+/// all the same); a failure to keep it is logged and changes nothing about the job.
+async fn keep_attempt(db: &Db, job: &JobRow, started_at: i64, ended: &str, log: &CallLog) {
+    let (calls, dropped) = log.take();
+    let calls = match serde_json::to_string(&calls) {
+        Ok(calls) => calls,
+        Err(error) => {
+            tracing::warn!(job = %job.id, %error, "could not write the attempt's calls");
+            return;
+        }
+    };
+    let row = AttemptRow {
+        id: uuid::Uuid::now_v7(),
+        job_id: job.id,
+        attempt: job.attempts,
+        started_at,
+        finished_at: now_ms(),
+        ended: ended.to_owned(),
+        calls,
+        calls_dropped: i64::try_from(dropped).unwrap_or(i64::MAX),
+    };
+    let kept = async {
+        let mut tx = db.write().await?;
+        store::calls::record(&mut tx, &row).await?;
+        tx.commit().await
+    };
+    if let Err(error) = kept.await {
+        tracing::warn!(job = %job.id, %error, "could not keep the attempt's calls");
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::ids::{AgencyId, ClientId};
 use crate::on_tx;
 
+use super::pauses::PauseCause;
 use super::{StoreError, Tx};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -125,13 +126,13 @@ pub async fn kommo_needs_person(tx: &mut Tx) -> Result<Vec<Fact>, StoreError> {
     .await)?)
 }
 
-/// Client accounts paused with the given reason prefix (the pipeline's pause reasons).
-pub async fn paused_because(tx: &mut Tx, prefix: &str) -> Result<Vec<Fact>, StoreError> {
+/// Client accounts paused for the given cause, with the pause's reason in words.
+pub async fn paused_for(tx: &mut Tx, cause: PauseCause) -> Result<Vec<Fact>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "SELECT p.client_id, c.agency_id, c.name, p.reason FROM client_pauses p JOIN clients c ON c.id = p.client_id \
-         WHERE p.reason LIKE $1",
+         WHERE p.cause = $1",
     )
-    .bind(format!("{prefix}%"))
+    .bind(cause)
     .fetch_all(c)
     .await)?)
 }

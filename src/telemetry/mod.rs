@@ -4,6 +4,7 @@
 //! an agency's spans also to the endpoint it configured (see [`agency`]).
 
 pub mod agency;
+pub mod calls;
 pub mod context;
 pub mod gauges;
 pub mod metrics;

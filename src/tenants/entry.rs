@@ -16,58 +16,9 @@ use crate::store::activity::ActivityRow;
 use crate::store::jobs::{JobRow, JobState};
 use crate::store::timeline::EventRow;
 use crate::store::{self, Db, Tx};
+use crate::telemetry::calls::mask_json;
 
-/// Shown instead of a secret or a person's data.
-pub const HIDDEN: &str = "[hidden]";
-
-/// Key words whose values are hidden: secrets, and what names or reaches a person.
-const SENSITIVE: &[&str] = &[
-    "secret",
-    "hash",
-    "token",
-    "key",
-    "signature",
-    "password",
-    "authorization",
-    "email",
-    "phone",
-    "name",
-    "fullname",
-    "ip",
-    "card",
-    "6digits",
-    "4digits",
-    "cvv",
-    "expiry",
-    "fingerprint",
-    "address",
-    "bvn",
-];
-
-/// Whether a field name (`customer.email`, `first_6digits`, `leads[status][0][name]`,
-/// `fullName`) names something to hide: any of its words is sensitive, or it is an account
-/// number.
-pub fn sensitive(field: &str) -> bool {
-    let lower = field.to_ascii_lowercase();
-    lower.contains("account_number")
-        || lower.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| SENSITIVE.contains(&word))
-}
-
-fn mask_json(value: &mut Value) {
-    match value {
-        Value::Object(fields) => {
-            for (name, inner) in fields.iter_mut() {
-                if sensitive(name) && !inner.is_null() {
-                    *inner = Value::from(HIDDEN);
-                } else {
-                    mask_json(inner);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(mask_json),
-        _ => {}
-    }
-}
+pub use crate::telemetry::calls::{Call, HIDDEN, sensitive};
 
 /// A stored webhook body as people may read it: JSON pretty-printed, a form (Kommo's) one
 /// field a line, each with sensitive values hidden. A body that is neither is not shown at all:
@@ -107,6 +58,21 @@ pub struct Detail {
     pub job: Option<JobRow>,
     /// The job's timeline entries, oldest first.
     pub steps: Vec<ActivityRow>,
+    /// The job's attempts (the latest ones), oldest first, each with the calls it made.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt at the job and the Kommo and Flutterwave calls it made (masked when recorded).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// done | retry | paused | dead | lost | abandoned
+    pub ended: String,
+    pub calls: Vec<Call>,
+    /// Calls past the cap, not kept.
+    pub calls_dropped: i64,
 }
 
 /// The webhook behind an entry: its job's event, or for an entry the ingress wrote (it names
@@ -155,9 +121,12 @@ async fn resolve(
 pub async fn detail(db: &Db, access: &Access, client: ClientId, id: uuid::Uuid) -> Result<Detail> {
     let mut tx = db.read().await?;
     let (entry, job, event) = resolve(&mut tx, access, client, id).await?;
-    let steps = match &job {
-        Some(job) => store::timeline::entries_of_job(&mut tx, client, job.id).await?,
-        None => Vec::new(),
+    let (steps, attempts) = match &job {
+        Some(job) => (
+            store::timeline::entries_of_job(&mut tx, client, job.id).await?,
+            store::calls::of_job(&mut tx, client, job.id).await?,
+        ),
+        None => (Vec::new(), Vec::new()),
     };
     tx.commit().await?;
     Ok(Detail {
@@ -171,6 +140,19 @@ pub async fn detail(db: &Db, access: &Access, client: ClientId, id: uuid::Uuid) 
         }),
         job,
         steps,
+        attempts: attempts
+            .into_iter()
+            .map(|a| Attempt {
+                // Stored as written by the worker; a row that does not parse shows no calls
+                // rather than hiding the attempt.
+                calls: serde_json::from_str(&a.calls).unwrap_or_default(),
+                number: a.attempt,
+                started_at: a.started_at,
+                finished_at: a.finished_at,
+                ended: a.ended,
+                calls_dropped: a.calls_dropped,
+            })
+            .collect(),
     })
 }
 

@@ -72,7 +72,7 @@ async fn settled_mail(app: &TestApp, to: &str) -> Option<(String, i64)> {
     .unwrap()
 }
 
-async fn count(app: &TestApp, sql: &'static str) -> i64 {
+pub async fn count(app: &TestApp, sql: &'static str) -> i64 {
     pipepay::on_db!(&app.db, pool => sqlx::query_scalar(sql).fetch_one(pool).await).unwrap()
 }
 
@@ -268,14 +268,21 @@ async fn a_new_account_confirms_its_address(engine: Engine) {
     app.stop().await;
 }
 
-/// A webhook receiver on loopback: answers 500 to the first call, then 200, and keeps each call.
+/// A webhook receiver on loopback: answers 500 to the first call (unless steady), then 200, and
+/// keeps each call.
 #[derive(Clone, Default)]
-struct Receiver {
+pub struct Receiver {
     calls: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    steady: bool,
 }
 
 impl Receiver {
-    async fn start(&self) -> String {
+    /// A receiver that answers 200 every time: each call it keeps is one delivery.
+    pub fn steady() -> Receiver {
+        Receiver { steady: true, ..Receiver::default() }
+    }
+
+    pub async fn start(&self) -> String {
         let me = self.clone();
         let app = axum::Router::new().route(
             "/hook",
@@ -284,7 +291,11 @@ impl Receiver {
                 async move {
                     let mut calls = me.calls.lock().unwrap();
                     calls.push((headers, body));
-                    if calls.len() == 1 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+                    if calls.len() == 1 && !me.steady {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
                 }
             }),
         );
@@ -294,7 +305,7 @@ impl Receiver {
         format!("http://{addr}/hook")
     }
 
-    async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, String)> {
+    pub async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, String)> {
         let started = Instant::now();
         loop {
             let calls = self.calls.lock().unwrap().clone();
@@ -308,7 +319,7 @@ impl Receiver {
 }
 
 /// Checks `Pipepay-Signature: t=..,v1=..` against the secret, independently of pipepay's code.
-fn signed_by(headers: &HeaderMap, body: &str, secret: &str) -> bool {
+pub fn signed_by(headers: &HeaderMap, body: &str, secret: &str) -> bool {
     let header = headers.get("pipepay-signature").unwrap().to_str().unwrap();
     let (t, v1) = header.split_once(',').unwrap();
     let t = t.strip_prefix("t=").unwrap();
@@ -451,8 +462,8 @@ async fn each_condition_opens_its_own_incident_and_closes_when_fixed(engine: Eng
     .await;
     given(
         &app,
-        "INSERT INTO client_pauses (client_id, reason, since) \
-         VALUES ($1, 'Flutterwave refused the secret key; paste the current keys', $2)",
+        "INSERT INTO client_pauses (client_id, reason, since, cause) \
+         VALUES ($1, 'Flutterwave refused the secret key; paste the current keys', $2, 'flutterwave_key_refused')",
         client,
         now,
     )

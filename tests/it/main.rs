@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod background;
 mod cli;
 mod connections;

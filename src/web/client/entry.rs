@@ -47,6 +47,50 @@ pub struct EventFacts {
     pub body: String,
 }
 
+/// One attempt at the job, with its calls in words.
+pub struct AttemptFacts {
+    pub number: i64,
+    pub started: String,
+    pub ended: &'static str,
+    pub calls: Vec<CallFacts>,
+    pub dropped: i64,
+}
+
+pub struct CallFacts {
+    /// "GET /api/v4/leads/123 → 200 in 54 ms"
+    pub line: String,
+    pub vendor: &'static str,
+    pub failed: bool,
+    /// The answer, masked and cut when recorded; empty when there was none.
+    pub answer: String,
+}
+
+fn ended_words(ended: &str) -> &'static str {
+    match ended {
+        "done" => "finished",
+        "retry" => "failed; to be tried again",
+        "paused" => "paused until a person acts",
+        "dead" => "failed for good",
+        "lost" => "stopped: its lease ran out",
+        "abandoned" => "handed back at shutdown",
+        _ => "ended",
+    }
+}
+
+fn call_facts(call: entry::Call) -> CallFacts {
+    let answered = match (call.status, &call.failure) {
+        (Some(status), _) => status.to_string(),
+        (None, Some(why)) => why.clone(),
+        (None, None) => "no answer".to_owned(),
+    };
+    CallFacts {
+        line: format!("{} {} → {answered} in {} ms", call.method, call.path, call.duration_ms),
+        vendor: if call.vendor == "kommo" { "Kommo" } else { "Flutterwave" },
+        failed: call.status.is_none_or(|s| s >= 400),
+        answer: call.answer,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "client_entry.html")]
 pub struct EntryPage {
@@ -62,6 +106,7 @@ pub struct EntryPage {
     event: Option<EventFacts>,
     job: Option<JobFacts>,
     steps: Vec<Step>,
+    attempts: Vec<AttemptFacts>,
 }
 
 async fn entry_page(
@@ -109,6 +154,17 @@ async fn entry_page(
                 what: kind_words(&s.kind),
                 outcome: s.outcome,
                 detail: s.detail,
+            })
+            .collect(),
+        attempts: found
+            .attempts
+            .into_iter()
+            .map(|a| AttemptFacts {
+                number: a.number,
+                started: when(a.started_at),
+                ended: ended_words(&a.ended),
+                calls: a.calls.into_iter().map(call_facts).collect(),
+                dropped: a.calls_dropped,
             })
             .collect(),
     })

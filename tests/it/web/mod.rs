@@ -3,6 +3,7 @@
 
 mod account;
 mod browser;
+mod calls;
 mod client;
 mod demo_story;
 mod forms;
