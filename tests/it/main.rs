@@ -15,6 +15,7 @@ mod foundation;
 mod kommo;
 mod mail;
 mod pipeline;
+mod retention;
 mod schema;
 mod storage;
 mod telemetry;
