@@ -15,6 +15,29 @@ use crate::support::{Engine, TestApp};
 
 on_both_engines!(old_finished_outbox_rows_and_closed_incidents_go_while_pending_and_open_ones_stay);
 
+#[test]
+fn retention_periods_have_defaults_and_are_configurable() {
+    let defaults = Periods::from_config(&crate::support::cli(&[]).config);
+    assert_eq!(defaults, Periods { delivered: days(30), dead: days(90), closed_incidents: days(365) });
+    let set = crate::support::cli(&[
+        "--outbox-retention-days",
+        "7",
+        "--outbox-dead-retention-days",
+        "14",
+        "--incident-retention-days",
+        "60",
+    ]);
+    assert_eq!(
+        Periods::from_config(&set.config),
+        Periods { delivered: days(7), dead: days(14), closed_incidents: days(60) }
+    );
+    for bad in [["--outbox-retention-days", "0"], ["--incident-retention-days", "forever"]] {
+        let mut argv = vec!["pipepay"];
+        argv.extend_from_slice(&bad);
+        assert!(<pipepay::cli::Cli as clap::Parser>::try_parse_from(argv).is_err(), "{bad:?}");
+    }
+}
+
 const DAY: i64 = 86_400_000;
 
 fn days(n: u64) -> Duration {
