@@ -53,7 +53,8 @@ pub struct PaymentView {
     #[schema(example = "1075.00")]
     pub amount: String,
     pub currency: String,
-    /// Flutterwave's hosted checkout.
+    /// Flutterwave's hosted checkout; only an open or paid link's can still be used (the page
+    /// offers no other).
     pub checkout: Option<String>,
     /// "name <email>" from Flutterwave's webhook about the link, when one came.
     pub customer: Option<String>,
