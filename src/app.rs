@@ -164,6 +164,12 @@ impl Application {
             lease.clone(),
             stop.clone(),
         ));
+        background.spawn(crate::background::retention::run(
+            db.clone(),
+            crate::background::retention::Periods::from_config(&state.config),
+            lease.clone(),
+            stop.clone(),
+        ));
         if let Some(routes) = crate::telemetry::agency_routes() {
             routes.allow_private(state.config.telemetry_allow_private);
             background.spawn(sync_agency_telemetry(db.clone(), state.vault.clone(), routes, stop.clone()));

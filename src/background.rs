@@ -1,4 +1,5 @@
-//! Background duties (scheduling reconciliation, refreshing idle Kommo connections, retention)
+//! Background duties (scheduling reconciliation, refreshing idle Kommo connections, retention of
+//! webhooks, outbox rows and incidents)
 //! and the lease that makes one instance at a time run them.
 //!
 //! Every instance runs the same binary, so every instance would run every duty. The duties are
@@ -7,6 +8,8 @@
 //! idle refreshes, N times the Kommo calls. So each instance heartbeats one lease row and runs
 //! the duties only while it holds it; an instance that dies stops renewing and another takes
 //! over once the lease lapses. Jobs are not duties: the queue's own leases run each job once.
+
+pub mod retention;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -196,6 +196,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
     pub retention_days: u64,
 
+    /// Days a delivered mail or alert webhook (or mail kept unsent because no SMTP server is
+    /// configured) stays in the outbox, and on the agency's outbox page, before it is deleted.
+    #[arg(long = "outbox-retention-days", env = "PIPEPAY_OUTBOX_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub outbox_retention_days: u64,
+
+    /// Days a mail or alert webhook that failed for good stays in the outbox before it is
+    /// deleted: longer than delivered ones, to find out why.
+    #[arg(long = "outbox-dead-retention-days", env = "PIPEPAY_OUTBOX_DEAD_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub outbox_dead_retention_days: u64,
+
+    /// Days a closed alert incident is kept (the alerts page lists them) before it is deleted.
+    /// Open incidents are kept while they are open.
+    #[arg(long = "incident-retention-days", env = "PIPEPAY_INCIDENT_RETENTION_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub incident_retention_days: u64,
+
     /// Let agencies export telemetry to http:// and private or loopback addresses. Off by
     /// default: pipepay would otherwise make requests into the operator's own network.
     #[arg(long, env = "PIPEPAY_TELEMETRY_ALLOW_PRIVATE", default_value_t = false, global = true)]

@@ -2,14 +2,18 @@
 //! OpenAPI document at `/api/v1/openapi.json` (generated from the handlers by utoipa).
 
 mod agencies;
+mod alerts;
 mod api_keys;
 mod audit;
 pub(crate) mod auth;
 mod clients;
+mod entry;
 pub mod extract;
 mod kommo;
+mod payments;
 mod pipeline;
 mod telemetry;
+mod test_events;
 pub mod widget;
 
 use axum::Json;
@@ -32,7 +36,9 @@ use crate::state::AppState;
         (name = "api-keys", description = "API keys for automation"),
         (name = "audit", description = "The audit log"),
         (name = "kommo", description = "Connecting Kommo, connection health, pipelines and fields"),
-        (name = "pipeline", description = "Activity, jobs, dead-job replay and pauses"),
+        (name = "pipeline", description = "Activity, entries and running them again, jobs, dead-job replay, pauses and test events"),
+        (name = "payments", description = "Payment links per client account and the agency's totals"),
+        (name = "alerts", description = "How the agency hears of client accounts that need a person"),
         (name = "telemetry", description = "The agency's own OpenTelemetry export"),
     )
 )]
@@ -81,5 +87,9 @@ fn parts() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(kommo::router())
         .merge(pipeline::router())
         .merge(telemetry::router())
+        .merge(payments::router())
+        .merge(entry::router())
+        .merge(test_events::router())
+        .merge(alerts::router())
         .split_for_parts()
 }

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod model;
 pub mod oauth;
+pub mod stages;
 pub mod tokens;
 pub mod webhook;
 
@@ -140,6 +141,8 @@ pub struct Kommo {
     /// One refresh at a time per connection inside this process; the database lease does the
     /// same across processes.
     refresh_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Stage names per client account, for pages that show them on every refresh.
+    pub stages: stages::StageNames,
 }
 
 impl std::fmt::Debug for Kommo {
@@ -167,6 +170,7 @@ impl Kommo {
             vault,
             public_url: public_url.clone(),
             refresh_locks: Mutex::new(HashMap::new()),
+            stages: stages::StageNames::default(),
         })
     }
 

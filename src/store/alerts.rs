@@ -184,3 +184,17 @@ pub async fn owner_emails(tx: &mut Tx, agency: AgencyId) -> Result<Vec<String>, 
     .fetch_all(c)
     .await)?)
 }
+
+/// Deletes up to `limit` incidents closed before `before`; how many went. Open ones stay
+/// whatever their age: they hold the "one open incident per client account and kind" rule.
+pub async fn delete_closed_before(tx: &mut Tx, before: i64, limit: i64) -> Result<u64, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query(
+        "DELETE FROM incidents WHERE id IN \
+         (SELECT id FROM incidents WHERE closed_at IS NOT NULL AND closed_at < $1 ORDER BY closed_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}

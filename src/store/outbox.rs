@@ -145,3 +145,24 @@ pub async fn recent(tx: &mut Tx, limit: i64) -> Result<Vec<OutboxRow>, StoreErro
     .fetch_all(c)
     .await)?)
 }
+
+/// Deletes up to `limit` rows in `state` that finished before `before` (a finished row's
+/// `run_at` is when it finished); how many went. Only final states are asked for: a row still
+/// to deliver is never old enough.
+pub async fn delete_finished_before(
+    tx: &mut Tx,
+    state: &str,
+    before: i64,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query(
+        "DELETE FROM outbox WHERE id IN \
+         (SELECT id FROM outbox WHERE state = $1 AND run_at < $2 ORDER BY run_at LIMIT $3)",
+    )
+    .bind(state)
+    .bind(before)
+    .bind(limit)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}

@@ -158,6 +158,13 @@ async fn kommo(http: &reqwest::Client, url: &str, account: Option<(i64, String)>
     }
 }
 
+/// Where a test webhook goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Kommo,
+    Flutterwave,
+}
+
 /// Sends both test webhooks (admins and owners: the addresses carry the ingress token).
 pub async fn send(
     db: &Db,
@@ -165,6 +172,18 @@ pub async fn send(
     public_url: &Url,
     access: &Access,
     client: ClientId,
+) -> Result<Vec<Check>> {
+    send_to(db, vault, public_url, access, client, &[Service::Kommo, Service::Flutterwave]).await
+}
+
+/// Sends the test webhooks of `services`, in that order (admins and owners).
+pub async fn send_to(
+    db: &Db,
+    vault: &Vault,
+    public_url: &Url,
+    access: &Access,
+    client: ClientId,
+    services: &[Service],
 ) -> Result<Vec<Check>> {
     let urls = clients::current_webhook_urls(db, vault, public_url, access, client).await?;
     access.require(Role::Admin)?;
@@ -176,8 +195,13 @@ pub async fn send(
         .timeout(TIMEOUT)
         .build()
         .map_err(|e| crate::error::Error::Internal(e.into()))?;
-    let checks =
-        vec![kommo(&http, &urls.kommo, account).await, flutterwave(&http, &urls.flutterwave, hash).await];
+    let mut checks = Vec::with_capacity(services.len());
+    for service in services {
+        checks.push(match service {
+            Service::Kommo => kommo(&http, &urls.kommo, account.clone()).await,
+            Service::Flutterwave => flutterwave(&http, &urls.flutterwave, hash.clone()).await,
+        });
+    }
     let mut tx = db.write().await?;
     let detail = json!({ "ok": checks.iter().filter(|c| c.ok).map(|c| c.to).collect::<Vec<_>>() });
     audit::record(&mut tx, access, Some(client), "client.test_event_sent", detail).await?;

@@ -16,6 +16,7 @@ mod foundation;
 mod kommo;
 mod mail;
 mod pipeline;
+mod retention;
 mod schema;
 mod storage;
 mod telemetry;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::{ClientHead, NoFields, Opened, open, when};
 use crate::error::Result;
 use crate::ids::{AgencyId, ClientId};
+use crate::kommo::stages::Names;
 use crate::state::AppState;
 use crate::store::activity::Filter;
 use crate::tenants::activity::{self, ActivityEntry, KINDS, OUTCOMES};
@@ -100,13 +101,23 @@ fn outcome_words(outcome: &str) -> &'static str {
     }
 }
 
+const STAGE: &str = "stage ";
+
+/// The stage ids an entry's words name ("stage 7003"), in order.
+fn stage_ids(detail: &str) -> impl Iterator<Item = i64> + '_ {
+    detail.match_indices(STAGE).filter_map(move |(at, _)| {
+        let after = &detail[at + STAGE.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        after[..digits].parse::<i64>().ok()
+    })
+}
+
 /// "stage 7003" in an entry's words becomes "stage Invoice (Sales)", from Kommo's pipelines.
 fn named_stages(detail: &str, names: &HashMap<i64, String>) -> String {
-    const WORD: &str = "stage ";
     let mut out = String::with_capacity(detail.len());
     let mut rest = detail;
-    while let Some(at) = rest.find(WORD) {
-        let (before, after) = rest.split_at(at + WORD.len());
+    while let Some(at) = rest.find(STAGE) {
+        let (before, after) = rest.split_at(at + STAGE.len());
         out.push_str(before);
         let digits = after.bytes().take_while(u8::is_ascii_digit).count();
         match after[..digits].parse::<i64>().ok().and_then(|id| names.get(&id)) {
@@ -119,25 +130,15 @@ fn named_stages(detail: &str, names: &HashMap<i64, String>) -> String {
     out
 }
 
-/// Stage names by id ("Invoice (Sales)"), when an entry names a stage and Kommo answers; ids
-/// stay otherwise.
-async fn stage_names(state: &AppState, client: ClientId, entries: &[ActivityEntry]) -> HashMap<i64, String> {
-    if !entries.iter().any(|e| e.detail.contains("stage ")) {
-        return HashMap::new();
+/// Stage names by id ("Invoice (Sales)") for the stages the entries name, from the per-account
+/// cache (`kommo::stages`): the page refreshes every 10 s, and asking Kommo each time would
+/// spend the account's rate budget. Ids stay when Kommo never answered.
+async fn stage_names(state: &AppState, client: ClientId, entries: &[ActivityEntry]) -> Names {
+    let wanted: Vec<i64> = entries.iter().flat_map(|e| stage_ids(&e.detail)).collect();
+    if wanted.is_empty() {
+        return Names::default();
     }
-    match state.kommo.pipelines(client).await {
-        Ok(pipelines) => pipelines
-            .into_iter()
-            .flat_map(|p| {
-                let pipeline = p.name;
-                p.stages.into_iter().map(move |s| (s.id, format!("{} ({pipeline})", s.name)))
-            })
-            .collect(),
-        Err(error) => {
-            tracing::debug!(%error, "stage names unavailable; showing ids");
-            HashMap::new()
-        }
-    }
+    state.kommo.stage_names(client, &wanted).await
 }
 
 fn tone(outcome: &str) -> &'static str {
@@ -265,7 +266,7 @@ pub async fn replay(
 mod tests {
     use std::collections::HashMap;
 
-    use super::named_stages;
+    use super::{named_stages, stage_ids};
 
     #[test]
     fn stage_ids_become_names_where_known() {
@@ -276,5 +277,12 @@ mod tests {
         );
         assert_eq!(named_stages("moved to stage 142", &names), "moved to stage 142");
         assert_eq!(named_stages("no stage here", &names), "no stage here");
+    }
+
+    #[test]
+    fn the_stages_an_entry_names_are_found() {
+        assert_eq!(stage_ids("stage 7003 is not a trigger stage").collect::<Vec<_>>(), [7003]);
+        assert_eq!(stage_ids("from stage 7002 to stage 142").collect::<Vec<_>>(), [7002, 142]);
+        assert!(stage_ids("no stage here").next().is_none());
     }
 }

@@ -2,6 +2,7 @@
 //! appears at the fake Flutterwave, the customer pays, the deal is won. Over real HTTP, with
 //! the real queue, on both databases.
 
+mod agency_api;
 mod crash;
 mod group_commit;
 mod ingress;

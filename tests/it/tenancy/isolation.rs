@@ -60,6 +60,17 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/api/v1/agencies/{agency}/clients/{client}/jobs", None),
     ("GET", "/api/v1/agencies/{agency}/clients/{client}/pipeline", None),
     ("POST", "/api/v1/agencies/{agency}/clients/{client}/jobs/{job}/replay", None),
+    ("GET", "/api/v1/agencies/{agency}/clients/{client}/activity/{entry}", None),
+    ("POST", "/api/v1/agencies/{agency}/clients/{client}/activity/{entry}/replay", None),
+    ("GET", "/api/v1/agencies/{agency}/clients/{client}/payments", None),
+    ("GET", "/api/v1/agencies/{agency}/payments/totals", None),
+    ("POST", "/api/v1/agencies/{agency}/clients/{client}/test-events", Some(r#"{"service":"kommo"}"#)),
+    ("GET", "/api/v1/agencies/{agency}/alerts", None),
+    (
+        "PUT",
+        "/api/v1/agencies/{agency}/alerts",
+        Some(r#"{"email_owners":false,"webhook_url":"https://alerts.attacker.example/hook"}"#),
+    ),
     ("GET", "/api/v1/agencies/{agency}/telemetry", None),
     (
         "PUT",
@@ -90,6 +101,7 @@ struct Ids {
     invitation: String,
     key: String,
     job: String,
+    entry: String,
 }
 
 impl Ids {
@@ -101,6 +113,7 @@ impl Ids {
             .replace("{invitation}", &self.invitation)
             .replace("{key}", &self.key)
             .replace("{job}", &self.job)
+            .replace("{entry}", &self.entry)
     }
 }
 
@@ -177,6 +190,9 @@ async fn agency(app: &TestApp, fake: &FakeKommo, account: i64, tag: &str) -> Age
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!job.is_empty(), "the job finished");
+    let activity =
+        owner.agent.json(&format!("/api/v1/agencies/{}/clients/{client}/activity", owner.agency)).await;
+    let entry = activity[0]["id"].as_str().unwrap().to_owned();
     let (_, member_key) = app.add_api_key(&owner.agent, &owner.agency, "member").await;
     let ids = Ids {
         agency: owner.agency.clone(),
@@ -185,6 +201,7 @@ async fn agency(app: &TestApp, fake: &FakeKommo, account: i64, tag: &str) -> Age
         invitation: invited["invitation"]["id"].as_str().unwrap().to_owned(),
         key,
         job,
+        entry,
     };
     Agency { owner, member, admin, admin_key, member_key, ids }
 }

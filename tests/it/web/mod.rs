@@ -13,6 +13,7 @@ mod pages;
 mod people;
 mod setup;
 mod setup_story;
+mod stage_names;
 mod story;
 mod widget;
 

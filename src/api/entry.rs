@@ -1,0 +1,134 @@
+//! `/api/v1/agencies/{agency}/clients/{client}/activity/{entry}`: one timeline entry in full,
+//! and running its job again, over `tenants::entry`.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Access, Principal};
+use crate::clock::rfc3339;
+use crate::error::Result;
+use crate::extract::access;
+use crate::ids::{AgencyId, ClientId};
+use crate::problem::Problem;
+use crate::state::AppState;
+use crate::store::activity::ActivityRow;
+use crate::tenants::entry;
+use crate::tenants::pipeline::{ActivityEntry, JobView};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(detail)).routes(routes!(replay))
+}
+
+/// The caller, the entry's path and the caller's standing in its agency, as `extract`'s
+/// `ClientAccess` does for two-part paths: a stranger is a 404 before the handler runs.
+struct EntryAccess {
+    access: Access,
+    client: ClientId,
+    entry: uuid::Uuid,
+}
+
+impl FromRequestParts<AppState> for EntryAccess {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal =
+            Principal::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let Path((agency, client, entry)) =
+            Path::<(AgencyId, ClientId, uuid::Uuid)>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let access = access(state, &principal, agency).await.map_err(IntoResponse::into_response)?;
+        Ok(EntryAccess { access, client, entry })
+    }
+}
+
+/// The webhook behind an entry, with secrets and personal data hidden.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    /// kommo or flutterwave.
+    pub source: String,
+    pub received_at: String,
+    /// queued or ignored.
+    pub outcome: String,
+    pub detail: Option<String>,
+    /// JSON pretty-printed, or a form one field a line; sensitive values read `[hidden]`.
+    pub body: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EntryDetail {
+    pub entry: ActivityEntry,
+    pub event: Option<EventView>,
+    pub job: Option<JobView>,
+    /// The job's timeline entries, oldest first.
+    pub steps: Vec<ActivityEntry>,
+}
+
+fn entry_view(row: ActivityRow) -> ActivityEntry {
+    ActivityEntry {
+        id: row.id,
+        at: rfc3339(row.at),
+        at_ms: row.at,
+        kind: row.kind,
+        outcome: row.outcome,
+        lead_id: row.lead_id,
+        tx_ref: row.tx_ref,
+        detail: row.detail,
+    }
+}
+
+/// One timeline entry in full: its webhook (masked), its job and the job's other steps.
+#[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/activity/{entry}", tag = "pipeline",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid),
+           ("entry" = String, Path, format = Uuid)),
+    responses((status = 200, body = EntryDetail), (status = 404, body = Problem)))]
+async fn detail(
+    State(state): State<AppState>,
+    EntryAccess { access, client, entry: id }: EntryAccess,
+) -> Result<Json<EntryDetail>> {
+    let found = entry::detail(&state.db, &access, client, id).await?;
+    Ok(Json(EntryDetail {
+        entry: entry_view(found.entry),
+        event: found.event.map(|e| EventView {
+            source: e.source,
+            received_at: rfc3339(e.received_at),
+            outcome: e.outcome,
+            detail: e.detail,
+            body: e.body,
+        }),
+        job: found.job.map(|j| JobView {
+            id: j.id,
+            kind: j.kind,
+            state: j.state,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            last_error: j.last_error,
+            run_at: rfc3339(j.run_at),
+            created_at: rfc3339(j.created_at),
+            created_at_ms: j.created_at,
+        }),
+        steps: found.steps.into_iter().map(entry_view).collect(),
+    }))
+}
+
+/// Run the entry's job again (admins and owners; audited): a dead one with fresh attempts, a
+/// finished one as a new job with the same event. 409 while it still waits to run, or when
+/// nothing ran for the entry.
+#[utoipa::path(post, path = "/api/v1/agencies/{agency}/clients/{client}/activity/{entry}/replay", tag = "pipeline",
+    params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid),
+           ("entry" = String, Path, format = Uuid)),
+    responses((status = 202), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
+async fn replay(
+    State(state): State<AppState>,
+    EntryAccess { access, client, entry: id }: EntryAccess,
+) -> Result<StatusCode> {
+    entry::replay(&state.db, &state.queue, &access, client, id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
