@@ -101,7 +101,7 @@ impl<P: Scope, T: DeserializeOwned> FromRequest<AppState> for PostedTo<P, T> {
         let PagePath(ids) = PagePath::<P::Ids>::from_request_parts(&mut parts, state).await?;
         let (viewer, bytes): (Viewer, Bytes) = read_posted(Request::from_parts(parts, body), state).await?;
         let page = resolve::<P>(state, viewer, ids).await?;
-        let form = decode_form(&bytes)?;
+        let form = decode_form(&bytes).map_err(|e| error_page(e).into_response())?;
         Ok(PostedTo { page, form })
     }
 }

@@ -205,9 +205,9 @@ async fn home_page(
     let AgencyPage { viewer, access, agency } = page;
     let agency = *agency;
     let chrome = Chrome::new(state, viewer, Some(agency), "clients").await?.with_notice(done);
-    let totals = payments::totals(&state.db, &access).await?;
+    let totals = payments::totals(&state.db, access).await?;
     let none = payments::Totals::default();
-    let clients = overview::clients(&state.db, &state.vault, &access)
+    let clients = overview::clients(&state.db, &state.vault, access)
         .await?
         .into_iter()
         .map(|c| {

@@ -121,7 +121,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (viewer, bytes) = read_posted(request, state).await?;
-        let form = decode_form(&bytes)?;
+        let form = decode_form(&bytes).map_err(|e| error_page(e).into_response())?;
         Ok(Posted { viewer, form })
     }
 }
@@ -144,10 +144,10 @@ pub(super) async fn read_posted(request: Request, state: &AppState) -> Result<(V
     Ok((viewer, bytes))
 }
 
-/// The form's fields; one that cannot be read is a 400 page.
-pub(super) fn decode_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+/// The form's fields; one that cannot be read is a 400 (shown as a page by the caller).
+pub(super) fn decode_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_html_form::from_bytes(bytes)
-        .map_err(|e| error_page(Error::Malformed(format!("the form could not be read: {e}"))).into_response())
+        .map_err(|e| Error::Malformed(format!("the form could not be read: {e}")))
 }
 
 /// A form posted by someone not logged in (sign-up, log-in, accepting an invitation). The

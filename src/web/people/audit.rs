@@ -79,14 +79,14 @@ async fn view(state: &AppState, page: &AgencyPage, query: AuditQuery) -> Result<
     let client: Option<ClientId> = parse_id(query.client_id.as_deref(), Error::NotFound)?;
     let before: Option<AuditId> =
         parse_id(query.before.as_deref(), Error::Malformed("`before` is not an audit entry id".into()))?;
-    let accounts = clients::list(&state.db, &access).await?;
+    let accounts = clients::list(&state.db, access).await?;
     // Another agency's client account is as unknown here as anywhere.
     if client.is_some_and(|c| !accounts.iter().any(|a| a.id == c)) {
         return Err(Error::NotFound);
     }
     let names: HashMap<ClientId, String> = accounts.iter().map(|a| (a.id, a.name.clone())).collect();
     // One more than a page tells whether older entries exist.
-    let mut entries = audit::list(&state.db, &access, client, before, PAGE_SIZE + 1).await?;
+    let mut entries = audit::list(&state.db, access, client, before, PAGE_SIZE + 1).await?;
     let more = entries.len() > PAGE_SIZE as usize;
     entries.truncate(PAGE_SIZE as usize);
 
