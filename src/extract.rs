@@ -140,6 +140,8 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let inner = A::from_request_parts(parts, state).await?;
         let access = inner.access();
+        // The role was the wrapped check's to ask; this asks only for a person, in the words
+        // the services use.
         access.require_person(access.role).map_err(IntoResponse::into_response)?;
         Ok(Person(inner))
     }

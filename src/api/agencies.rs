@@ -115,10 +115,23 @@ async fn list_members(
               (status = 409, body = Problem)))]
 async fn change_member(
     State(state): State<AppState>,
-    Person(Owner(AgencyAccess { access, .. })): Person<Owner<AgencyAccess>>,
+    AgencyAccess { access, .. }: AgencyAccess,
     Path((_, user)): Path<(AgencyId, UserId)>,
-    ApiJson(body): ApiJson<RoleChange>,
+    body: Result<ApiJson<RoleChange>, Error>,
 ) -> Result<Json<MemberView>> {
+    let ApiJson(body) = match body {
+        Ok(body) => body,
+        // Who may ask before what was asked, in the service's order: someone who is not a
+        // member here is a 404 and too little standing a 403, whatever the body says.
+        Err(unreadable) => {
+            let mut tx = state.db.read().await?;
+            let member = store::agencies::role_of(&mut tx, access.agency, user).await?;
+            tx.commit().await?;
+            member.ok_or(Error::NotFound)?;
+            access.require_person(Role::Owner)?;
+            return Err(unreadable);
+        }
+    };
     Ok(Json(members::set_role(&state.db, &access, user, body.role).await?))
 }
 
