@@ -6,12 +6,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Access, Principal};
 use crate::error::{Error, Result};
 use crate::ids::{AgencyId, ClientId};
+use crate::roles::Role;
 use crate::state::AppState;
+use crate::store;
 
 /// The TCP peer's address. Behind a reverse proxy this is the proxy; see the README.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +56,128 @@ pub struct ClientAccess {
     pub client: ClientId,
 }
 
+/// A standing already resolved by an extractor, for the role checks wrapped around it.
+pub trait Standing {
+    fn access(&self) -> &Access;
+    /// The client account the path names, if it names one.
+    fn client(&self) -> Option<ClientId>;
+}
+
+impl Standing for AgencyAccess {
+    fn access(&self) -> &Access {
+        &self.access
+    }
+    fn client(&self) -> Option<ClientId> {
+        None
+    }
+}
+
+impl Standing for ClientAccess {
+    fn access(&self) -> &Access {
+        &self.access
+    }
+    fn client(&self) -> Option<ClientId> {
+        Some(self.client)
+    }
+}
+
+macro_rules! role_check {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        pub struct $name<A>(pub A);
+
+        impl<A: Standing> Standing for $name<A> {
+            fn access(&self) -> &Access {
+                self.0.access()
+            }
+            fn client(&self) -> Option<ClientId> {
+                self.0.client()
+            }
+        }
+
+        impl<A> FromRequestParts<AppState> for $name<A>
+        where
+            A: FromRequestParts<AppState, Rejection = Response> + Standing + Send,
+        {
+            type Rejection = Response;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+                let inner = A::from_request_parts(parts, state).await?;
+                // Existence before permission, as the services ask it: a member probing ids
+                // learns nothing from a 403.
+                if let Some(client) = inner.client() {
+                    client_of(state, inner.access(), client).await.map_err(IntoResponse::into_response)?;
+                }
+                inner.access().require($role).map_err(IntoResponse::into_response)?;
+                Ok($name(inner))
+            }
+        }
+    };
+}
+
+role_check!(
+    /// `A` (an [`AgencyAccess`] or [`ClientAccess`]) with the admin or owner role, or 403, checked
+    /// before the handler and so before its body is read: a route's answer to too little role is
+    /// the same whatever the body says. The services check it again.
+    Admin,
+    Role::Admin
+);
+role_check!(
+    /// As [`Admin`], for owners.
+    Owner,
+    Role::Owner
+);
+
+/// `A` (a role check) as a person, not an API key: people and keys are managed by people.
+pub struct Person<A>(pub A);
+
+impl<A> FromRequestParts<AppState> for Person<A>
+where
+    A: FromRequestParts<AppState, Rejection = Response> + Standing + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let inner = A::from_request_parts(parts, state).await?;
+        let access = inner.access();
+        // The role was the wrapped check's to ask; this asks only for a person, in the words
+        // the services use.
+        access.require_person(access.role).map_err(IntoResponse::into_response)?;
+        Ok(Person(inner))
+    }
+}
+
+/// The ids of the agency a path names, read by name, so a path may carry more ids after them
+/// (a member, a job) for the handler to read.
+#[derive(Deserialize)]
+pub struct AgencyIds {
+    pub agency: AgencyId,
+}
+
+/// As [`AgencyIds`], with the client account.
+#[derive(Deserialize)]
+pub struct ClientIds {
+    pub agency: AgencyId,
+    pub client: ClientId,
+}
+
+/// The agency id in a path's parameters.
+pub trait AgencyOf {
+    fn agency(&self) -> AgencyId;
+}
+
+impl AgencyOf for AgencyIds {
+    fn agency(&self) -> AgencyId {
+        self.agency
+    }
+}
+
+impl AgencyOf for ClientIds {
+    fn agency(&self) -> AgencyId {
+        self.agency
+    }
+}
+
 /// The principal, then the path, then the access check: the order the handlers used to take
 /// them in, so an unauthenticated caller still hears 401 and a malformed id still 400.
 async fn standing<P>(parts: &mut Parts, state: &AppState) -> Result<(Principal, P, Access), Response>
@@ -66,28 +191,20 @@ where
     Ok((principal, path, access))
 }
 
-/// The agency id in a path's parameters.
-trait AgencyOf {
-    fn agency(&self) -> AgencyId;
-}
-
-impl AgencyOf for AgencyId {
-    fn agency(&self) -> AgencyId {
-        *self
-    }
-}
-
-impl AgencyOf for (AgencyId, ClientId) {
-    fn agency(&self) -> AgencyId {
-        self.0
-    }
+/// Whether `client` is the agency's: 404 when not, asked before a role is (a member probing
+/// ids learns nothing from a 403).
+pub async fn client_of(state: &AppState, access: &Access, client: ClientId) -> Result<()> {
+    let mut tx = state.db.read().await?;
+    let found = store::clients::get(&mut tx, access.agency, client).await?;
+    tx.commit().await?;
+    found.map(drop).ok_or(Error::NotFound)
 }
 
 impl FromRequestParts<AppState> for AgencyAccess {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (principal, _, access) = standing::<AgencyId>(parts, state).await?;
+        let (principal, _, access) = standing::<AgencyIds>(parts, state).await?;
         Ok(AgencyAccess { principal, access })
     }
 }
@@ -96,7 +213,7 @@ impl FromRequestParts<AppState> for ClientAccess {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (principal, (_, client), access) = standing::<(AgencyId, ClientId)>(parts, state).await?;
+        let (principal, ClientIds { client, .. }, access) = standing::<ClientIds>(parts, state).await?;
         Ok(ClientAccess { principal, access, client })
     }
 }

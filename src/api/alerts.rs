@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::extract::ApiJson;
 use crate::alerts::settings;
 use crate::error::Result;
-use crate::extract::AgencyAccess;
+use crate::extract::{AgencyAccess, Owner};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -64,7 +64,7 @@ async fn get_alerts(
               (status = 422, body = Problem)))]
 async fn put_alerts(
     State(state): State<AppState>,
-    AgencyAccess { access, .. }: AgencyAccess,
+    Owner(AgencyAccess { access, .. }): Owner<AgencyAccess>,
     ApiJson(input): ApiJson<AlertsInput>,
 ) -> Result<Json<AlertsView>> {
     let secret = settings::save(

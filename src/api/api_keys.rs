@@ -9,9 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ApiJson;
-use crate::auth::Principal;
 use crate::error::Result;
-use crate::extract::{AgencyAccess, access};
+use crate::extract::{Admin, AgencyAccess, Person};
 use crate::ids::{AgencyId, ApiKeyId};
 use crate::problem::Problem;
 use crate::roles::Role;
@@ -54,11 +53,9 @@ async fn list_keys(
               (status = 422, body = Problem)))]
 async fn create_key(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    Person(Admin(AgencyAccess { access, .. })): Person<Admin<AgencyAccess>>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<Response> {
-    let access = access(&state, &principal, agency).await?;
     let (api_key, key) = api_keys::create(&state.db, &access, &body.name, body.role).await?;
     Ok((StatusCode::CREATED, Json(KeyCreated { api_key, key: key.expose().to_owned() })).into_response())
 }
@@ -69,10 +66,9 @@ async fn create_key(
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn revoke_key(
     State(state): State<AppState>,
-    principal: Principal,
-    Path((agency, key)): Path<(AgencyId, ApiKeyId)>,
+    AgencyAccess { access, .. }: AgencyAccess,
+    Path((_, key)): Path<(AgencyId, ApiKeyId)>,
 ) -> Result<StatusCode> {
-    let access = access(&state, &principal, agency).await?;
     api_keys::revoke(&state.db, &access, key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

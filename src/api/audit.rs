@@ -1,15 +1,14 @@
 //! `/api/v1/agencies/{agency}/audit`: who did what, newest first.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Principal;
 use crate::error::Result;
-use crate::extract::access;
-use crate::ids::{AgencyId, AuditId, ClientId};
+use crate::extract::AgencyAccess;
+use crate::ids::{AuditId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tenants::audit::{self, AuditEntry};
@@ -37,11 +36,9 @@ pub struct AuditQuery {
     responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn list_audit(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    AgencyAccess { access, .. }: AgencyAccess,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>> {
-    let access = access(&state, &principal, agency).await?;
     let entries =
         audit::list(&state.db, &access, query.client_id, query.before, query.limit.unwrap_or(100)).await?;
     Ok(Json(entries))

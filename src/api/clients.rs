@@ -1,7 +1,7 @@
 //! `/api/v1/agencies/{agency}/clients`: client accounts, their settings, tokens and keys.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,10 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ApiJson;
-use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::extract::{AgencyAccess, ClientAccess, access};
-use crate::ids::{AgencyId, ClientId};
+use crate::extract::{Admin, AgencyAccess, ClientAccess};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tenants::clients::{self, ClientView, WebhookUrls};
@@ -50,8 +48,6 @@ pub struct TokenRotated {
     pub webhook_urls: WebhookUrls,
 }
 
-type ClientPath = Path<(AgencyId, ClientId)>;
-
 #[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients", tag = "clients",
     params(("agency" = String, Path, format = Uuid)),
     responses((status = 200, body = Vec<ClientView>), (status = 404, body = Problem)))]
@@ -69,11 +65,9 @@ async fn list_clients(
               (status = 422, body = Problem)))]
 async fn create_client(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    Admin(AgencyAccess { access, .. }): Admin<AgencyAccess>,
     ApiJson(body): ApiJson<CreateClient>,
 ) -> Result<Response> {
-    let access = access(&state, &principal, agency).await?;
     let (client, issued) =
         clients::create(&state.db, &state.vault, &state.public_url, &access, &body.name).await?;
     let created = ClientCreated {
@@ -112,12 +106,9 @@ pub struct Force {
               (status = 502, body = Problem)))]
 async fn delete_client(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
     Query(Force { force }): Query<Force>,
 ) -> Result<StatusCode> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     crate::actions::delete_client(&state, &access, client, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -141,12 +132,9 @@ async fn get_settings(
               (status = 422, body = Problem)))]
 async fn put_settings(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    Admin(ClientAccess { access, client, .. }): Admin<ClientAccess>,
     ApiJson(settings): ApiJson<ClientSettings>,
 ) -> Result<Json<ClientSettings>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(crate::actions::update_settings(&state, &access, client, settings).await?.settings))
 }
 
@@ -197,11 +185,8 @@ async fn get_flutterwave_keys(
               (status = 422, body = Problem)))]
 async fn put_flutterwave_keys(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    Admin(ClientAccess { access, client, .. }): Admin<ClientAccess>,
     ApiJson(input): ApiJson<KeysInput>,
 ) -> Result<Json<KeysView>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     Ok(Json(crate::actions::set_flutterwave_keys(&state, &access, client, input).await?))
 }

@@ -2,50 +2,24 @@
 //! and running its job again, over `tenants::entry`.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Access, Principal};
 use crate::clock::rfc3339;
 use crate::error::Result;
-use crate::extract::access;
+use crate::extract::ClientAccess;
 use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::store::activity::ActivityRow;
 use crate::tenants::entry;
-use crate::tenants::pipeline::{ActivityEntry, JobView};
+use crate::tenants::activity::{ActivityEntry, JobView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(detail)).routes(routes!(replay))
-}
-
-/// The caller, the entry's path and the caller's standing in its agency, as `extract`'s
-/// `ClientAccess` does for two-part paths: a stranger is a 404 before the handler runs.
-struct EntryAccess {
-    access: Access,
-    client: ClientId,
-    entry: uuid::Uuid,
-}
-
-impl FromRequestParts<AppState> for EntryAccess {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let principal =
-            Principal::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
-        let Path((agency, client, entry)) =
-            Path::<(AgencyId, ClientId, uuid::Uuid)>::from_request_parts(parts, state)
-                .await
-                .map_err(IntoResponse::into_response)?;
-        let access = access(state, &principal, agency).await.map_err(IntoResponse::into_response)?;
-        Ok(EntryAccess { access, client, entry })
-    }
 }
 
 /// The webhook behind an entry, with secrets and personal data hidden.
@@ -90,7 +64,8 @@ fn entry_view(row: ActivityRow) -> ActivityEntry {
     responses((status = 200, body = EntryDetail), (status = 404, body = Problem)))]
 async fn detail(
     State(state): State<AppState>,
-    EntryAccess { access, client, entry: id }: EntryAccess,
+    ClientAccess { access, client, .. }: ClientAccess,
+    Path((_, _, id)): Path<(AgencyId, ClientId, uuid::Uuid)>,
 ) -> Result<Json<EntryDetail>> {
     let found = entry::detail(&state.db, &access, client, id).await?;
     Ok(Json(EntryDetail {
@@ -105,7 +80,7 @@ async fn detail(
         job: found.job.map(|j| JobView {
             id: j.id,
             kind: j.kind,
-            state: j.state,
+            state: j.state.as_str().to_owned(),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             last_error: j.last_error,
@@ -127,7 +102,8 @@ async fn detail(
               (status = 409, body = Problem)))]
 async fn replay(
     State(state): State<AppState>,
-    EntryAccess { access, client, entry: id }: EntryAccess,
+    ClientAccess { access, client, .. }: ClientAccess,
+    Path((_, _, id)): Path<(AgencyId, ClientId, uuid::Uuid)>,
 ) -> Result<StatusCode> {
     entry::replay(&state.db, &state.queue, &access, client, id).await?;
     Ok(StatusCode::ACCEPTED)

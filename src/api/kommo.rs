@@ -1,7 +1,7 @@
 //! `/api/v1/agencies/{agency}/clients/{client}/kommo`: connecting Kommo and what it reports.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,8 +11,7 @@ use super::clients::Force;
 use crate::auth::Principal;
 use crate::connections::{self, ConnectionView};
 use crate::error::{Error, Result};
-use crate::extract::{ClientAccess, access};
-use crate::ids::{AgencyId, ClientId};
+use crate::extract::ClientAccess;
 use crate::kommo::model::{CustomField, Pipeline};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -24,8 +23,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines))
         .routes(routes!(lead_fields))
 }
-
-type ClientPath = Path<(AgencyId, ClientId)>;
 
 /// Where to send the browser to give pipepay access in Kommo.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -73,12 +70,9 @@ async fn start_connect(
               (status = 502, body = Problem)))]
 async fn disconnect(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
     Query(Force { force }): Query<Force>,
 ) -> Result<StatusCode> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     crate::actions::disconnect_kommo(&state, &access, client, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,9 +7,8 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Principal;
 use crate::error::Result;
-use crate::extract::{ClientAccess, access};
+use crate::extract::ClientAccess;
 use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -23,8 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replay))
         .routes(routes!(status))
 }
-
-type ClientPath = Path<(AgencyId, ClientId)>;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -46,12 +43,9 @@ pub struct ActivityQuery {
     responses((status = 200, body = Vec<ActivityEntry>), (status = 404, body = Problem)))]
 async fn activity(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
     Query(query): Query<ActivityQuery>,
 ) -> Result<Json<Vec<ActivityEntry>>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     let filter =
         Filter { kind: query.kind, outcome: query.outcome, lead_id: query.lead_id, before: query.before };
     let limit = i64::from(query.limit.unwrap_or(100));
@@ -73,12 +67,9 @@ pub struct JobsQuery {
     responses((status = 200, body = Vec<JobView>), (status = 404, body = Problem)))]
 async fn jobs(
     State(state): State<AppState>,
-    principal: Principal,
-    path: ClientPath,
+    ClientAccess { access, client, .. }: ClientAccess,
     Query(query): Query<JobsQuery>,
 ) -> Result<Json<Vec<JobView>>> {
-    let Path((agency, client)) = path;
-    let access = access(&state, &principal, agency).await?;
     let limit = i64::from(query.limit.unwrap_or(100));
     Ok(Json(activity::jobs(&state.db, &access, client, query.state.as_deref(), limit).await?))
 }
@@ -90,10 +81,9 @@ async fn jobs(
     responses((status = 202), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn replay(
     State(state): State<AppState>,
-    principal: Principal,
-    Path((agency, client, job)): Path<(AgencyId, ClientId, uuid::Uuid)>,
+    ClientAccess { access, client, .. }: ClientAccess,
+    Path((_, _, job)): Path<(AgencyId, ClientId, uuid::Uuid)>,
 ) -> Result<axum::http::StatusCode> {
-    let access = access(&state, &principal, agency).await?;
     activity::replay(&state.db, &state.queue, &access, client, job).await?;
     Ok(axum::http::StatusCode::ACCEPTED)
 }

@@ -1,16 +1,14 @@
 //! `/api/v1/agencies/{agency}/telemetry`: the agency's own OTLP export.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::ApiJson;
-use crate::auth::Principal;
 use crate::error::Result;
-use crate::extract::{AgencyAccess, access};
-use crate::ids::AgencyId;
+use crate::extract::{Admin, AgencyAccess};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tenants::telemetry::{self, TelemetryInput, TelemetryView};
@@ -37,11 +35,9 @@ async fn get_telemetry(
               (status = 422, body = Problem)))]
 async fn put_telemetry(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(agency): Path<AgencyId>,
+    Admin(AgencyAccess { access, .. }): Admin<AgencyAccess>,
     ApiJson(input): ApiJson<TelemetryInput>,
 ) -> Result<Json<TelemetryView>> {
-    let access = access(&state, &principal, agency).await?;
     let view =
         telemetry::set(&state.db, &state.vault, &access, input, state.config.telemetry_allow_private).await?;
     if let Some(routes) = crate::telemetry::agency_routes() {

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::extract::ApiJson;
 use crate::error::Result;
-use crate::extract::ClientAccess;
+use crate::extract::{Admin, ClientAccess};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tenants::test_event::{self, Service};
@@ -53,7 +53,7 @@ pub struct TestResult {
               (status = 422, body = Problem)))]
 async fn send(
     State(state): State<AppState>,
-    ClientAccess { access, client, .. }: ClientAccess,
+    Admin(ClientAccess { access, client, .. }): Admin<ClientAccess>,
     ApiJson(body): ApiJson<TestEvent>,
 ) -> Result<Json<TestResult>> {
     let (service, name) = match body.service {

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::{PagePath, Posted, Viewer};
+use super::access::{AgencyPage, PostedTo};
+use super::session::Viewer;
 use super::view::{Chrome, Done, FormErrors, done, page, refused, when};
 use super::{Page, error_page};
 use crate::error::Result;
@@ -196,17 +197,17 @@ struct HomePage {
 
 async fn home_page(
     state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
+    page: &AgencyPage,
     done: Option<&str>,
     name: String,
     errors: FormErrors,
 ) -> Result<HomePage> {
-    let access = viewer.access(state, agency).await?;
+    let AgencyPage { viewer, access, agency } = page;
+    let agency = *agency;
     let chrome = Chrome::new(state, viewer, Some(agency), "clients").await?.with_notice(done);
-    let totals = payments::totals(&state.db, &access).await?;
+    let totals = payments::totals(&state.db, access).await?;
     let none = payments::Totals::default();
-    let clients = overview::clients(&state.db, &state.vault, &access)
+    let clients = overview::clients(&state.db, &state.vault, access)
         .await?
         .into_iter()
         .map(|c| {
@@ -217,14 +218,9 @@ async fn home_page(
     Ok(HomePage { chrome, clients, name, errors })
 }
 
-async fn home(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
-    Query(done): Query<Done>,
-) -> Response {
+async fn home(State(state): State<AppState>, opened: AgencyPage, Query(done): Query<Done>) -> Response {
     page(
-        home_page(&state, &viewer, agency, done.done.as_deref(), String::new(), FormErrors::none())
+        home_page(&state, &opened, done.done.as_deref(), String::new(), FormErrors::none())
             .await
             .map(|p| Page::render(StatusCode::OK, &p)),
     )
@@ -238,18 +234,13 @@ struct NewClient {
 
 async fn create_client(
     State(state): State<AppState>,
-    PagePath(agency): PagePath<AgencyId>,
-    posted: Posted<NewClient>,
+    PostedTo { page: opened, form }: PostedTo<AgencyPage, NewClient>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
-    let created = async {
-        let access = viewer.access(&state, agency).await?;
-        clients::create(&state.db, &state.vault, &state.public_url, &access, &form.name).await
-    };
-    match created.await {
+    let agency = opened.agency;
+    match clients::create(&state.db, &state.vault, &state.public_url, &opened.access, &form.name).await {
         Ok((client, _)) => done(&format!("/app/agencies/{agency}/clients/{}", client.id), "client-created"),
         Err(error) => {
-            let home = home_page(&state, &viewer, agency, None, form.name.clone(), FormErrors::none());
+            let home = home_page(&state, &opened, None, form.name.clone(), FormErrors::none());
             refused(home, error, |home, errors| home.errors = errors).await
         }
     }

@@ -17,10 +17,10 @@ use axum::{Extension, Router};
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::ids::AgencyId;
 use crate::state::AppState;
 use crate::web::Page;
-use crate::web::session::{PagePath, Viewer};
+use crate::web::access::AgencyPage;
+use crate::web::session::Viewer;
 use crate::web::view::{Chrome, page as render};
 
 /// The methods an OpenAPI path item may hold, in the order the page lists them.
@@ -360,8 +360,7 @@ async fn first_agency(State(state): State<AppState>, viewer: Viewer) -> Response
 async fn page(
     State(state): State<AppState>,
     Extension(reference): Extension<Arc<Reference>>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
+    AgencyPage { viewer, agency, .. }: AgencyPage,
 ) -> Response {
     let rendered = async {
         let chrome = Chrome::new(&state, &viewer, Some(agency), "api-keys").await?;

@@ -3,6 +3,7 @@
 //! templates only display. Plain HTML forms work without JavaScript; `app.js` only adds copy
 //! buttons and confirmations.
 
+mod access;
 mod account;
 mod agency;
 pub mod api_reference;

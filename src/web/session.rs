@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::error_page;
-use crate::auth::{Access, FormPrincipal, Principal, SessionCsrf};
+use crate::auth::{FormPrincipal, Principal, SessionCsrf};
 use crate::error::{Error, Result};
 use crate::ids::{AgencyId, SessionId, UserId};
 use crate::roles::Role;
@@ -95,11 +95,6 @@ pub struct AgencyLink {
 }
 
 impl Viewer {
-    /// The viewer's standing in `agency`: a stranger gets the same 404 as a missing agency.
-    pub async fn access(&self, state: &AppState, agency: AgencyId) -> Result<Access> {
-        crate::extract::access(state, &self.principal, agency).await
-    }
-
     pub async fn agencies(&self, state: &AppState) -> Result<Vec<AgencyLink>> {
         let mut tx = state.db.read().await?;
         let rows = store::agencies::of_user(&mut tx, self.user).await?;
@@ -125,24 +120,34 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = request.into_parts();
-        let viewer = Viewer::from_request_parts(&mut parts, state).await;
-        let keep = parts.clone();
-        let request = Request::from_parts(parts, body);
-        let bytes = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
-        // The session ended while the form was open: keep what was typed through the log-in.
-        let viewer = viewer.map_err(|_| super::stash::keep(state, &keep, &bytes))?;
-        let field: CsrfField =
-            serde_html_form::from_bytes(&bytes).unwrap_or(CsrfField { csrf: String::new() });
-        if !bool::from(field.csrf.as_bytes().ct_eq(viewer.csrf.as_bytes())) {
-            return Err(error_page(Error::Forbidden("this form has expired; reload the page and try again"))
-                .into_response());
-        }
-        let form = serde_html_form::from_bytes(&bytes).map_err(|e| {
-            error_page(Error::Malformed(format!("the form could not be read: {e}"))).into_response()
-        })?;
+        let (viewer, bytes) = read_posted(request, state).await?;
+        let form = decode_form(&bytes).map_err(|e| error_page(e).into_response())?;
         Ok(Posted { viewer, form })
     }
+}
+
+/// The viewer and the posted body, its CSRF token checked. A form posted after the session
+/// ended is kept through the log-in instead.
+pub(super) async fn read_posted(request: Request, state: &AppState) -> Result<(Viewer, Bytes), Response> {
+    let (mut parts, body) = request.into_parts();
+    let viewer = Viewer::from_request_parts(&mut parts, state).await;
+    let keep = parts.clone();
+    let request = Request::from_parts(parts, body);
+    let bytes = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+    // The session ended while the form was open: keep what was typed through the log-in.
+    let viewer = viewer.map_err(|_| super::stash::keep(state, &keep, &bytes))?;
+    let field: CsrfField = serde_html_form::from_bytes(&bytes).unwrap_or(CsrfField { csrf: String::new() });
+    if !bool::from(field.csrf.as_bytes().ct_eq(viewer.csrf.as_bytes())) {
+        return Err(error_page(Error::Forbidden("this form has expired; reload the page and try again"))
+            .into_response());
+    }
+    Ok((viewer, bytes))
+}
+
+/// The form's fields; one that cannot be read is a 400 (shown as a page by the caller).
+pub(super) fn decode_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_html_form::from_bytes(bytes)
+        .map_err(|e| Error::Malformed(format!("the form could not be read: {e}")))
 }
 
 /// A form posted by someone not logged in (sign-up, log-in, accepting an invitation). The

@@ -18,8 +18,9 @@ use crate::state::AppState;
 use crate::store::activity::Filter;
 use crate::tenants::activity::{self, ActivityEntry, KINDS, OUTCOMES};
 use crate::web::Page;
+use crate::web::access::{ClientPage, PostedTo};
 use crate::web::chart::{self, Chart};
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::session::PagePath;
 use crate::web::view::Time;
 use crate::web::view::{Chrome, done, page as render};
 
@@ -149,15 +150,9 @@ fn tone(outcome: &str) -> &'static str {
     }
 }
 
-async fn activity_page(
-    state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    client: ClientId,
-    query: ActivityQuery,
-) -> Result<ActivityPage> {
-    let Opened { access, chrome, head, .. } =
-        open(state, viewer, agency, client, "activity", query.done.as_deref()).await?;
+async fn activity_page(state: &AppState, page: &ClientPage, query: ActivityQuery) -> Result<ActivityPage> {
+    let client = page.client;
+    let Opened { access, chrome, head, .. } = open(state, page, "activity", query.done.as_deref()).await?;
     // Only the documented values filter; anything else shows everything rather than nothing.
     let kind = KINDS.iter().find(|k| **k == query.kind).map(|k| (*k).to_owned());
     let outcome = OUTCOMES.iter().find(|o| **o == query.outcome).map(|o| (*o).to_owned());
@@ -237,26 +232,19 @@ async fn activity_page(
 
 pub async fn page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath((agency, client)): PagePath<(AgencyId, ClientId)>,
+    page: ClientPage,
     Query(query): Query<ActivityQuery>,
 ) -> Response {
-    render(
-        activity_page(&state, &viewer, agency, client, query).await.map(|p| Page::render(StatusCode::OK, &p)),
-    )
+    render(activity_page(&state, &page, query).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
 pub async fn replay(
     State(state): State<AppState>,
-    PagePath((agency, client, job)): PagePath<(AgencyId, ClientId, uuid::Uuid)>,
-    posted: Posted<NoFields>,
+    PagePath((_, _, job)): PagePath<(AgencyId, ClientId, uuid::Uuid)>,
+    PostedTo { page, .. }: PostedTo<ClientPage, NoFields>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let replayed = async {
-        let access = viewer.access(&state, agency).await?;
-        activity::replay(&state.db, &state.queue, &access, client, job).await
-    };
-    match replayed.await {
+    let ClientPage { access, agency, client, .. } = page;
+    match activity::replay(&state.db, &state.queue, &access, client, job).await {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}/activity"), "job-replayed"),
         Err(error) => crate::web::error_page(error).into_response(),
     }

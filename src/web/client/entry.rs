@@ -14,7 +14,8 @@ use crate::store::jobs::JobState;
 use crate::tenants::activity::kind_words;
 use crate::tenants::entry;
 use crate::web::Page;
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::access::{ClientPage, PostedTo};
+use crate::web::session::PagePath;
 use crate::web::view::{Chrome, Done, done, page as render};
 
 type EntryPath = PagePath<(AgencyId, ClientId, uuid::Uuid)>;
@@ -111,11 +112,12 @@ pub struct EntryPage {
 
 async fn entry_page(
     state: &AppState,
-    viewer: &Viewer,
-    (agency, client, id): (AgencyId, ClientId, uuid::Uuid),
+    page: &ClientPage,
+    id: uuid::Uuid,
     notice: Option<&str>,
 ) -> Result<EntryPage> {
-    let Opened { access, chrome, head, .. } = open(state, viewer, agency, client, "activity", notice).await?;
+    let client = page.client;
+    let Opened { access, chrome, head, .. } = open(state, page, "activity", notice).await?;
     let found = entry::detail(&state.db, &access, client, id).await?;
     let e = found.entry;
     Ok(EntryPage {
@@ -172,28 +174,22 @@ async fn entry_page(
 
 pub async fn page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(ids): EntryPath,
+    page: ClientPage,
+    PagePath((_, _, id)): EntryPath,
     Query(notice): Query<Done>,
 ) -> Response {
     render(
-        entry_page(&state, &viewer, ids, notice.done.as_deref())
-            .await
-            .map(|p| Page::render(StatusCode::OK, &p)),
+        entry_page(&state, &page, id, notice.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
     )
 }
 
 pub async fn replay(
     State(state): State<AppState>,
-    PagePath((agency, client, id)): EntryPath,
-    posted: Posted<NoFields>,
+    PagePath((_, _, id)): EntryPath,
+    PostedTo { page, .. }: PostedTo<ClientPage, NoFields>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let replayed = async {
-        let access = viewer.access(&state, agency).await?;
-        entry::replay(&state.db, &state.queue, &access, client, id).await
-    };
-    match replayed.await {
+    let ClientPage { access, agency, client, .. } = page;
+    match entry::replay(&state.db, &state.queue, &access, client, id).await {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}/activity/{id}"), "job-replayed"),
         Err(error) => crate::web::error_page(error).into_response(),
     }

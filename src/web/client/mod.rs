@@ -1,7 +1,8 @@
 //! A client account's pages: overview (setup checklist, Kommo, Flutterwave keys, webhook URLs),
-//! settings, activity and payments. Every page and form first resolves the viewer's access and the client account
-//! within that agency, so another agency's ids are a 404 before anything is said; changes go
-//! through the same services as the API, which refuse members with a 403.
+//! settings, activity and payments. Every page and form is a [`ClientPage`]: the viewer's access
+//! is resolved before the handler runs, and the page then finds the client account within that
+//! agency, so another agency's ids are a 404 before anything is said; changes go through the
+//! same services as the API, which refuse members with a 403.
 
 mod activity;
 mod entry;
@@ -15,12 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::Viewer;
+use super::access::ClientPage;
 use super::view::{Chrome, FormErrors, again};
 use super::{Page, error_page};
 use crate::auth::Access;
 use crate::error::{Error, Result};
-use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
 use crate::tenants::clients::{self, ClientView};
 
@@ -69,24 +69,22 @@ pub struct Opened {
     pub head: ClientHead,
 }
 
-/// The viewer's access, the client account (404 when it is not this agency's) and the layout.
+/// The client account (404 when it is not this agency's) and the layout.
 pub async fn open(
     state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    client: ClientId,
+    page: &ClientPage,
     tab: &'static str,
     done: Option<&str>,
 ) -> Result<Opened> {
-    let access = viewer.access(state, agency).await?;
-    let client = clients::get(&state.db, &access, client).await?;
-    let chrome = Chrome::new(state, viewer, Some(agency), "clients").await?.with_notice(done);
+    let ClientPage { viewer, access, agency, client } = page;
+    let client = clients::get(&state.db, access, *client).await?;
+    let chrome = Chrome::new(state, viewer, Some(*agency), "clients").await?.with_notice(done);
     let head = ClientHead {
         name: client.name.clone(),
         base: format!("/app/agencies/{agency}/clients/{}", client.id),
         tab,
     };
-    Ok(Opened { access, chrome, client, head })
+    Ok(Opened { access: access.clone(), chrome, client, head })
 }
 
 /// A form with nothing but its CSRF token.

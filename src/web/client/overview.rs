@@ -11,7 +11,6 @@ use serde::Deserialize;
 use super::{ClientHead, NoFields, Opened, open, refused_or_again};
 use crate::connections::{self, ConnectionView, ManualSetup};
 use crate::error::{Error, Result};
-use crate::ids::{AgencyId, ClientId};
 use crate::kommo::health;
 use crate::state::AppState;
 use crate::tenants::clients::{self, WebhookUrls};
@@ -20,11 +19,10 @@ use crate::tenants::overview::Drivers;
 use crate::tenants::{activity, test_event};
 use crate::vault::Secret;
 use crate::web::Page;
+use crate::web::access::{ClientPage, PostedTo};
 use crate::web::agency::{ChecklistView, flutterwave_label, kommo_label};
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::session::Viewer;
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
-
-type ClientPath = PagePath<(AgencyId, ClientId)>;
 
 /// The Kommo connection, worded for people.
 pub struct KommoStatus {
@@ -117,14 +115,9 @@ fn connect_label(kommo: Option<&KommoStatus>, health: Option<&str>) -> Option<&'
     }
 }
 
-async fn overview(
-    state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    client: ClientId,
-    done: Option<&str>,
-) -> Result<OverviewPage> {
-    let Opened { access, chrome, head, .. } = open(state, viewer, agency, client, "overview", done).await?;
+async fn overview(state: &AppState, page: &ClientPage, done: Option<&str>) -> Result<OverviewPage> {
+    let client = page.client;
+    let Opened { access, chrome, head, .. } = open(state, page, "overview", done).await?;
     let connection = match connections::status(&state.kommo, &access, client).await {
         Ok(view) => Some(view),
         // The client account exists (checked above): not found means not connected.
@@ -177,30 +170,17 @@ fn render_page(state: &AppState, status: StatusCode, page: &OverviewPage) -> Pag
         .allow_form_target(&state.kommo.settings.auth_url.origin().ascii_serialization())
 }
 
-pub async fn page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath((agency, client)): ClientPath,
-    Query(done): Query<Done>,
-) -> Response {
+pub async fn page(State(state): State<AppState>, page: ClientPage, Query(done): Query<Done>) -> Response {
     render(
-        overview(&state, &viewer, agency, client, done.done.as_deref())
-            .await
-            .map(|p| render_page(&state, StatusCode::OK, &p)),
+        overview(&state, &page, done.done.as_deref()).await.map(|p| render_page(&state, StatusCode::OK, &p)),
     )
 }
 
 pub async fn connect_kommo(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<NoFields>,
+    PostedTo { page, .. }: PostedTo<ClientPage, NoFields>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let started = async {
-        let access = viewer.access(&state, agency).await?;
-        connections::start(&state.kommo, &access, viewer.session, client).await
-    };
-    match started.await {
+    match connections::start(&state.kommo, &page.access, page.viewer.session, page.client).await {
         Ok(consent) => {
             let mut headers = HeaderMap::new();
             if let Ok(value) = consent.as_str().parse() {
@@ -269,17 +249,13 @@ fn removal_answer(
 
 pub async fn disconnect_kommo(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<RemovalForm>,
+    PostedTo { page, form }: PostedTo<ClientPage, RemovalForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
-    let result = async {
-        let access = viewer.access(&state, agency).await?;
-        crate::actions::disconnect_kommo(&state, &access, client, form.force()).await
-    };
+    let ClientPage { viewer, access, agency, client } = page;
+    let result = crate::actions::disconnect_kommo(&state, &access, client, form.force()).await;
     let base = format!("/app/agencies/{agency}/clients/{client}");
     removal_answer(
-        result.await,
+        result,
         &viewer,
         base.clone(),
         format!("{base}/kommo/disconnect"),
@@ -312,16 +288,10 @@ impl KeysForm {
 
 pub async fn save_keys(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<KeysForm>,
+    PostedTo { page, form }: PostedTo<ClientPage, KeysForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
-    let saved = async {
-        let access = viewer.access(&state, agency).await?;
-        crate::actions::set_flutterwave_keys(&state, &access, client, form.input()).await
-    };
-    let saved = saved.await;
-    let page = overview(&state, &viewer, agency, client, None).await;
+    let saved = crate::actions::set_flutterwave_keys(&state, &page.access, page.client, form.input()).await;
+    let page = overview(&state, &page, None).await;
     match (saved, page) {
         (_, Err(error)) => crate::web::error_page(error).into_response(),
         // Rendered here rather than redirected: a generated secret hash is shown only now.
@@ -339,15 +309,10 @@ pub async fn save_keys(
 
 pub async fn rotate_token(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<NoFields>,
+    PostedTo { page, .. }: PostedTo<ClientPage, NoFields>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let rotated = async {
-        let access = viewer.access(&state, agency).await?;
-        crate::actions::rotate_ingress_token(&state, &access, client).await.map(drop)
-    };
-    match rotated.await {
+    let ClientPage { access, agency, client, .. } = page;
+    match crate::actions::rotate_ingress_token(&state, &access, client).await.map(drop) {
         Ok(()) => done(&format!("/app/agencies/{agency}/clients/{client}"), "token-rotated"),
         Err(error) => crate::web::error_page(error).into_response(),
     }
@@ -355,17 +320,13 @@ pub async fn rotate_token(
 
 pub async fn delete(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<RemovalForm>,
+    PostedTo { page, form }: PostedTo<ClientPage, RemovalForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
-    let deleted = async {
-        let access = viewer.access(&state, agency).await?;
-        crate::actions::delete_client(&state, &access, client, form.force()).await
-    };
+    let ClientPage { viewer, access, agency, client } = page;
+    let deleted = crate::actions::delete_client(&state, &access, client, form.force()).await;
     let base = format!("/app/agencies/{agency}/clients/{client}");
     removal_answer(
-        deleted.await,
+        deleted,
         &viewer,
         base.clone(),
         format!("{base}/delete"),
@@ -377,16 +338,10 @@ pub async fn delete(
 /// Sends a test webhook to each of the client account's addresses and shows what came back.
 pub async fn send_test_event(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<NoFields>,
+    PostedTo { page, .. }: PostedTo<ClientPage, NoFields>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let sent = async {
-        let access = viewer.access(&state, agency).await?;
-        test_event::send(&state.db, &state.vault, &state.public_url, &access, client).await
-    };
-    let sent = sent.await;
-    match (sent, overview(&state, &viewer, agency, client, None).await) {
+    let sent = test_event::send(&state.db, &state.vault, &state.public_url, &page.access, page.client).await;
+    match (sent, overview(&state, &page, None).await) {
         (Ok(checks), Ok(mut page)) => {
             page.tested = Some(checks);
             render_page(&state, StatusCode::OK, &page).into_response()

@@ -10,11 +10,10 @@ use serde::Deserialize;
 use super::{ClientHead, Opened, open, when};
 use crate::connections;
 use crate::error::{Error, Result};
-use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
 use crate::tenants::payments::{self, LinkState, Payment};
 use crate::web::Page;
-use crate::web::session::{PagePath, Viewer};
+use crate::web::access::ClientPage;
 use crate::web::view::{Chrome, grouped, page as render};
 
 const PAGE: i64 = 25;
@@ -80,14 +79,9 @@ fn row(payment: Payment, host: Option<&str>) -> Row {
     }
 }
 
-async fn payments_page(
-    state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    client: ClientId,
-    query: PaymentsQuery,
-) -> Result<PaymentsPage> {
-    let Opened { access, chrome, head, .. } = open(state, viewer, agency, client, "payments", None).await?;
+async fn payments_page(state: &AppState, opened: &ClientPage, query: PaymentsQuery) -> Result<PaymentsPage> {
+    let client = opened.client;
+    let Opened { access, chrome, head, .. } = open(state, opened, "payments", None).await?;
     let host = match connections::status(&state.kommo, &access, client).await {
         Ok(view) => Some(view.host),
         Err(Error::NotFound) => None,
@@ -116,13 +110,10 @@ async fn payments_page(
 
 pub async fn page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath((agency, client)): PagePath<(AgencyId, ClientId)>,
+    page: ClientPage,
     Query(query): Query<PaymentsQuery>,
 ) -> Response {
-    render(
-        payments_page(&state, &viewer, agency, client, query).await.map(|p| Page::render(StatusCode::OK, &p)),
-    )
+    render(payments_page(&state, &page, query).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
 #[cfg(test)]

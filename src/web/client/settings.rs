@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::{ClientHead, Opened, open, refused_or_again};
 use crate::error::{Error, FieldError, Result};
-use crate::ids::{AgencyId, ClientId};
 use crate::kommo::model::{CustomField, Pipeline};
 use crate::roles::Role;
 use crate::state::AppState;
@@ -22,10 +21,8 @@ use crate::tenants::settings::{
     CURRENCIES, ClientSettings, KOMMO_LOST, KOMMO_WON, PAYMENT_OPTIONS, Tax, Trigger, payment_option_name,
 };
 use crate::web::Page;
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::access::{ClientPage, PostedTo};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render};
-
-type ClientPath = PagePath<(AgencyId, ClientId)>;
 
 /// The form exactly as typed, so a refused save shows it again unchanged. Field names are the
 /// settings document's paths, so the service's field errors land next to their fields.
@@ -324,15 +321,13 @@ fn kommo_problem(error: Error) -> Result<String> {
 
 async fn settings_page(
     state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    client: ClientId,
+    page: &ClientPage,
     done: Option<&str>,
     form: Option<SettingsForm>,
     errors: FormErrors,
 ) -> Result<SettingsPage> {
-    let Opened { chrome, client: view, head, .. } =
-        open(state, viewer, agency, client, "settings", done).await?;
+    let client = page.client;
+    let Opened { chrome, client: view, head, .. } = open(state, page, "settings", done).await?;
     let form = form.unwrap_or_else(|| SettingsForm::from_settings(&view.settings));
     let mut problem = None;
     let pipelines = match state.kommo.pipelines(client).await {
@@ -429,14 +424,9 @@ fn note_label(kind: NoteKind) -> &'static str {
     }
 }
 
-pub async fn page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath((agency, client)): ClientPath,
-    Query(done): Query<Done>,
-) -> Response {
+pub async fn page(State(state): State<AppState>, page: ClientPage, Query(done): Query<Done>) -> Response {
     render(
-        settings_page(&state, &viewer, agency, client, done.done.as_deref(), None, FormErrors::none())
+        settings_page(&state, &page, done.done.as_deref(), None, FormErrors::none())
             .await
             .map(|p| Page::render(StatusCode::OK, &p)),
     )
@@ -444,13 +434,11 @@ pub async fn page(
 
 pub async fn save(
     State(state): State<AppState>,
-    PagePath((agency, client)): ClientPath,
-    posted: Posted<SettingsForm>,
+    PostedTo { page, form }: PostedTo<ClientPage, SettingsForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
+    let (access, agency, client) = (&page.access, page.agency, page.client);
     let saved = async {
-        let access = viewer.access(&state, agency).await?;
-        let current = clients::get(&state.db, &access, client).await?;
+        let current = clients::get(&state.db, access, client).await?;
         // Before reading the form, so a member learns nothing from its validation.
         access.require(Role::Admin)?;
         let (settings, mut unreadable) = form.apply(&current.settings);
@@ -461,18 +449,16 @@ pub async fn save(
             }
             return Err(Error::Invalid(unreadable));
         }
-        crate::actions::update_settings(&state, &access, client, settings).await
+        crate::actions::update_settings(&state, access, client, settings).await
     };
     match saved.await {
         Ok(_) => done(&format!("/app/agencies/{agency}/clients/{client}/settings"), "settings-saved"),
-        Err(error) => {
-            match settings_page(&state, &viewer, agency, client, None, Some(form), FormErrors::none()).await {
-                Ok(mut page) => refused_or_again(error, |status, errors| {
-                    page.errors = errors;
-                    Page::render(status, &page)
-                }),
-                Err(error) => crate::web::error_page(error).into_response(),
-            }
-        }
+        Err(error) => match settings_page(&state, &page, None, Some(form), FormErrors::none()).await {
+            Ok(mut page) => refused_or_again(error, |status, errors| {
+                page.errors = errors;
+                Page::render(status, &page)
+            }),
+            Err(error) => crate::web::error_page(error).into_response(),
+        },
     }
 }

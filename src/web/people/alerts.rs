@@ -9,12 +9,11 @@ use serde::Deserialize;
 
 use crate::alerts::settings;
 use crate::error::Result;
-use crate::ids::AgencyId;
 use crate::roles::Role;
 use crate::state::AppState;
 use crate::store::outbox::OutboxRow;
 use crate::web::Page;
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::access::{AgencyPage, PostedTo};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page, when};
 
 /// One mail or webhook call, as the outbox lists show it.
@@ -65,10 +64,11 @@ struct AlertsPage {
     errors: FormErrors,
 }
 
-async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<&str>) -> Result<AlertsPage> {
-    let access = viewer.access(state, agency).await?;
+async fn view(state: &AppState, page: &AgencyPage, done: Option<&str>) -> Result<AlertsPage> {
+    let AgencyPage { viewer, access, agency } = page;
+    let agency = *agency;
     let chrome = Chrome::new(state, viewer, Some(agency), "alerts").await?.with_notice(done);
-    let current = settings::get(&state.db, &access).await?;
+    let current = settings::get(&state.db, access).await?;
     let is_owner = access.role >= Role::Owner;
     let names: Vec<(crate::ids::ClientId, String)> = {
         let mut tx = state.db.read().await?;
@@ -76,7 +76,7 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
         tx.commit().await?;
         clients.into_iter().map(|c| (c.id, c.name)).collect()
     };
-    let incidents = settings::incidents(&state.db, &access)
+    let incidents = settings::incidents(&state.db, access)
         .await?
         .into_iter()
         .map(|i| IncidentRow {
@@ -91,7 +91,7 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
         })
         .collect();
     let messages = if is_owner {
-        settings::outbox(&state.db, &access).await?.into_iter().map(MessageRow::from).collect()
+        settings::outbox(&state.db, access).await?.into_iter().map(MessageRow::from).collect()
     } else {
         Vec::new()
     };
@@ -110,15 +110,8 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
     })
 }
 
-pub async fn page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
-    Query(done): Query<Done>,
-) -> Response {
-    render(
-        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
-    )
+pub async fn page(State(state): State<AppState>, page: AgencyPage, Query(done): Query<Done>) -> Response {
+    render(view(&state, &page, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
 #[derive(Deserialize)]
@@ -131,35 +124,31 @@ pub struct AlertsForm {
 
 pub async fn save(
     State(state): State<AppState>,
-    PagePath(agency): PagePath<AgencyId>,
-    posted: Posted<AlertsForm>,
+    PostedTo { page, form }: PostedTo<AgencyPage, AlertsForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
-    let saved = async {
-        let access = viewer.access(&state, agency).await?;
-        settings::save(
-            &state.db,
-            &state.vault,
-            &access,
-            state.config.alert_allow_private,
-            form.email_owners.is_some(),
-            &form.webhook_url,
-            form.new_secret.is_some(),
-        )
-        .await
-    };
-    match saved.await {
+    let agency = page.agency;
+    let saved = settings::save(
+        &state.db,
+        &state.vault,
+        &page.access,
+        state.config.alert_allow_private,
+        form.email_owners.is_some(),
+        &form.webhook_url,
+        form.new_secret.is_some(),
+    )
+    .await;
+    match saved {
         // A new secret is shown on this answer only: nothing stores it readable.
-        Ok(Some(secret)) => render(view(&state, &viewer, agency, Some("alerts-saved")).await.map(|mut p| {
+        Ok(Some(secret)) => render(view(&state, &page, Some("alerts-saved")).await.map(|mut p| {
             p.secret = Some(secret.expose().to_owned());
             Page::render(StatusCode::OK, &p)
         })),
         Ok(None) => done(&format!("/app/agencies/{agency}/alerts"), "alerts-saved"),
         Err(error) => {
             let url = form.webhook_url.clone();
-            refused_page(view(&state, &viewer, agency, None), error, |page, errors| {
-                page.webhook_url = url;
-                page.errors = errors;
+            refused_page(view(&state, &page, None), error, |shown, errors| {
+                shown.webhook_url = url;
+                shown.errors = errors;
             })
             .await
         }

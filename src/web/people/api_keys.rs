@@ -14,7 +14,8 @@ use crate::roles::Role;
 use crate::state::AppState;
 use crate::tenants::api_keys;
 use crate::web::Page;
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::access::{AgencyPage, PostedTo};
+use crate::web::session::PagePath;
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct KeyRow {
@@ -43,10 +44,9 @@ struct KeysPage {
     once: Option<ShownOnce>,
 }
 
-async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<&str>) -> Result<KeysPage> {
-    let access = viewer.access(state, agency).await?;
-    let chrome = Chrome::new(state, viewer, Some(agency), "api-keys").await?.with_notice(done);
-    let keys = api_keys::list(&state.db, &access)
+async fn view(state: &AppState, page: &AgencyPage, done: Option<&str>) -> Result<KeysPage> {
+    let chrome = Chrome::new(state, &page.viewer, Some(page.agency), "api-keys").await?.with_notice(done);
+    let keys = api_keys::list(&state.db, &page.access)
         .await?
         .into_iter()
         .map(|k| KeyRow {
@@ -72,25 +72,17 @@ async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, done: Option<
     })
 }
 
-pub async fn page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
-    Query(done): Query<Done>,
-) -> Response {
-    render(
-        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
-    )
+pub async fn page(State(state): State<AppState>, page: AgencyPage, Query(done): Query<Done>) -> Response {
+    render(view(&state, &page, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
 async fn refused(
     state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
+    page: &AgencyPage,
     error: Error,
     fill: impl FnOnce(&mut KeysPage, FormErrors),
 ) -> Response {
-    refused_page(view(state, viewer, agency, None), error, fill).await
+    refused_page(view(state, page, None), error, fill).await
 }
 
 #[derive(Deserialize)]
@@ -105,17 +97,14 @@ pub struct NewKey {
 /// chance to copy it.
 pub async fn create(
     State(state): State<AppState>,
-    PagePath(agency): PagePath<AgencyId>,
-    posted: Posted<NewKey>,
+    PostedTo { page, form }: PostedTo<AgencyPage, NewKey>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
     let created = async {
-        let access = viewer.access(&state, agency).await?;
         let role = parse_role("role", &form.role)?;
-        api_keys::create(&state.db, &access, &form.name, role).await
+        api_keys::create(&state.db, &page.access, &form.name, role).await
     };
     match created.await {
-        Ok((key, secret)) => render(view(&state, &viewer, agency, None).await.map(|mut p| {
+        Ok((key, secret)) => render(view(&state, &page, None).await.map(|mut p| {
             p.once = Some(ShownOnce {
                 id: "new-api-key",
                 label: "New API key",
@@ -130,10 +119,10 @@ pub async fn create(
             Page::render(StatusCode::OK, &p)
         })),
         Err(error) => {
-            refused(&state, &viewer, agency, error, |page, errors| {
-                page.name = form.name;
-                page.role = form.role;
-                page.errors = errors;
+            refused(&state, &page, error, |shown, errors| {
+                shown.name = form.name;
+                shown.role = form.role;
+                shown.errors = errors;
             })
             .await
         }
@@ -142,19 +131,14 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    PagePath((agency, key)): PagePath<(AgencyId, ApiKeyId)>,
-    posted: Posted<Empty>,
+    PagePath((_, key)): PagePath<(AgencyId, ApiKeyId)>,
+    PostedTo { page, .. }: PostedTo<AgencyPage, Empty>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let revoked = async {
-        let access = viewer.access(&state, agency).await?;
-        api_keys::revoke(&state.db, &access, key).await
-    };
-    match revoked.await {
-        Ok(()) => done(&format!("/app/agencies/{agency}/api-keys"), "key-revoked"),
+    match api_keys::revoke(&state.db, &page.access, key).await {
+        Ok(()) => done(&format!("/app/agencies/{}/api-keys", page.agency), "key-revoked"),
         Err(error) => {
-            refused(&state, &viewer, agency, error, |page, errors| {
-                page.action_error = row_failure(errors, &[]).summary;
+            refused(&state, &page, error, |shown, errors| {
+                shown.action_error = row_failure(errors, &[]).summary;
             })
             .await
         }

@@ -11,12 +11,12 @@ use serde_json::Value;
 
 use super::{Time, when};
 use crate::error::{Error, Result};
-use crate::ids::{AgencyId, AuditId, ClientId};
+use crate::ids::{AuditId, ClientId};
 use crate::state::AppState;
 use crate::tenants::{audit, clients};
 use crate::vault::mask;
 use crate::web::Page;
-use crate::web::session::{PagePath, Viewer};
+use crate::web::access::AgencyPage;
 use crate::web::view::{Chrome, page as render};
 
 const PAGE_SIZE: u32 = 50;
@@ -66,27 +66,27 @@ fn parse_id<T: std::str::FromStr>(value: Option<&str>, invalid: Error) -> Result
 
 pub async fn page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
+    page: AgencyPage,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    render(view(&state, &viewer, agency, query).await.map(|p| Page::render(StatusCode::OK, &p)))
+    render(view(&state, &page, query).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
-async fn view(state: &AppState, viewer: &Viewer, agency: AgencyId, query: AuditQuery) -> Result<AuditPage> {
-    let access = viewer.access(state, agency).await?;
+async fn view(state: &AppState, page: &AgencyPage, query: AuditQuery) -> Result<AuditPage> {
+    let AgencyPage { viewer, access, agency } = page;
+    let agency = *agency;
     let chrome = Chrome::new(state, viewer, Some(agency), "audit").await?;
     let client: Option<ClientId> = parse_id(query.client_id.as_deref(), Error::NotFound)?;
     let before: Option<AuditId> =
         parse_id(query.before.as_deref(), Error::Malformed("`before` is not an audit entry id".into()))?;
-    let accounts = clients::list(&state.db, &access).await?;
+    let accounts = clients::list(&state.db, access).await?;
     // Another agency's client account is as unknown here as anywhere.
     if client.is_some_and(|c| !accounts.iter().any(|a| a.id == c)) {
         return Err(Error::NotFound);
     }
     let names: HashMap<ClientId, String> = accounts.iter().map(|a| (a.id, a.name.clone())).collect();
     // One more than a page tells whether older entries exist.
-    let mut entries = audit::list(&state.db, &access, client, before, PAGE_SIZE + 1).await?;
+    let mut entries = audit::list(&state.db, access, client, before, PAGE_SIZE + 1).await?;
     let more = entries.len() > PAGE_SIZE as usize;
     entries.truncate(PAGE_SIZE as usize);
 

@@ -14,7 +14,8 @@ use crate::roles::Role;
 use crate::state::AppState;
 use crate::tenants::members;
 use crate::web::Page;
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::access::{AgencyPage, PostedTo};
+use crate::web::session::PagePath;
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct MemberRow {
@@ -50,15 +51,11 @@ struct MembersPage {
     once: Option<ShownOnce>,
 }
 
-async fn view(
-    state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    done: Option<&str>,
-) -> Result<MembersPage> {
-    let access = viewer.access(state, agency).await?;
+async fn view(state: &AppState, page: &AgencyPage, done: Option<&str>) -> Result<MembersPage> {
+    let AgencyPage { viewer, access, agency } = page;
+    let agency = *agency;
     let chrome = Chrome::new(state, viewer, Some(agency), "members").await?.with_notice(done);
-    let members = members::list(&state.db, &access)
+    let members = members::list(&state.db, access)
         .await?
         .into_iter()
         .map(|m| MemberRow {
@@ -69,7 +66,7 @@ async fn view(
             is_me: m.user_id == viewer.user,
         })
         .collect();
-    let invitations = members::pending(&state.db, &access)
+    let invitations = members::pending(&state.db, access)
         .await?
         .into_iter()
         .map(|i| InvitationRow {
@@ -97,26 +94,18 @@ fn path(agency: AgencyId) -> String {
     format!("/app/agencies/{agency}/members")
 }
 
-pub async fn page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
-    Query(done): Query<Done>,
-) -> Response {
-    render(
-        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
-    )
+pub async fn page(State(state): State<AppState>, page: AgencyPage, Query(done): Query<Done>) -> Response {
+    render(view(&state, &page, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
 /// The members page again after a refused change, with `fill` placing the errors.
 async fn refused(
     state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
+    page: &AgencyPage,
     error: crate::error::Error,
     fill: impl FnOnce(&mut MembersPage, FormErrors),
 ) -> Response {
-    refused_page(view(state, viewer, agency, None), error, fill).await
+    refused_page(view(state, page, None), error, fill).await
 }
 
 /// A row action's failure goes to the page's alert.
@@ -136,17 +125,14 @@ pub struct InviteForm {
 /// response (the database keeps its hash), so it is shown here, once.
 pub async fn invite(
     State(state): State<AppState>,
-    PagePath(agency): PagePath<AgencyId>,
-    posted: Posted<InviteForm>,
+    PostedTo { page, form }: PostedTo<AgencyPage, InviteForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
     let invited = async {
-        let access = viewer.access(&state, agency).await?;
         let role = parse_role("role", &form.role)?;
-        members::invite(&state.db, &state.public_url, &access, &form.email, role).await
+        members::invite(&state.db, &state.public_url, &page.access, &form.email, role).await
     };
     match invited.await {
-        Ok((invitation, _token, link)) => render(view(&state, &viewer, agency, Some("invited")).await.map(|mut p| {
+        Ok((invitation, _token, link)) => render(view(&state, &page, Some("invited")).await.map(|mut p| {
             p.once = Some(ShownOnce {
                 id: "invitation-link",
                 label: "Invitation link",
@@ -162,10 +148,10 @@ pub async fn invite(
             Page::render(StatusCode::OK, &p)
         })),
         Err(error) => {
-            refused(&state, &viewer, agency, error, |page, errors| {
-                page.email = form.email;
-                page.role = form.role;
-                page.errors = errors;
+            refused(&state, &page, error, |shown, errors| {
+                shown.email = form.email;
+                shown.role = form.role;
+                shown.errors = errors;
             })
             .await
         }
@@ -180,51 +166,39 @@ pub struct RoleForm {
 
 pub async fn set_role(
     State(state): State<AppState>,
-    PagePath((agency, user)): PagePath<(AgencyId, UserId)>,
-    posted: Posted<RoleForm>,
+    PagePath((_, user)): PagePath<(AgencyId, UserId)>,
+    PostedTo { page, form }: PostedTo<AgencyPage, RoleForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
     let changed = async {
-        let access = viewer.access(&state, agency).await?;
         let role = parse_role("role", &form.role)?;
-        members::set_role(&state.db, &access, user, role).await
+        members::set_role(&state.db, &page.access, user, role).await
     };
     match changed.await {
-        Ok(_) => done(&path(agency), "member-updated"),
-        Err(error) => refused(&state, &viewer, agency, error, row_error(&["role"])).await,
+        Ok(_) => done(&path(page.agency), "member-updated"),
+        Err(error) => refused(&state, &page, error, row_error(&["role"])).await,
     }
 }
 
 pub async fn remove(
     State(state): State<AppState>,
-    PagePath((agency, user)): PagePath<(AgencyId, UserId)>,
-    posted: Posted<Empty>,
+    PagePath((_, user)): PagePath<(AgencyId, UserId)>,
+    PostedTo { page, .. }: PostedTo<AgencyPage, Empty>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let removed = async {
-        let access = viewer.access(&state, agency).await?;
-        members::remove(&state.db, &access, user).await
-    };
-    match removed.await {
+    match members::remove(&state.db, &page.access, user).await {
         // Someone who left has no page in this agency any more.
-        Ok(()) if user == viewer.user => Redirect::to("/app").into_response(),
-        Ok(()) => done(&path(agency), "member-removed"),
-        Err(error) => refused(&state, &viewer, agency, error, row_error(&["user_id"])).await,
+        Ok(()) if user == page.viewer.user => Redirect::to("/app").into_response(),
+        Ok(()) => done(&path(page.agency), "member-removed"),
+        Err(error) => refused(&state, &page, error, row_error(&["user_id"])).await,
     }
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
-    PagePath((agency, invitation)): PagePath<(AgencyId, InvitationId)>,
-    posted: Posted<Empty>,
+    PagePath((_, invitation)): PagePath<(AgencyId, InvitationId)>,
+    PostedTo { page, .. }: PostedTo<AgencyPage, Empty>,
 ) -> Response {
-    let viewer = posted.viewer;
-    let revoked = async {
-        let access = viewer.access(&state, agency).await?;
-        members::revoke(&state.db, &access, invitation).await
-    };
-    match revoked.await {
-        Ok(()) => done(&path(agency), "invitation-revoked"),
-        Err(error) => refused(&state, &viewer, agency, error, row_error(&[])).await,
+    match members::revoke(&state.db, &page.access, invitation).await {
+        Ok(()) => done(&path(page.agency), "invitation-revoked"),
+        Err(error) => refused(&state, &page, error, row_error(&[])).await,
     }
 }

@@ -15,7 +15,7 @@ use crate::ids::AgencyId;
 use crate::state::AppState;
 use crate::tenants::telemetry::{self, TelemetryInput};
 use crate::web::Page;
-use crate::web::session::{PagePath, Posted, Viewer};
+use crate::web::access::{AgencyPage, PostedTo};
 use crate::web::view::{Chrome, Done, FormErrors, done, page as render, refused as refused_page};
 
 pub struct Current {
@@ -45,15 +45,9 @@ struct TelemetryPage {
     headers_cleared: bool,
 }
 
-async fn view(
-    state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    done: Option<&str>,
-) -> Result<TelemetryPage> {
-    let access = viewer.access(state, agency).await?;
-    let chrome = Chrome::new(state, viewer, Some(agency), "telemetry").await?.with_notice(done);
-    let current = match telemetry::get(&state.db, &state.vault, &access).await {
+async fn view(state: &AppState, page: &AgencyPage, done: Option<&str>) -> Result<TelemetryPage> {
+    let chrome = Chrome::new(state, &page.viewer, Some(page.agency), "telemetry").await?.with_notice(done);
+    let current = match telemetry::get(&state.db, &state.vault, &page.access).await {
         Ok(view) => Some(Current {
             endpoint: view.endpoint,
             headers: view.headers.into_iter().collect(),
@@ -82,30 +76,17 @@ fn path(agency: AgencyId) -> String {
     format!("/app/agencies/{agency}/telemetry")
 }
 
-pub async fn page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    PagePath(agency): PagePath<AgencyId>,
-    Query(done): Query<Done>,
-) -> Response {
-    render(
-        view(&state, &viewer, agency, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)),
-    )
+pub async fn page(State(state): State<AppState>, page: AgencyPage, Query(done): Query<Done>) -> Response {
+    render(view(&state, &page, done.done.as_deref()).await.map(|p| Page::render(StatusCode::OK, &p)))
 }
 
-async fn refused(
-    state: &AppState,
-    viewer: &Viewer,
-    agency: AgencyId,
-    error: Error,
-    endpoint: Option<String>,
-) -> Response {
-    refused_page(view(state, viewer, agency, None), error, |page, errors| {
+async fn refused(state: &AppState, page: &AgencyPage, error: Error, endpoint: Option<String>) -> Response {
+    refused_page(view(state, page, None), error, |shown, errors| {
         if let Some(endpoint) = endpoint {
-            page.endpoint = endpoint;
-            page.headers_cleared = true;
+            shown.endpoint = endpoint;
+            shown.headers_cleared = true;
         }
-        page.errors = errors;
+        shown.errors = errors;
     })
     .await
 }
@@ -198,39 +179,33 @@ fn point_at_lines(error: Error, lines: &[(usize, String)]) -> Error {
 
 pub async fn save(
     State(state): State<AppState>,
-    PagePath(agency): PagePath<AgencyId>,
-    posted: Posted<TelemetryForm>,
+    PostedTo { page, form }: PostedTo<AgencyPage, TelemetryForm>,
 ) -> Response {
-    let Posted { viewer, form } = posted;
     let saved = async {
-        let access = viewer.access(&state, agency).await?;
         let (headers, lines) = parse_headers(&form.headers)?;
         let input = TelemetryInput { endpoint: form.endpoint.clone(), headers };
-        telemetry::set(&state.db, &state.vault, &access, input, state.config.telemetry_allow_private)
+        telemetry::set(&state.db, &state.vault, &page.access, input, state.config.telemetry_allow_private)
             .await
             .map_err(|e| point_at_lines(e, &lines))?;
         resync(&state).await
     };
     match saved.await {
-        Ok(()) => done(&path(agency), "telemetry-saved"),
-        Err(error) => refused(&state, &viewer, agency, error, Some(echoable(&form.endpoint))).await,
+        Ok(()) => done(&path(page.agency), "telemetry-saved"),
+        Err(error) => refused(&state, &page, error, Some(echoable(&form.endpoint))).await,
     }
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    PagePath(agency): PagePath<AgencyId>,
-    posted: Posted<Empty>,
+    PostedTo { page, .. }: PostedTo<AgencyPage, Empty>,
 ) -> Response {
-    let viewer = posted.viewer;
     let removed = async {
-        let access = viewer.access(&state, agency).await?;
-        telemetry::delete(&state.db, &access).await?;
+        telemetry::delete(&state.db, &page.access).await?;
         resync(&state).await
     };
     match removed.await {
-        Ok(()) => done(&path(agency), "telemetry-removed"),
-        Err(error) => refused(&state, &viewer, agency, error, None).await,
+        Ok(()) => done(&path(page.agency), "telemetry-removed"),
+        Err(error) => refused(&state, &page, error, None).await,
     }
 }
 

@@ -21,6 +21,7 @@ on_both_engines!(
     activity_filters_charts_exact_totals_and_replays_dead_jobs,
     members_see_no_change_forms_and_are_refused,
     another_agency_gets_not_found_on_every_page_and_form,
+    a_strangers_unreadable_form_is_not_found_and_an_owners_is_refused,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -370,6 +371,40 @@ async fn another_agency_gets_not_found_on_every_page_and_form(engine: Engine) {
             let posted = submit(&stranger.agent, &format!("{base}{path}"), &[("secret_key", KEY)]).await;
             assert_eq!(posted.status(), 404, "{base}{path}");
         }
+    }
+    assert_eq!(get(&owner.agent, &base(&owner, &client)).await.status, 200, "still there");
+    app.stop().await;
+}
+
+/// Who may post is settled before the form is read (issue #13): a stranger's form that cannot
+/// be read (a field given twice) is the 404 page like any other; the owner's is the 400 page.
+async fn a_strangers_unreadable_form_is_not_found_and_an_owners_is_refused(engine: Engine) {
+    let (app, _fake, owner, client) = world(engine).await;
+    let stranger = app.sign_up("stranger@other.example", "Other Agency").await;
+    let agency = format!("/app/agencies/{}", owner.agency);
+    let forms: [(String, &[(&str, &str)]); 5] = [
+        (format!("{agency}/clients"), &[("name", "One"), ("name", "Two")]),
+        (
+            format!("{agency}/invitations"),
+            &[("email", "a@x.example"), ("email", "b@x.example"), ("role", "member")],
+        ),
+        (
+            format!("{agency}/telemetry"),
+            &[("endpoint", "https://a.example"), ("endpoint", "https://b.example")],
+        ),
+        (format!("{}/flutterwave-keys", base(&owner, &client)), &[("secret_key", KEY), ("secret_key", KEY)]),
+        (format!("{}/delete", base(&owner, &client)), &[("force", "true"), ("force", "false")]),
+    ];
+    for (path, fields) in &forms {
+        let refused = submit(&stranger.agent, path, fields).await;
+        assert_eq!(refused.status(), 404, "stranger: {path}");
+        let page = Page::read(refused).await;
+        assert!(!page.text.contains("Acme") && !page.text.contains("Pages Agency"), "{path}");
+    }
+    for (path, fields) in &forms {
+        let refused = submit(&owner.agent, path, fields).await;
+        assert_eq!(refused.status(), 400, "owner: {path}");
+        assert!(Page::read(refused).await.text.contains("could not be read"), "{path}");
     }
     assert_eq!(get(&owner.agent, &base(&owner, &client)).await.status, 200, "still there");
     app.stop().await;
