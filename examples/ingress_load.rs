@@ -25,6 +25,7 @@ use clap::Parser;
 use pipepay::app::Application;
 use pipepay::auth::tokens;
 use pipepay::ids::{AgencyId, ClientId};
+use pipepay::ingress::writer::COUNTERS;
 use pipepay::store::agencies::AgencyRow;
 use pipepay::store::clients::ClientRow;
 use pipepay::store::{self, Db};
@@ -49,9 +50,12 @@ struct Args {
     /// pipepay's database pool size (PIPEPAY_DATABASE_MAX_CONNECTIONS).
     #[arg(long, default_value_t = 10)]
     database_max_connections: u32,
-    /// Client accounts the webhooks are spread over.
+    /// Client accounts seeded.
     #[arg(long, default_value_t = 1000)]
     accounts: usize,
+    /// Of those, how many the webhooks are spread over (all of them if unset).
+    #[arg(long)]
+    active: Option<usize>,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -61,6 +65,11 @@ struct Args {
     /// Load a bare axum handler answering 200 instead of pipepay: the ceiling.
     #[arg(long)]
     ceiling: bool,
+    /// Run the ceiling, SQLite and PostgreSQL (`--database-url`, else
+    /// `PIPEPAY_TEST_DATABASE_URL`) one after another, each in a process of its own so each
+    /// RSS is its own, and print them side by side.
+    #[arg(long)]
+    all: bool,
 }
 
 /// What one webhook is sent to and signed with.
@@ -75,8 +84,106 @@ async fn main() -> anyhow::Result<()> {
     if args.connections == 0 || args.duration == 0 {
         bail!("--connections and --duration must be at least 1");
     }
+    if args.active == Some(0) {
+        bail!("--active must be at least 1");
+    }
+    if args.all {
+        return all(&args);
+    }
     pipepay::install_tls_provider();
     if args.ceiling { ceiling(&args).await } else { pipepay(&args).await }
+}
+
+/// One target's figures, printed by the child as one `figures:` line for `--all` to gather.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Figures {
+    target: String,
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    non_200: u64,
+    rss_idle_kb: u64,
+    rss_end_kb: u64,
+    /// Webhooks per batch and microseconds per batch (inside its transaction, and in COMMIT).
+    per_batch: Option<(f64, f64, f64)>,
+}
+
+fn all(args: &Args) -> anyhow::Result<()> {
+    let postgres = args.database_url.clone().or_else(|| std::env::var("PIPEPAY_TEST_DATABASE_URL").ok());
+    let exe = std::env::current_exe().context("this program's path")?;
+    let mut common: Vec<String> = vec![
+        "--accounts".into(),
+        args.accounts.to_string(),
+        "--connections".into(),
+        args.connections.to_string(),
+        "--duration".into(),
+        args.duration.to_string(),
+        "--database-max-connections".into(),
+        args.database_max_connections.to_string(),
+    ];
+    if let Some(active) = args.active {
+        common.extend(["--active".into(), active.to_string()]);
+    }
+    let mut runs: Vec<(&str, Vec<String>)> =
+        vec![("ceiling", vec!["--ceiling".into()]), ("sqlite", Vec::new())];
+    match &postgres {
+        Some(url) => runs.push(("postgres", vec!["--database-url".into(), url.clone()])),
+        None => println!("(no --database-url or PIPEPAY_TEST_DATABASE_URL: PostgreSQL skipped)"),
+    }
+    let mut table = Vec::new();
+    for (name, extra) in runs {
+        println!("=== {name}");
+        let output = std::process::Command::new(&exe)
+            .args(&common)
+            .args(&extra)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running the {name} target"))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in text.lines().filter(|l| !l.starts_with("figures: ")) {
+            println!("{line}");
+        }
+        if !output.status.success() {
+            bail!("the {name} target failed ({})", output.status);
+        }
+        let figures = text
+            .lines()
+            .find_map(|l| l.strip_prefix("figures: "))
+            .with_context(|| format!("the {name} target printed no figures"))?;
+        table.push(serde_json::from_str::<Figures>(figures).context("the figures line")?);
+    }
+    println!();
+    println!(
+        "{} accounts ({} active), {} connections, {} s each; load average at the end: {}",
+        args.accounts,
+        args.active.unwrap_or(args.accounts).min(args.accounts),
+        args.connections,
+        args.duration,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    println!(
+        "| target | webhooks/s | p50 ms | p99 ms | max ms | non-200 | per batch | µs per batch (commit) | RSS idle -> end |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for f in &table {
+        let (size, busy) = match f.per_batch {
+            Some((size, busy, commit)) => (format!("{size:.1}"), format!("{busy:.0} ({commit:.0})")),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {size} | {busy} | {:.1} -> {:.1} MB |",
+            f.target,
+            f.per_second,
+            f.p50,
+            f.p99,
+            f.max,
+            f.non_200,
+            f.rss_idle_kb as f64 / 1024.0,
+            f.rss_end_kb as f64 / 1024.0
+        );
+    }
+    Ok(())
 }
 
 async fn ceiling(args: &Args) -> anyhow::Result<()> {
@@ -92,8 +199,12 @@ async fn ceiling(args: &Args) -> anyhow::Result<()> {
         })
         .collect();
     println!("target: bare axum handler (ceiling), {} connections, {} s", args.connections, args.duration);
-    report(&fire(addr, Arc::new(accounts), args).await);
-    println!("RSS at the end: {}", rss());
+    let idle = rss_kb();
+    let outcome = fire(addr, Arc::new(accounts), args).await;
+    report(&outcome);
+    let end = rss_kb();
+    println!("RSS idle: {idle} kB; at the end: {end} kB");
+    print_figures("ceiling", &outcome, idle, end, None)?;
     server.abort();
     Ok(())
 }
@@ -118,6 +229,7 @@ async fn pipepay(args: &Args) -> anyhow::Result<()> {
     ];
     let config = <pipepay::cli::Cli as Parser>::try_parse_from(argv).context("pipepay settings")?.config;
     let app = Application::build(config).await.context("starting pipepay")?;
+    println!("RSS idle before seeding: {} kB", rss_kb());
     let addr = app.local_addr();
     let db = app.state().db.clone();
     let vault = app.state().vault.clone();
@@ -135,11 +247,18 @@ async fn pipepay(args: &Args) -> anyhow::Result<()> {
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    println!("RSS idle after seeding: {}", rss());
+    // Let start-up and seeding settle before calling the process idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kb();
+    println!("RSS idle after seeding: {idle} kB");
     println!("load: {} connections, {} s", args.connections, args.duration);
+    let before = COUNTERS.snapshot();
     let outcome = fire(addr, Arc::new(accounts), args).await;
+    let after = COUNTERS.snapshot();
     report(&outcome);
-    println!("RSS at the end: {}", rss());
+    let per_batch = report_writer(before, after, outcome.elapsed);
+    let end = rss_kb();
+    println!("RSS at the end: {end} kB");
 
     let stored: i64 = pipepay::on_db!(&db, pool => sqlx::query_scalar(
         "SELECT COUNT(*) FROM inbound_events WHERE source = 'flutterwave'",
@@ -155,7 +274,63 @@ async fn pipepay(args: &Args) -> anyhow::Result<()> {
         bail!("{acknowledged} webhooks were acknowledged but {stored} are stored");
     }
     println!("check: every acknowledged webhook is stored");
+    print_figures(db.backend().name(), &outcome, idle, end, per_batch)?;
     Ok(())
+}
+
+/// The writer's counters over the load: batches, their sizes, and where their time went.
+fn report_writer(before: [u64; 5], after: [u64; 5], elapsed: Duration) -> Option<(f64, f64, f64)> {
+    let [batches, webhooks, busy, commit, waited] =
+        [0, 1, 2, 3, 4].map(|i| after[i].saturating_sub(before[i]) as f64);
+    if batches == 0.0 {
+        println!("writer: no batches");
+        return None;
+    }
+    let wall = elapsed.as_secs_f64() * 1e6;
+    println!(
+        "writer: {batches:.0} batches, {:.1} webhooks per batch; {:.0} µs per batch in its transaction \
+         ({:.0} µs in COMMIT, i.e. the fsync); transactions busy {:.0} % of the time, COMMIT {:.0} %; \
+         a webhook waited {:.0} µs on average for its batch to start",
+        webhooks / batches,
+        busy / batches,
+        commit / batches,
+        100.0 * busy / wall,
+        100.0 * commit / wall,
+        waited / webhooks.max(1.0)
+    );
+    Some((webhooks / batches, busy / batches, commit / batches))
+}
+
+fn print_figures(
+    target: &str,
+    outcome: &Outcome,
+    rss_idle_kb: u64,
+    rss_end_kb: u64,
+    per_batch: Option<(f64, f64, f64)>,
+) -> anyhow::Result<()> {
+    let mut latencies = outcome.latencies.clone();
+    latencies.sort_unstable();
+    let figures = Figures {
+        target: target.to_owned(),
+        per_second: outcome.statuses.get(&200).copied().unwrap_or(0) as f64 / outcome.elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: percentile(&latencies, 1.0),
+        non_200: outcome.statuses.iter().filter(|(s, _)| **s != 200).map(|(_, n)| n).sum::<u64>()
+            + outcome.io_errors,
+        rss_idle_kb,
+        rss_end_kb,
+        per_batch,
+    };
+    println!("figures: {}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+/// Nearest rank, in milliseconds: the smallest latency at or above the q-th fraction of requests.
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else { return 0.0 };
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.saturating_sub(1).min(last)]) / 1000.0
 }
 
 /// Removes what [`fresh_database`] made when the run ends, even on an error.
@@ -260,8 +435,9 @@ async fn fire(addr: SocketAddr, accounts: Arc<Vec<Account>>, args: &Args) -> Out
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
+    let active = args.active.unwrap_or(accounts.len()).clamp(1, accounts.len().max(1));
     for _ in 0..args.connections {
-        tasks.spawn(connection(addr, accounts.clone(), next.clone(), deadline));
+        tasks.spawn(connection(addr, accounts.clone(), active, next.clone(), deadline));
     }
     let mut outcome = Outcome::default();
     while let Some(done) = tasks.join_next().await {
@@ -280,11 +456,12 @@ async fn fire(addr: SocketAddr, accounts: Arc<Vec<Account>>, args: &Args) -> Out
 }
 
 /// One keep-alive connection sending webhooks back to back until the deadline. The n-th
-/// webhook overall goes to account n mod the number of accounts, with transaction id n, so no
-/// two are duplicates.
+/// webhook overall goes to active account n mod `active` (the active ones spread evenly over
+/// all that were seeded), with transaction id n, so no two are duplicates.
 async fn connection(
     addr: SocketAddr,
     accounts: Arc<Vec<Account>>,
+    active: usize,
     next: Arc<AtomicU64>,
     deadline: Instant,
 ) -> Outcome {
@@ -293,7 +470,7 @@ async fn connection(
     let mut buf = Vec::with_capacity(4096);
     while Instant::now() < deadline {
         let n = next.fetch_add(1, Ordering::Relaxed);
-        let index = usize::try_from(n).unwrap_or(0) % accounts.len();
+        let index = (usize::try_from(n).unwrap_or(0) % active) * (accounts.len() / active);
         let request = webhook(addr, &accounts[index], n);
         if stream.is_none() {
             match TcpStream::connect(addr).await {
@@ -394,12 +571,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<
 fn report(outcome: &Outcome) {
     let mut latencies = outcome.latencies.clone();
     latencies.sort_unstable();
-    // Nearest rank: the smallest latency at or above the q-th fraction of requests.
-    let at = |q: f64| -> f64 {
-        let Some(last) = latencies.len().checked_sub(1) else { return 0.0 };
-        let rank = (q * latencies.len() as f64).ceil() as usize;
-        f64::from(latencies[rank.saturating_sub(1).min(last)]) / 1000.0
-    };
+    let at = |q: f64| percentile(&latencies, q);
     let total = latencies.len();
     let seconds = outcome.elapsed.as_secs_f64();
     let ok = outcome.statuses.get(&200).copied().unwrap_or(0);
@@ -418,10 +590,14 @@ fn report(outcome: &Outcome) {
     );
 }
 
-/// This process's resident set (`VmRSS`): pipepay and the generator together.
-fn rss() -> String {
+/// This process's resident set (`VmRSS`, kB): pipepay and the generator together.
+fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().to_owned()))
-        .unwrap_or_else(|| "unknown".to_owned())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

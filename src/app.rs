@@ -99,12 +99,11 @@ impl Application {
                 retry_max: Duration::from_secs(config.job_retry_max_secs),
             },
         );
-        let writer_db = db.writer().await.context("PIPEPAY_DATABASE_URL (the ingress writer)")?;
         let ingress = Arc::new(Ingress {
             db: db.clone(),
             queue: queue.clone(),
             tokens: TokenCache::new(db.clone(), vault.clone()),
-            writer: Writer::start(writer_db, queue.clone()),
+            writer: Writer::start(db.clone(), queue.clone()),
             backlog: crate::ingress::backlog::Backlog::new(db.clone()),
             caps: crate::ingress::Caps {
                 max_leads: usize::try_from(config.ingress_max_leads).unwrap_or(usize::MAX),

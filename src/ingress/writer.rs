@@ -7,10 +7,14 @@
 //! is checked again inside the batch's transaction; and if the batch cannot be stored, every
 //! webhook in it (and only those) is answered 503, so its sender delivers it again.
 //!
-//! On SQLite one writer runs, with a connection of its own (see `store::Db::writer`); on
-//! PostgreSQL a few run side by side, as the server commits concurrent transactions together.
+//! On SQLite one writer runs (its transactions take their turn on the process's one write
+//! connection, see `store::SqliteDb`); on PostgreSQL a few run side by side, as the server
+//! commits concurrent transactions together.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -74,25 +78,45 @@ pub enum WriteError {
     Stopped,
 }
 
-/// Batches and webhooks this process committed, and the time spent in their transactions:
-/// what the load tool reports as where the time goes.
+/// Batches and webhooks this process committed, and where their time went: what the load
+/// tool reports, so a slow ingress can be told apart from a slow disk.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub batches: std::sync::atomic::AtomicU64,
-    pub webhooks: std::sync::atomic::AtomicU64,
-    pub busy_us: std::sync::atomic::AtomicU64,
+    pub batches: AtomicU64,
+    pub webhooks: AtomicU64,
+    /// Inside batch transactions, from `BEGIN` to the end of `COMMIT`.
+    pub busy_us: AtomicU64,
+    /// Inside `COMMIT` alone: on SQLite (FULL) the WAL's fsync, on PostgreSQL the WAL flush.
+    pub commit_us: AtomicU64,
+    /// Summed over webhooks: from being handed over to its batch being taken up.
+    pub waited_us: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
-    batches: std::sync::atomic::AtomicU64::new(0),
-    webhooks: std::sync::atomic::AtomicU64::new(0),
-    busy_us: std::sync::atomic::AtomicU64::new(0),
+    batches: AtomicU64::new(0),
+    webhooks: AtomicU64::new(0),
+    busy_us: AtomicU64::new(0),
+    commit_us: AtomicU64::new(0),
+    waited_us: AtomicU64::new(0),
 };
+
+impl Counters {
+    /// The counters as they are now: `[batches, webhooks, busy µs, commit µs, waited µs]`.
+    pub fn snapshot(&self) -> [u64; 5] {
+        [&self.batches, &self.webhooks, &self.busy_us, &self.commit_us, &self.waited_us]
+            .map(|c| c.load(Relaxed))
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
 
 struct Request {
     webhook: Webhook,
     /// The handler's span: the job joins its trace, and a repeat links to the original's.
     span: tracing::Span,
+    handed_over: Instant,
     reply: oneshot::Sender<Result<Stored, WriteError>>,
 }
 
@@ -100,12 +124,11 @@ pub struct Writer {
     sender: mpsc::Sender<Request>,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
-    db: Db,
-    handed_over: std::sync::atomic::AtomicU64,
+    handed_over: AtomicU64,
 }
 
 impl Writer {
-    /// Starts the writers on `db` (see `Db::writer`), queueing jobs on `queue`.
+    /// Starts the writers on `db`, queueing jobs on `queue`.
     pub fn start(db: Db, queue: Queue) -> Writer {
         let (sender, receiver) = mpsc::channel(BACKLOG);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -118,21 +141,15 @@ impl Writer {
         for _ in 0..writers {
             tasks.spawn(run(db.clone(), queue.clone(), receiver.clone(), stop.clone()));
         }
-        Writer {
-            sender,
-            stop,
-            tasks: std::sync::Mutex::new(Some(tasks)),
-            db,
-            handed_over: std::sync::atomic::AtomicU64::new(0),
-        }
+        Writer { sender, stop, tasks: std::sync::Mutex::new(Some(tasks)), handed_over: AtomicU64::new(0) }
     }
 
     /// Stores the webhook with whatever else is waiting; returns once that is committed.
     pub async fn store(&self, webhook: Webhook) -> Result<Stored, WriteError> {
         let (reply, answer) = oneshot::channel();
-        let request = Request { webhook, span: tracing::Span::current(), reply };
+        let request = Request { webhook, span: tracing::Span::current(), handed_over: Instant::now(), reply };
         self.sender.send(request).await.map_err(|_| WriteError::Stopped)?;
-        self.handed_over.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handed_over.fetch_add(1, Relaxed);
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
@@ -144,15 +161,11 @@ impl Writer {
         if let Some(mut tasks) = tasks {
             while tasks.join_next().await.is_some() {}
         }
-        // On SQLite the writer's own pool; on PostgreSQL the shared one, which its owner closes.
-        if self.db.backend() == Backend::Sqlite {
-            self.db.close().await;
-        }
     }
 
     /// Webhooks handed to the writers so far.
     pub fn handed_over(&self) -> u64 {
-        self.handed_over.load(std::sync::atomic::Ordering::Relaxed)
+        self.handed_over.load(Relaxed)
     }
 }
 
@@ -208,7 +221,8 @@ async fn next_batch(
 
 /// Stores a batch in one transaction; what became of each webhook, in order.
 async fn store_batch(db: &Db, queue: &Queue, batch: &[&Request]) -> Result<Vec<Stored>, StoreError> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let waited: u64 = batch.iter().map(|r| micros(r.handed_over)).sum();
     let mut tx = db.write().await?;
     let tokens: Vec<(ClientId, &[u8])> =
         batch.iter().map(|r| (r.webhook.client, r.webhook.token_hash.as_slice())).collect();
@@ -306,11 +320,12 @@ async fn store_batch(db: &Db, queue: &Queue, batch: &[&Request]) -> Result<Vec<S
             _ => {}
         }
     }
+    let committing = Instant::now();
     tx.commit().await?;
-    let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    use std::sync::atomic::Ordering::Relaxed;
+    COUNTERS.commit_us.fetch_add(micros(committing), Relaxed);
     COUNTERS.batches.fetch_add(1, Relaxed);
     COUNTERS.webhooks.fetch_add(batch.len() as u64, Relaxed);
-    COUNTERS.busy_us.fetch_add(elapsed, Relaxed);
+    COUNTERS.busy_us.fetch_add(micros(started), Relaxed);
+    COUNTERS.waited_us.fetch_add(waited, Relaxed);
     Ok(outcome)
 }

@@ -56,11 +56,15 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `$body` with `$pool` bound to whichever pool (or connection, or transaction) `$db`
 /// holds. The body is compiled once per backend, so a query written once serves both.
+/// On SQLite `$pool` is the pool for reads (see [`SqliteDb`]); write through [`Db::write`].
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite(sqlite) => {
+                let $pool: &sqlx::SqlitePool = sqlite;
+                $body
+            }
             $crate::store::Db::Postgres($pool) => $body,
         }
     };
@@ -116,8 +120,44 @@ impl Backend {
 /// A connection pool to one of the two supported engines.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     Postgres(PgPool),
+}
+
+/// SQLite's two pools: one connection that every write transaction of the process takes in
+/// turn, and the rest for reads. SQLite lets one writer in at a time whatever the pool; with
+/// writers on many connections each one that finds the lock taken sleeps in SQLite's busy
+/// handler (backing off up to 100 ms a time) while the lock may well be free again, and the
+/// tail latency of every write, the ingress's group commit included, is those sleeps. Waiting
+/// for the one write connection instead is a queue in tokio (first come, first served) that
+/// hands the lock over the moment it is released. WAL readers never wait on the writer.
+///
+/// Dereferences to the read pool, for queries run on the pool directly.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    reads: SqlitePool,
+    writes: SqlitePool,
+}
+
+impl SqliteDb {
+    /// The pool of one connection that write transactions take in turn.
+    pub fn writes(&self) -> &SqlitePool {
+        &self.writes
+    }
+
+    async fn close(&self) {
+        // Writes first: a write in flight finishes before the readers go.
+        self.writes.close().await;
+        self.reads.close().await;
+    }
+}
+
+impl std::ops::Deref for SqliteDb {
+    type Target = SqlitePool;
+
+    fn deref(&self) -> &SqlitePool {
+        &self.reads
+    }
 }
 
 /// What `/readyz` reports.
@@ -154,13 +194,17 @@ impl Db {
                     .foreign_keys(true)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
                 probe::<SqliteConnection>(&options, url).await?;
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
-                Ok(Db::Sqlite(pool))
+                let pool = |max| {
+                    SqlitePoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(CONNECT_TIMEOUT)
+                        .connect_with(options.clone())
+                };
+                let failed = |source| StoreError::Connect { url: url.redacted(), source };
+                // The write connection is one of the `max_connections`, unless there is only one.
+                let writes = pool(1).await.map_err(failed)?;
+                let reads = pool(max_connections.saturating_sub(1).max(1)).await.map_err(failed)?;
+                Ok(Db::Sqlite(SqliteDb { reads, writes }))
             }
             DatabaseUrl::Postgres(options) => {
                 probe::<PgConnection>(options, url).await?;
@@ -172,25 +216,6 @@ impl Db {
                     .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
                 Ok(Db::Postgres(pool))
             }
-        }
-    }
-
-    /// The pool for a process-wide writer. On SQLite, a pool of its own holding one
-    /// connection: SQLite takes one writer at a time anyway, and a single writer that owns its
-    /// connection never waits on the lock behind many pool connections taking turns. On
-    /// PostgreSQL, which commits concurrent transactions together, the shared pool.
-    pub async fn writer(&self) -> Result<Db, StoreError> {
-        match self {
-            Db::Sqlite(pool) => {
-                let options = (*pool.connect_options()).clone();
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with(options)
-                    .await?;
-                Ok(Db::Sqlite(writer))
-            }
-            Db::Postgres(pool) => Ok(Db::Postgres(pool.clone())),
         }
     }
 
@@ -215,9 +240,9 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
-            Db::Sqlite(pool) => {
-                let _lock = sqlite_migration_lock(pool).await?;
-                SQLITE_MIGRATIONS.run(pool).await?;
+            Db::Sqlite(sqlite) => {
+                let _lock = sqlite_migration_lock(sqlite.writes()).await?;
+                SQLITE_MIGRATIONS.run(sqlite.writes()).await?;
             }
         }
         Ok(())
@@ -246,7 +271,10 @@ impl Db {
 
     /// Closes every connection; waits for checked-out ones to come back.
     pub async fn close(&self) {
-        on_db!(self, pool => pool.close().await)
+        match self {
+            Db::Sqlite(sqlite) => sqlite.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -51,13 +51,19 @@ fn opened() {
 }
 
 impl Db {
-    /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN
-    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
-    /// SQLITE_BUSY without waiting, because upgrading its snapshot would be unsafe.
+    /// A transaction that will write. On SQLite it runs on the process's one write
+    /// connection (see `SqliteDb`), so writes wait in turn here rather than on SQLite's lock,
+    /// and it still takes the lock up front (`BEGIN IMMEDIATE`): another process (a second
+    /// instance, the CLI) may hold it, and a deferred transaction that reads and then writes
+    /// can fail with SQLITE_BUSY without waiting, because upgrading its snapshot is unsafe.
+    ///
+    /// Never open a write transaction while holding another: on SQLite the second waits for
+    /// the connection the first holds (as it would wait for the lock) and fails after the
+    /// acquire timeout.
     pub async fn write(&self) -> Result<Tx, StoreError> {
         opened();
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(sqlite) => Tx::Sqlite(sqlite.writes().begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

@@ -68,7 +68,7 @@ async fn a_json_call_makes_a_link_on_the_actions_settings_outside_the_trigger_st
     // The key is never stored with the event.
     let stored: Vec<(String,)> = match &shop.app.db {
         pipepay::store::Db::Sqlite(pool) => {
-            sqlx::query_as("SELECT payload FROM inbound_events").fetch_all(pool).await.unwrap()
+            sqlx::query_as("SELECT payload FROM inbound_events").fetch_all(&**pool).await.unwrap()
         }
         pipepay::store::Db::Postgres(pool) => {
             sqlx::query_as("SELECT payload FROM inbound_events").fetch_all(pool).await.unwrap()

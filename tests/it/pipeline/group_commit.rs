@@ -17,6 +17,9 @@ on_both_engines!(
     a_token_rotated_before_the_batch_commits_stores_nothing_of_its_webhooks,
     a_batch_that_cannot_be_stored_answers_503_and_acknowledges_nothing,
     stopping_stores_what_was_handed_over_and_refuses_the_rest,
+    a_batch_stores_each_payload_exactly_and_the_first_of_a_key_wins,
+    an_ignored_payload_over_the_prefix_keeps_its_prefix_digest_and_length,
+    writes_take_turns_on_one_connection_and_the_ingress_waits_its_turn,
 );
 
 /// A v3 `charge.completed` for a reference that is not one of pipepay's links.
@@ -57,7 +60,7 @@ async fn concurrent_webhooks_are_all_stored_and_a_repeat_in_the_same_batch_is_on
 
 /// A writer of the test's own on the test's database, and the client's id and token hash.
 async fn writer_for(shop: &Shop) -> (Writer, ClientId, Vec<u8>) {
-    let db = shop.app.db.writer().await.unwrap();
+    let db = shop.app.db.clone();
     let queue = Queue::new(
         db.clone(),
         Settings {
@@ -150,4 +153,129 @@ async fn stopping_stores_what_was_handed_over_and_refuses_the_rest(engine: Engin
     assert_eq!(count(&shop, "SELECT COUNT(*) FROM inbound_events WHERE dedup_key LIKE 'test:%'").await, 30);
     assert!(matches!(writer.store(webhook(client, &token_hash, 99)).await, Err(WriteError::Stopped)));
     shop.app.stop().await;
+}
+
+/// Payloads that JSON has to escape (the SQLite batch travels as one JSON text), in one batch:
+/// each is stored byte for byte, and of two with one dedup key the first handed over wins.
+async fn a_batch_stores_each_payload_exactly_and_the_first_of_a_key_wins(engine: Engine) {
+    let shop = Shop::open(engine).await;
+    let (writer, client, token_hash) = writer_for(&shop).await;
+    let awkward = [
+        "quotes \" and backslashes \\ and a tab\t and a newline\n".to_owned(),
+        "unicode: ₦1,500.75 — naïve 👍 \u{7f} \u{1}".to_owned(),
+        "[1, 2, {\"not\": \"an array of rows\"}]".to_owned(),
+        String::new(),
+        "x".repeat(5000),
+    ];
+    // Handed over one after the other before the writer looks: all in one batch, in order.
+    let mut stores = Vec::new();
+    for (n, payload) in awkward.iter().enumerate() {
+        let mut w = webhook(client, &token_hash, n as u64);
+        w.payload = payload.clone();
+        w.ignored = None;
+        stores.push(writer.store(w));
+    }
+    let mut first = webhook(client, &token_hash, 100);
+    first.payload = "the first of key 100".into();
+    let mut second = webhook(client, &token_hash, 100);
+    second.payload = "the second of key 100".into();
+    stores.push(writer.store(first));
+    stores.push(writer.store(second));
+    let stored: Vec<Stored> =
+        futures_util::future::join_all(stores).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(stored[..awkward.len()], vec![Stored::Recorded; awkward.len()]);
+    let pair = &stored[awkward.len()..];
+    // One writer (SQLite) takes them in order; PostgreSQL's writers may put the two in batches
+    // that commit in either order, as two requests at once would be.
+    let winner = match engine {
+        Engine::Sqlite => {
+            assert_eq!(pair, [Stored::Recorded, Stored::Duplicate]);
+            "the first of key 100"
+        }
+        Engine::Postgres => match pair {
+            [Stored::Recorded, Stored::Duplicate] => "the first of key 100",
+            [Stored::Duplicate, Stored::Recorded] => "the second of key 100",
+            other => panic!("exactly one of a key is stored: {other:?}"),
+        },
+    };
+    for (n, payload) in awkward.iter().enumerate() {
+        let key = format!("test:{n}");
+        let got: (String, Option<String>, Option<i64>, String) =
+            pipepay::on_db!(&shop.app.db, pool => sqlx::query_as(
+            "SELECT payload, payload_sha256, payload_bytes, outcome FROM inbound_events WHERE dedup_key = $1",
+        )
+        .bind(&key)
+        .fetch_one(pool)
+        .await)
+            .unwrap();
+        assert_eq!(got, (payload.clone(), None, None, "queued".to_owned()), "{key}");
+    }
+    let kept: String = pipepay::on_db!(&shop.app.db, pool => sqlx::query_scalar(
+        "SELECT payload FROM inbound_events WHERE dedup_key = 'test:100'",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(kept, winner);
+    let client_id: uuid::Uuid = pipepay::on_db!(&shop.app.db, pool => sqlx::query_scalar(
+        "SELECT client_id FROM activity WHERE detail LIKE 'Flutterwave: other-100 successful%'",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    assert_eq!(client_id, client.0, "the timeline entry is the client's");
+    writer.drain().await;
+    shop.app.stop().await;
+}
+
+/// Ignored webhooks keep a prefix of a long payload with the whole's digest and length, as one
+/// stored alone does.
+async fn an_ignored_payload_over_the_prefix_keeps_its_prefix_digest_and_length(engine: Engine) {
+    use sha2::Digest;
+    let shop = Shop::open(engine).await;
+    let (writer, client, token_hash) = writer_for(&shop).await;
+    let long = format!("{}€{}", "a".repeat(2047), "b".repeat(3000));
+    let mut w = webhook(client, &token_hash, 1);
+    w.payload = long.clone();
+    assert_eq!(writer.store(w).await.unwrap(), Stored::Recorded);
+    let got: (String, Option<String>, Option<i64>, String, Option<String>) = pipepay::on_db!(&shop.app.db, pool => sqlx::query_as(
+        "SELECT payload, payload_sha256, payload_bytes, outcome, detail FROM inbound_events WHERE dedup_key = 'test:1'",
+    )
+    .fetch_one(pool)
+    .await)
+    .unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(long.as_bytes()));
+    let length = i64::try_from(long.len()).unwrap();
+    // The cut falls inside the euro sign, so it goes back to the character boundary.
+    let expected =
+        ("a".repeat(2047), Some(digest), Some(length), "ignored".to_owned(), Some("a test".to_owned()));
+    assert_eq!(got, expected);
+    writer.drain().await;
+    shop.app.stop().await;
+}
+
+/// Every write transaction of the process takes the same turn: while another write (say the
+/// queue claiming a job) holds it, a webhook waits rather than failing or sleeping on a lock,
+/// and is stored, and acknowledged, once that write commits.
+async fn writes_take_turns_on_one_connection_and_the_ingress_waits_its_turn(engine: Engine) {
+    let shop = Arc::new(Shop::open(engine).await);
+    let db = shop.app.db.clone();
+    let holding = db.write().await.unwrap();
+    let delivery = {
+        let shop = shop.clone();
+        tokio::spawn(async move { deliver(&shop, charge(7)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if engine == Engine::Sqlite {
+        // One write connection: a second write waits for it.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), db.write()).await.is_err(),
+            "a second write transaction got a connection while the first was open"
+        );
+        assert!(!delivery.is_finished(), "the webhook was answered before it could be stored");
+    }
+    holding.commit().await.unwrap();
+    assert_eq!(delivery.await.unwrap(), 200);
+    assert_eq!(count(&shop, "SELECT COUNT(*) FROM inbound_events WHERE source = 'flutterwave'").await, 1);
+    Arc::into_inner(shop).unwrap().app.stop().await;
 }
