@@ -142,7 +142,7 @@ pub async fn callback(
     let account = kommo.account_of(&host, &pair.access).await?;
     // That call counts against the account's limit like any other, though its id was unknown
     // until it answered.
-    kommo.limits.acquire(account.id).await?;
+    drop(kommo.limits.acquire(account.id).await?);
     let expires_in = i64::try_from(pair.expires_in.as_millis()).unwrap_or(86_400_000);
 
     let now = now_ms();

@@ -102,7 +102,8 @@ impl Kommo {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, KommoError> {
-        self.limits.acquire(token.account_id).await?;
+        // Held until the answer is in: the account's window counts from it.
+        let _slot = self.limits.acquire(token.account_id).await?;
         let url = format!("{}{path}", self.settings.api_base(&token.host));
         self.http_call(Some(token.account_id), &token.access, method, &url, body).await
     }
