@@ -15,8 +15,8 @@ use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::store::activity::ActivityRow;
-use crate::tenants::entry;
 use crate::tenants::activity::{ActivityEntry, JobView};
+use crate::tenants::entry;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(detail)).routes(routes!(replay))
