@@ -214,6 +214,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
     pub incident_retention_days: u64,
 
+    /// Days the Kommo and Flutterwave calls a job attempt made (masked answers, shown on the
+    /// activity entry's page) are kept; the entry and its job stay.
+    #[arg(long = "call-log-retention-days", env = "PIPEPAY_CALL_LOG_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub call_log_retention_days: u64,
+
     /// Let agencies export telemetry to http:// and private or loopback addresses. Off by
     /// default: pipepay would otherwise make requests into the operator's own network.
     #[arg(long, env = "PIPEPAY_TELEMETRY_ALLOW_PRIVATE", default_value_t = false, global = true)]

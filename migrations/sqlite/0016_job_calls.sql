@@ -16,6 +16,8 @@ CREATE TABLE job_attempts (
     calls_dropped INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX job_attempts_by_job ON job_attempts (job_id, started_at);
+-- Retention deletes the oldest attempts first.
+CREATE INDEX job_attempts_by_finish ON job_attempts (finished_at);
 
 -- flutterwave_key_refused | flutterwave_keys_missing | kommo_not_connected | kommo_revoked |
 -- kommo_reauth | kommo_payment | settings; NULL for pauses made before the code existed.

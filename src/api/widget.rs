@@ -31,7 +31,7 @@ use crate::ids::ClientId;
 use crate::pipeline::request::{self, LeadRequest};
 use crate::problem::Problem;
 use crate::state::AppState;
-use crate::store::activity::{ActivityRow, Filter};
+use crate::store::activity::{ActivityKind, ActivityOutcome, ActivityRow, Filter};
 use crate::store::links::{self, LinkState};
 use crate::store::{self, StoreError};
 
@@ -434,8 +434,8 @@ async fn act(state: AppState, headers: HeaderMap, lead_id: i64, asked: fn(i64) -
             id: uuid::Uuid::now_v7(),
             client_id: claims.sub,
             at: now_ms(),
-            kind: "received".into(),
-            outcome: "ok".into(),
+            kind: ActivityKind::Received,
+            outcome: ActivityOutcome::Ok,
             lead_id: Some(lead_id),
             tx_ref: None,
             job_id: None,

@@ -1,4 +1,4 @@
-//! Deletes finished outbox rows and closed incidents once their retention periods pass, hourly,
+//! Deletes finished outbox rows, closed incidents and job attempts' call logs once their retention periods pass, hourly,
 //! in short batches, under the background lease. Rows still to deliver (ready, sending) and open
 //! incidents are never touched, whatever their age.
 
@@ -11,7 +11,7 @@ use super::{Lease, every};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::store::outbox::state;
-use crate::store::{Db, StoreError, alerts, outbox};
+use crate::store::{Db, StoreError, alerts, calls, outbox};
 
 const EVERY: Duration = Duration::from_secs(3600);
 /// After the first heartbeat has settled who holds the background lease.
@@ -29,6 +29,9 @@ pub struct Periods {
     pub dead: Duration,
     /// Incidents that closed (`PIPEPAY_INCIDENT_RETENTION_DAYS`).
     pub closed_incidents: Duration,
+    /// The calls each job attempt made (`PIPEPAY_CALL_LOG_RETENTION_DAYS`): one row per attempt,
+    /// so they grow with the jobs, which are kept.
+    pub call_logs: Duration,
 }
 
 impl Periods {
@@ -38,6 +41,7 @@ impl Periods {
             delivered: days(config.outbox_retention_days),
             dead: days(config.outbox_dead_retention_days),
             closed_incidents: days(config.incident_retention_days),
+            call_logs: days(config.call_log_retention_days),
         }
     }
 }
@@ -48,6 +52,7 @@ pub struct Swept {
     pub delivered: u64,
     pub dead: u64,
     pub incidents: u64,
+    pub call_logs: u64,
 }
 
 /// Runs a pass soon after start and then every hour until `stop`, while this instance holds the
@@ -60,6 +65,7 @@ pub async fn run(db: Db, periods: Periods, lease: Arc<Lease>, stop: Cancellation
                 delivered = swept.delivered,
                 dead = swept.dead,
                 incidents = swept.incidents,
+                call_logs = swept.call_logs,
                 "old outbox rows and closed incidents deleted"
             ),
             Err(error) => {
@@ -80,6 +86,7 @@ fn cutoff(now: i64, keep: Duration) -> i64 {
 enum Old {
     Outbox(&'static str, i64),
     Incidents(i64),
+    CallLogs(i64),
 }
 
 /// Deletes what is past its period now.
@@ -91,6 +98,7 @@ pub async fn sweep(db: &Db, periods: Periods) -> Result<Swept, StoreError> {
             + all(db, Old::Outbox(state::UNSENT, delivered)).await?,
         dead: all(db, Old::Outbox(state::DEAD, cutoff(now, periods.dead))).await?,
         incidents: all(db, Old::Incidents(cutoff(now, periods.closed_incidents))).await?,
+        call_logs: all(db, Old::CallLogs(cutoff(now, periods.call_logs))).await?,
     })
 }
 
@@ -104,6 +112,7 @@ async fn all(db: &Db, old: Old) -> Result<u64, StoreError> {
                 outbox::delete_finished_before(&mut tx, final_state, before, BATCH).await?
             }
             Old::Incidents(before) => alerts::delete_closed_before(&mut tx, before, BATCH).await?,
+            Old::CallLogs(before) => calls::delete_before(&mut tx, before, BATCH).await?,
         };
         tx.commit().await?;
         total += deleted;

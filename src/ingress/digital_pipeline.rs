@@ -30,6 +30,7 @@ use super::{Ingress, count, unavailable};
 use crate::clock::now_ms;
 use crate::pipeline::request::{self, DpSettings, LeadRequest};
 use crate::problem::Problem;
+use crate::store::activity::{ActivityKind, ActivityOutcome};
 use crate::store::events::{self, NewEvent};
 use crate::store::{StoreError, jobs};
 
@@ -245,7 +246,16 @@ async fn store(ingress: &Ingress, tenant: &Tenant, call: &DpCall) -> Result<Stor
     match (&call.settings, detail) {
         (Ok(settings), _) => {
             let what = format!("Kommo Digital Pipeline: send a payment link for lead {lead}");
-            super::kommo::record(&mut tx, tenant, "received", "ok", Some(lead), &what, now).await?;
+            super::kommo::record(
+                &mut tx,
+                tenant,
+                ActivityKind::Received,
+                ActivityOutcome::Ok,
+                Some(lead),
+                &what,
+                now,
+            )
+            .await?;
             let stage = call.pipeline_id.zip(call.status_id);
             let asked = LeadRequest::DigitalPipeline(settings.clone());
             request::enqueue(
@@ -264,7 +274,16 @@ async fn store(ingress: &Ingress, tenant: &Tenant, call: &DpCall) -> Result<Stor
         (Err(_), detail) => {
             let detail = detail.unwrap_or_default();
             let what = format!("Kommo Digital Pipeline: lead {lead}: {detail}");
-            super::kommo::record(&mut tx, tenant, "received", "ignored", Some(lead), &what, now).await?;
+            super::kommo::record(
+                &mut tx,
+                tenant,
+                ActivityKind::Received,
+                ActivityOutcome::Ignored,
+                Some(lead),
+                &what,
+                now,
+            )
+            .await?;
             answer.ignored = Some(detail);
         }
     }

@@ -19,7 +19,7 @@ use crate::ids::LeadId;
 use crate::kommo::webhook::{self, LeadAction, LeadEvent, Webhook};
 use crate::problem::Problem;
 use crate::queue::job::{Job, LeadJob};
-use crate::store::activity::ActivityRow;
+use crate::store::activity::{ActivityKind, ActivityOutcome, ActivityRow};
 use crate::store::events::{self, NewEvent};
 use crate::store::{self, StoreError};
 use crate::tenants::settings::{KOMMO_LOST, Trigger};
@@ -293,7 +293,8 @@ async fn store_all(
             detail: Some(&why.detail),
         };
         if events::insert(&mut tx, &event).await? {
-            record(&mut tx, tenant, "ignored", "ignored", None, &why.detail, now).await?;
+            record(&mut tx, tenant, ActivityKind::Ignored, ActivityOutcome::Ignored, None, &why.detail, now)
+                .await?;
             answer.ignored.push(why);
         } else {
             answer.duplicates += 1;
@@ -365,8 +366,8 @@ async fn store_lead(
     if let Some((_, detail)) = &verdict {
         what = format!("{what}: {detail}");
     }
-    record(tx, tenant, "received", if acts { "ok" } else { "ignored" }, Some(lead.lead_id), &what, now)
-        .await?;
+    let outcome = if acts { ActivityOutcome::Ok } else { ActivityOutcome::Ignored };
+    record(tx, tenant, ActivityKind::Received, outcome, Some(lead.lead_id), &what, now).await?;
     let Some((reason, detail)) = verdict else {
         answer.stored += 1;
         let job = Job::Lead(LeadJob {
@@ -395,7 +396,8 @@ pub(super) async fn record_refusal(
 ) {
     let recorded = async {
         let mut tx = ingress.db.write().await?;
-        record(&mut tx, tenant, "ignored", "refused", lead, detail, now_ms()).await?;
+        record(&mut tx, tenant, ActivityKind::Ignored, ActivityOutcome::Refused, lead, detail, now_ms())
+            .await?;
         tx.commit().await
     };
     if let Err(error) = recorded.await {
@@ -406,8 +408,8 @@ pub(super) async fn record_refusal(
 pub(super) async fn record(
     tx: &mut store::Tx,
     tenant: &Tenant,
-    kind: &str,
-    outcome: &str,
+    kind: ActivityKind,
+    outcome: ActivityOutcome,
     lead: Option<i64>,
     detail: &str,
     now: i64,
@@ -416,8 +418,8 @@ pub(super) async fn record(
         id: uuid::Uuid::now_v7(),
         client_id: tenant.client,
         at: now,
-        kind: kind.into(),
-        outcome: outcome.into(),
+        kind,
+        outcome,
         lead_id: lead,
         tx_ref: None,
         job_id: None,

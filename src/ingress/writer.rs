@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::ids::ClientId;
 use crate::queue::Queue;
 use crate::queue::job::Job;
-use crate::store::activity::ActivityRow;
+use crate::store::activity::{ActivityKind, ActivityOutcome, ActivityRow};
 use crate::store::events::NewEvent;
 use crate::store::{Backend, Db, StoreError, events, ingress_batch};
 
@@ -281,15 +281,15 @@ async fn store_batch(db: &Db, queue: &Queue, batch: &[&Request]) -> Result<Vec<S
         }
         outcome[i] = Stored::Recorded;
         let (kind, result, detail) = match why[i] {
-            Some(why) => ("ignored", "ignored", format!("{}: {why}", w.what)),
-            None => ("received", "ok", w.what.clone()),
+            Some(why) => (ActivityKind::Ignored, ActivityOutcome::Ignored, format!("{}: {why}", w.what)),
+            None => (ActivityKind::Received, ActivityOutcome::Ok, w.what.clone()),
         };
         timeline.push(ActivityRow {
             id: uuid::Uuid::now_v7(),
             client_id: w.client,
             at: w.received_at,
-            kind: kind.into(),
-            outcome: result.into(),
+            kind,
+            outcome: result,
             lead_id: None,
             tx_ref: None,
             job_id: None,

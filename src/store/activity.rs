@@ -34,6 +34,8 @@ crate::text_enum! {
         Ok = "ok",
         Failed = "failed",
         Ignored = "ignored",
+        /// A webhook turned away (wrong account, bad signature) and recorded for the agency.
+        Refused = "refused",
     }
 }
 
@@ -42,8 +44,10 @@ pub struct ActivityRow {
     pub id: uuid::Uuid,
     pub client_id: ClientId,
     pub at: i64,
-    pub kind: String,
-    pub outcome: String,
+    /// A stored word that is no `ActivityKind` fails the read with the word and column named:
+    /// only pipepay writes this table, so such a word means a newer version wrote it.
+    pub kind: ActivityKind,
+    pub outcome: ActivityOutcome,
     pub lead_id: Option<i64>,
     pub tx_ref: Option<String>,
     pub job_id: Option<uuid::Uuid>,
@@ -58,8 +62,8 @@ pub async fn insert(tx: &mut Tx, row: &ActivityRow) -> Result<(), StoreError> {
     .bind(row.id)
     .bind(row.client_id)
     .bind(row.at)
-    .bind(&row.kind)
-    .bind(&row.outcome)
+    .bind(row.kind)
+    .bind(row.outcome)
     .bind(row.lead_id)
     .bind(&row.tx_ref)
     .bind(row.job_id)

@@ -64,3 +64,17 @@ pub async fn of_job(tx: &mut Tx, client: ClientId, job: uuid::Uuid) -> Result<Ve
     .fetch_all(c)
     .await)?)
 }
+
+/// Deletes up to `limit` attempts that finished before `before` (ms), oldest first; returns how
+/// many went.
+pub async fn delete_before(tx: &mut Tx, before: i64, limit: i64) -> Result<u64, StoreError> {
+    Ok(on_tx!(tx, c => sqlx::query(
+        "DELETE FROM job_attempts WHERE id IN \
+         (SELECT id FROM job_attempts WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}

@@ -13,6 +13,11 @@ macro_rules! text_enum {
         }
 
         impl $name {
+            /// Every variant, in declaration order (for filters, docs and checks that a list of
+            /// words kept elsewhere has them all).
+            #[allow(dead_code)]
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
             /// The word stored for it.
             pub fn as_str(self) -> &'static str {
                 match self {

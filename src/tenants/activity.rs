@@ -15,10 +15,12 @@ use crate::error::{Error, Result};
 use crate::ids::ClientId;
 use crate::queue::Queue;
 use crate::roles::Role;
+use crate::store::activity::{ActivityKind, Filter};
 use crate::store::jobs::JobState;
-use crate::store::{self, Db, Tx, activity::Filter};
+use crate::store::{self, Db, Tx};
 
-/// Activity kinds, in the order the pipeline meets them (for filters and docs).
+/// Activity kinds' stored words, in the order the pipeline meets them (for filters and docs).
+/// A test checks it names every `ActivityKind`.
 pub const KINDS: &[&str] = &[
     "received",
     "ignored",
@@ -30,43 +32,64 @@ pub const KINDS: &[&str] = &[
     "deal_closed",
     "payment_rejected",
     "payment_failed",
+    "payment_unknown",
     "failure",
     "paused",
     "dead",
 ];
 
-/// An activity kind as people say it.
+/// An activity kind's stored word as people say it; "Other" for a word that is no kind.
 pub fn kind_words(kind: &str) -> &'static str {
+    kind.parse::<ActivityKind>().map(words_for).unwrap_or("Other")
+}
+
+/// An activity kind as people say it; a new kind does not compile until it has its words.
+pub fn words_for(kind: ActivityKind) -> &'static str {
     match kind {
-        "received" => "Webhook received",
-        "ignored" => "Webhook ignored",
-        "link_created" => "Payment link created",
-        "link_reused" => "Payment link reused",
-        "link_disabled" => "Payment link disabled",
-        "note_posted" => "Payment link sent",
-        "payment_verified" => "Payment verified",
-        "deal_closed" => "Deal won",
-        "payment_rejected" => "Payment rejected",
-        "payment_failed" => "Payment failed",
-        "failure" => "Something failed",
-        "paused" => "Paused",
-        "dead" => "Gave up",
-        _ => "Other",
+        ActivityKind::Received => "Webhook received",
+        ActivityKind::Ignored => "Webhook ignored",
+        ActivityKind::LinkCreated => "Payment link created",
+        ActivityKind::LinkReused => "Payment link reused",
+        ActivityKind::LinkDisabled => "Payment link disabled",
+        ActivityKind::NotePosted => "Payment link sent",
+        ActivityKind::PaymentVerified => "Payment verified",
+        ActivityKind::DealClosed => "Deal won",
+        ActivityKind::PaymentRejected => "Payment rejected",
+        ActivityKind::PaymentFailed => "Payment failed",
+        ActivityKind::PaymentUnknown => "Payment not confirmed",
+        ActivityKind::Failure => "Something failed",
+        ActivityKind::Paused => "Paused",
+        ActivityKind::Dead => "Gave up",
     }
 }
 
-/// Activity outcomes.
-pub const OUTCOMES: &[&str] = &["ok", "ignored", "failed"];
+/// Activity outcomes' stored words. A test checks it names every `ActivityOutcome`.
+pub const OUTCOMES: &[&str] = &["ok", "ignored", "failed", "refused"];
 
 #[cfg(test)]
 mod words {
+    use std::collections::HashSet;
+
+    use crate::store::activity::{ActivityKind, ActivityOutcome};
+
     #[test]
     fn every_kind_has_its_own_words() {
-        let words: std::collections::HashSet<_> = super::KINDS.iter().map(|k| super::kind_words(k)).collect();
+        let words: HashSet<_> = super::KINDS.iter().map(|k| super::kind_words(k)).collect();
         assert_eq!(words.len(), super::KINDS.len());
         assert!(!words.contains("Other"));
         assert_eq!(super::kind_words("deal_closed"), "Deal won");
         assert_eq!(super::kind_words("note_posted"), "Payment link sent");
+        assert_eq!(super::kind_words("no_such_kind"), "Other");
+    }
+
+    #[test]
+    fn the_filter_lists_name_every_kind_and_outcome_once() {
+        let kinds: Vec<&str> = ActivityKind::ALL.iter().map(|k| k.as_str()).collect();
+        let listed: HashSet<&str> = super::KINDS.iter().copied().collect();
+        assert_eq!(listed.len(), super::KINDS.len());
+        assert_eq!(listed, kinds.into_iter().collect::<HashSet<_>>());
+        let outcomes: HashSet<&str> = ActivityOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(super::OUTCOMES.iter().copied().collect::<HashSet<_>>(), outcomes);
     }
 }
 
@@ -76,9 +99,9 @@ pub struct ActivityEntry {
     pub id: uuid::Uuid,
     pub at: String,
     /// received, ignored, link_created, link_reused, link_disabled, note_posted, payment_verified,
-    /// deal_closed, payment_rejected, payment_failed, failure, paused, dead.
+    /// deal_closed, payment_rejected, payment_failed, payment_unknown, failure, paused, dead.
     pub kind: String,
-    /// ok, ignored or failed.
+    /// ok, ignored, failed or refused.
     pub outcome: String,
     pub lead_id: Option<i64>,
     pub tx_ref: Option<String>,
@@ -154,8 +177,8 @@ pub async fn activity(
             id: r.id,
             at: rfc3339(r.at),
             at_ms: r.at,
-            kind: r.kind,
-            outcome: r.outcome,
+            kind: r.kind.as_str().to_owned(),
+            outcome: r.outcome.as_str().to_owned(),
             lead_id: r.lead_id,
             tx_ref: r.tx_ref,
             detail: r.detail,

@@ -1,5 +1,6 @@
-//! Retention of the outbox and of incidents: delivered, unsent and dead rows and closed
-//! incidents go once their periods pass; mail still to deliver and open incidents stay.
+//! Retention of the outbox, of incidents and of job attempts' call logs: delivered, unsent and
+//! dead rows, closed incidents and old call logs go once their periods pass; mail still to
+//! deliver, open incidents and the jobs themselves stay.
 
 use std::time::Duration;
 
@@ -7,18 +8,26 @@ use pipepay::background::retention::{Periods, Swept, sweep};
 use pipepay::clock::now_ms;
 use pipepay::ids::{AgencyId, ClientId};
 use pipepay::store::alerts::{self, IncidentRow};
+use pipepay::store::calls::{self, AttemptRow};
+use pipepay::store::jobs::{self, NewJob};
 use pipepay::store::outbox::{self, NewMessage};
 use pipepay::store::{DatabaseUrl, Db};
 
 use crate::on_both_engines;
 use crate::support::{Engine, TestApp};
 
-on_both_engines!(old_finished_outbox_rows_and_closed_incidents_go_while_pending_and_open_ones_stay);
+on_both_engines!(
+    old_finished_outbox_rows_and_closed_incidents_go_while_pending_and_open_ones_stay,
+    old_call_logs_go_and_their_jobs_stay,
+);
 
 #[test]
 fn retention_periods_have_defaults_and_are_configurable() {
     let defaults = Periods::from_config(&crate::support::cli(&[]).config);
-    assert_eq!(defaults, Periods { delivered: days(30), dead: days(90), closed_incidents: days(365) });
+    assert_eq!(
+        defaults,
+        Periods { delivered: days(30), dead: days(90), closed_incidents: days(365), call_logs: days(30) }
+    );
     let set = crate::support::cli(&[
         "--outbox-retention-days",
         "7",
@@ -26,10 +35,12 @@ fn retention_periods_have_defaults_and_are_configurable() {
         "14",
         "--incident-retention-days",
         "60",
+        "--call-log-retention-days",
+        "3",
     ]);
     assert_eq!(
         Periods::from_config(&set.config),
-        Periods { delivered: days(7), dead: days(14), closed_incidents: days(60) }
+        Periods { delivered: days(7), dead: days(14), closed_incidents: days(60), call_logs: days(3) }
     );
     for bad in [["--outbox-retention-days", "0"], ["--incident-retention-days", "forever"]] {
         let mut argv = vec!["pipepay"];
@@ -134,8 +145,12 @@ async fn old_finished_outbox_rows_and_closed_incidents_go_while_pending_and_open
     incident(&db, agency, client, "closed lately", 500, Some(10)).await;
     incident(&db, agency, client, "open for long", 500, None).await;
 
-    let periods = Periods { delivered: days(30), dead: days(90), closed_incidents: days(365) };
-    assert_eq!(sweep(&db, periods).await.unwrap(), Swept { delivered: 2, dead: 1, incidents: 1 });
+    let periods =
+        Periods { delivered: days(30), dead: days(90), closed_incidents: days(365), call_logs: days(30) };
+    assert_eq!(
+        sweep(&db, periods).await.unwrap(),
+        Swept { delivered: 2, dead: 1, incidents: 1, call_logs: 0 }
+    );
     assert_eq!(
         subjects(&db).await,
         ["dead a while ago", "ready since long ago", "sending since long ago", "sent lately"]
@@ -144,9 +159,72 @@ async fn old_finished_outbox_rows_and_closed_incidents_go_while_pending_and_open
     assert_eq!(sweep(&db, periods).await.unwrap(), Swept::default(), "a second pass finds nothing");
 
     // Shorter periods, as configured: the rest of what is finished goes, never what is not.
-    let short = Periods { delivered: days(1), dead: days(1), closed_incidents: days(1) };
-    assert_eq!(sweep(&db, short).await.unwrap(), Swept { delivered: 1, dead: 1, incidents: 1 });
+    let short = Periods { delivered: days(1), dead: days(1), closed_incidents: days(1), call_logs: days(1) };
+    assert_eq!(sweep(&db, short).await.unwrap(), Swept { delivered: 1, dead: 1, incidents: 1, call_logs: 0 });
     assert_eq!(subjects(&db).await, ["ready since long ago", "sending since long ago"]);
     assert_eq!(incident_kinds(&db).await, ["open for long"]);
+    db.close().await;
+}
+
+async fn attempts_of(db: &Db, job: uuid::Uuid) -> Vec<i64> {
+    pipepay::on_db!(db, pool => sqlx::query_scalar("SELECT attempt FROM job_attempts WHERE job_id = $1 ORDER BY attempt")
+        .bind(job)
+        .fetch_all(pool)
+        .await)
+    .unwrap()
+}
+
+async fn old_call_logs_go_and_their_jobs_stay(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let owner = app.sign_up("calls@agency.example", "Calling Agency").await;
+    let (client, _) = app.add_client(&owner.agent, &owner.agency, "Acme").await;
+    let test_db = app.test_db.clone();
+    app.stop().await;
+    let url: DatabaseUrl = test_db.url.parse().unwrap();
+    let db = Db::connect(&url, 2).await.unwrap();
+    let client = ClientId(client.parse().unwrap());
+
+    // One job that ran three times: 40 days ago, 20 days ago and today.
+    let now = now_ms();
+    let job = uuid::Uuid::now_v7();
+    let mut tx = db.write().await.unwrap();
+    let new = NewJob {
+        id: job,
+        client,
+        kind: "lead",
+        event_id: None,
+        payload: r#"{"lead_id":1}"#,
+        max_attempts: 5,
+        trace: None,
+        dedup_key: None,
+        now: now - 41 * DAY,
+    };
+    assert!(jobs::insert(&mut tx, &new).await.unwrap());
+    for (attempt, age_days) in [(1, 40), (2, 20), (3, 0)] {
+        let at = now - age_days * DAY;
+        let row = AttemptRow {
+            id: uuid::Uuid::now_v7(),
+            job_id: job,
+            attempt,
+            started_at: at - 1000,
+            finished_at: at,
+            ended: "retry".to_owned(),
+            calls: "[]".to_owned(),
+            calls_dropped: 0,
+        };
+        calls::record(&mut tx, &row).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let periods =
+        Periods { delivered: days(30), dead: days(90), closed_incidents: days(365), call_logs: days(30) };
+    assert_eq!(sweep(&db, periods).await.unwrap(), Swept { call_logs: 1, ..Swept::default() });
+    assert_eq!(attempts_of(&db, job).await, [2, 3]);
+    let short = Periods { call_logs: days(1), ..periods };
+    assert_eq!(sweep(&db, short).await.unwrap(), Swept { call_logs: 1, ..Swept::default() });
+    assert_eq!(attempts_of(&db, job).await, [3], "today's attempt stays");
+    let mut tx = db.write().await.unwrap();
+    assert!(jobs::state_of(&mut tx, client, job).await.unwrap().is_some(), "the job itself stays");
+    tx.commit().await.unwrap();
     db.close().await;
 }

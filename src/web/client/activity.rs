@@ -98,6 +98,7 @@ fn outcome_words(outcome: &str) -> &'static str {
         "ok" => "Done",
         "ignored" => "Ignored",
         "failed" => "Failed",
+        "refused" => "Refused",
         _ => "Other",
     }
 }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::ids::{AgencyId, ClientId};
 use crate::state::AppState;
 use crate::store::jobs::JobState;
-use crate::tenants::activity::kind_words;
+use crate::tenants::activity::words_for;
 use crate::tenants::entry;
 use crate::web::Page;
 use crate::web::access::{ClientPage, PostedTo};
@@ -125,8 +125,8 @@ async fn entry_page(
         client: head,
         id: e.id.to_string(),
         at: when(e.at),
-        what: kind_words(&e.kind),
-        outcome: e.outcome,
+        what: words_for(e.kind),
+        outcome: e.outcome.as_str().to_owned(),
         lead_id: e.lead_id,
         tx_ref: e.tx_ref,
         detail: e.detail,
@@ -153,8 +153,8 @@ async fn entry_page(
             .map(|s| Step {
                 current: s.id == e.id,
                 at: when(s.at),
-                what: kind_words(&s.kind),
-                outcome: s.outcome,
+                what: words_for(s.kind),
+                outcome: s.outcome.as_str().to_owned(),
                 detail: s.detail,
             })
             .collect(),

@@ -83,7 +83,7 @@ const ROUTES: &[Route] = &[
         method: "POST",
         path: "/api/v1/agencies/{agency}/clients/{client}/test-events",
         needs: Needs::Admin,
-        wrong_field: (r#"{"service": 5}"#, "service"),
+        wrong_field: (r#"{"service": "bitcoin"}"#, "service"),
     },
     Route {
         method: "PUT",
