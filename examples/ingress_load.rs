@@ -14,13 +14,17 @@
 //! cargo run --release --example ingress_load -- --ceiling
 //! ```
 
+#[path = "support/bench_db.rs"]
+mod bench_db;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bench_db::fresh_database;
 use clap::Parser;
 use pipepay::app::Application;
 use pipepay::auth::tokens;
@@ -32,7 +36,6 @@ use pipepay::store::{self, Db};
 use pipepay::tenants::flutterwave_keys::WEBHOOK_HASH;
 use pipepay::tenants::{ClientSettings, secrets};
 use pipepay::vault::{MasterKeys, Secret, Vault};
-use sqlx::{Connection, Executor, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -210,7 +213,7 @@ async fn ceiling(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn pipepay(args: &Args) -> anyhow::Result<()> {
-    let (database, _guard) = fresh_database(args.database_url.as_deref()).await?;
+    let (database, _guard) = fresh_database(args.database_url.as_deref(), "pipepay_load").await?;
     let master_keys = MasterKeys::generate_entry("load");
     let pool = args.database_max_connections.to_string();
     let argv = [
@@ -331,55 +334,6 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
     let Some(last) = sorted.len().checked_sub(1) else { return 0.0 };
     let rank = (q * sorted.len() as f64).ceil() as usize;
     f64::from(sorted[rank.saturating_sub(1).min(last)]) / 1000.0
-}
-
-/// Removes what [`fresh_database`] made when the run ends, even on an error.
-enum Guard {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin: String, schema: String },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let Guard::Postgres { admin, schema } = self else { return };
-        let (admin, schema) = (admin.clone(), schema.clone());
-        // Drop cannot await; a small runtime on its own thread drops the schema.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                    let _ = conn.execute(sqlx::AssertSqlSafe(drop)).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A database nobody else uses: a temporary SQLite file, or a new PostgreSQL schema.
-async fn fresh_database(url: Option<&str>) -> anyhow::Result<(String, Guard)> {
-    match url {
-        None => {
-            let dir = tempfile::tempdir().context("temporary folder for SQLite")?;
-            let url = format!("sqlite://{}", dir.path().join("pipepay.db").display());
-            Ok((url, Guard::Sqlite(dir)))
-        }
-        Some(admin) if admin.starts_with("postgres") => {
-            let mut conn = PgConnection::connect(admin).await.context("connecting to PostgreSQL")?;
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-            let schema = format!("pipepay_load_{secs}_{}", uuid::Uuid::new_v4().simple());
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                .await
-                .context("creating the load schema")?;
-            let _ = conn.close().await;
-            let mut url = url::Url::parse(admin).context("the PostgreSQL URL")?;
-            url.query_pairs_mut().append_pair("options", &format!("-c search_path={schema}"));
-            Ok((url.to_string(), Guard::Postgres { admin: admin.to_owned(), schema }))
-        }
-        Some(other) => bail!("--database-url must be a postgres:// URL (or unset for SQLite), not {other}"),
-    }
 }
 
 /// Creates one agency and `n` client accounts, each with an ingress token and a sealed webhook

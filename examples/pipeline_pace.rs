@@ -24,6 +24,9 @@
 //! cargo run --release --example pipeline_pace -- --database-url postgres://postgres@127.0.0.1:5432/test
 //! ```
 
+#[path = "support/bench_db.rs"]
+mod bench_db;
+
 #[allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #[path = "../tests/it/fakes/flutterwave.rs"]
 mod fake_flutterwave;
@@ -34,13 +37,14 @@ mod fake_kommo;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bench_db::fresh_database;
 use clap::Parser;
 use fake_flutterwave::FakeFlutterwave;
 use fake_kommo::{AccountSpec, FakeKommo, LeadSpec};
@@ -57,7 +61,6 @@ use pipepay::tenants::settings::Trigger;
 use pipepay::tenants::{ClientSettings, secrets};
 use pipepay::vault::{MasterKeys, Secret, Vault};
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
 use tokio::sync::oneshot;
 use tracing::span;
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -127,7 +130,7 @@ async fn run(args: &Args, jobs: JobLog) -> anyhow::Result<()> {
     let accounts: Vec<Account> = (0..args.accounts).map(Account::new).collect();
     let proxy = Proxy::start(&kommo, &flutterwave, &accounts, Duration::from_millis(args.latency_ms)).await?;
 
-    let (database, _guard) = fresh_database(args.database_url.as_deref()).await?;
+    let (database, _guard) = fresh_database(args.database_url.as_deref(), "pipepay_pace").await?;
     let master_keys = MasterKeys::generate_entry("pace");
     let pool = args.database_max_connections.to_string();
     let workers = if args.workers == 0 { args.accounts.clamp(1, 256) } else { args.workers };
@@ -719,55 +722,6 @@ fn percentiles(values: &mut [f64]) -> String {
         values[rank.saturating_sub(1).min(last)]
     };
     format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", at(0.5), at(0.9), at(0.99), at(1.0))
-}
-
-/// Removes what [`fresh_database`] made when the run ends, even on an error.
-enum Guard {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin: String, schema: String },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let Guard::Postgres { admin, schema } = self else { return };
-        let (admin, schema) = (admin.clone(), schema.clone());
-        // Drop cannot await; a small runtime on its own thread drops the schema.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                    let _ = conn.execute(sqlx::AssertSqlSafe(drop)).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A database nobody else uses: a temporary SQLite file, or a new PostgreSQL schema.
-async fn fresh_database(url: Option<&str>) -> anyhow::Result<(String, Guard)> {
-    match url {
-        None => {
-            let dir = tempfile::tempdir().context("temporary folder for SQLite")?;
-            let url = format!("sqlite://{}", dir.path().join("pipepay.db").display());
-            Ok((url, Guard::Sqlite(dir)))
-        }
-        Some(admin) if admin.starts_with("postgres") => {
-            let mut conn = PgConnection::connect(admin).await.context("connecting to PostgreSQL")?;
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-            let schema = format!("pipepay_pace_{secs}_{}", uuid::Uuid::new_v4().simple());
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                .await
-                .context("creating the benchmark schema")?;
-            let _ = conn.close().await;
-            let mut url = url::Url::parse(admin).context("the PostgreSQL URL")?;
-            url.query_pairs_mut().append_pair("options", &format!("-c search_path={schema}"));
-            Ok((url.to_string(), Guard::Postgres { admin: admin.to_owned(), schema }))
-        }
-        Some(other) => bail!("--database-url must be a postgres:// URL (or unset for SQLite), not {other}"),
-    }
 }
 
 /// This process's resident set (`VmRSS`): pipepay, the fakes and the proxy together.

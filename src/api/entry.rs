@@ -14,7 +14,6 @@ use crate::extract::ClientAccess;
 use crate::ids::{AgencyId, ClientId};
 use crate::problem::Problem;
 use crate::state::AppState;
-use crate::store::activity::ActivityRow;
 use crate::tenants::activity::{ActivityEntry, JobView};
 use crate::tenants::entry;
 
@@ -44,19 +43,6 @@ pub struct EntryDetail {
     pub steps: Vec<ActivityEntry>,
 }
 
-fn entry_view(row: ActivityRow) -> ActivityEntry {
-    ActivityEntry {
-        id: row.id,
-        at: rfc3339(row.at),
-        at_ms: row.at,
-        kind: row.kind.as_str().to_owned(),
-        outcome: row.outcome.as_str().to_owned(),
-        lead_id: row.lead_id,
-        tx_ref: row.tx_ref,
-        detail: row.detail,
-    }
-}
-
 /// One timeline entry in full: its webhook (masked), its job and the job's other steps.
 #[utoipa::path(get, path = "/api/v1/agencies/{agency}/clients/{client}/activity/{entry}", tag = "pipeline",
     params(("agency" = String, Path, format = Uuid), ("client" = String, Path, format = Uuid),
@@ -69,7 +55,7 @@ async fn detail(
 ) -> Result<Json<EntryDetail>> {
     let found = entry::detail(&state.db, &access, client, id).await?;
     Ok(Json(EntryDetail {
-        entry: entry_view(found.entry),
+        entry: ActivityEntry::from(found.entry),
         event: found.event.map(|e| EventView {
             source: e.source,
             received_at: rfc3339(e.received_at),
@@ -88,7 +74,7 @@ async fn detail(
             created_at: rfc3339(j.created_at),
             created_at_ms: j.created_at,
         }),
-        steps: found.steps.into_iter().map(entry_view).collect(),
+        steps: found.steps.into_iter().map(ActivityEntry::from).collect(),
     }))
 }
 

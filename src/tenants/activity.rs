@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ids::ClientId;
 use crate::queue::Queue;
 use crate::roles::Role;
-use crate::store::activity::{ActivityKind, Filter};
+use crate::store::activity::{ActivityKind, ActivityRow, Filter};
 use crate::store::jobs::JobState;
 use crate::store::{self, Db, Tx};
 
@@ -111,6 +111,21 @@ pub struct ActivityEntry {
     pub at_ms: i64,
 }
 
+impl From<ActivityRow> for ActivityEntry {
+    fn from(row: ActivityRow) -> ActivityEntry {
+        ActivityEntry {
+            id: row.id,
+            at: rfc3339(row.at),
+            at_ms: row.at,
+            kind: row.kind.as_str().to_owned(),
+            outcome: row.outcome.as_str().to_owned(),
+            lead_id: row.lead_id,
+            tx_ref: row.tx_ref,
+            detail: row.detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     #[schema(value_type = String, format = Uuid)]
@@ -171,19 +186,7 @@ pub async fn activity(
     own(&mut tx, access, client).await?;
     let rows = store::activity::list(&mut tx, client, filter, limit.clamp(1, 500)).await?;
     tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ActivityEntry {
-            id: r.id,
-            at: rfc3339(r.at),
-            at_ms: r.at,
-            kind: r.kind.as_str().to_owned(),
-            outcome: r.outcome.as_str().to_owned(),
-            lead_id: r.lead_id,
-            tx_ref: r.tx_ref,
-            detail: r.detail,
-        })
-        .collect())
+    Ok(rows.into_iter().map(ActivityEntry::from).collect())
 }
 
 /// The jobs, newest first, optionally only those in `state`; `limit` is clamped to 1-500.
