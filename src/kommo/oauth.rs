@@ -2,7 +2,7 @@
 //! the adapter below absorbs: the token endpoint wants a JSON body (not a form), and it answers
 //! errors as problem+json (not `{"error": ...}`), so failures are classified by HTTP status.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -12,6 +12,7 @@ use oauth2::{
 use url::Url;
 
 use super::KommoError;
+use crate::telemetry::calls;
 use crate::vault::Secret;
 
 /// A token pair and when the access token stops working.
@@ -145,15 +146,44 @@ async fn send_as_json(
         .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
         .collect();
     fields.entry("redirect_uri").or_insert(serde_json::Value::String(redirect));
-    let response = http
-        .post(request.uri().to_string())
+    let url = request.uri().to_string();
+    let started = Instant::now();
+    // A refresh made during a job attempt belongs in its call log like any other Kommo call;
+    // the code, refresh token and client secret it carried are scrubbed from what is kept.
+    let sent: Vec<&str> = fields.values().filter_map(serde_json::Value::as_str).collect();
+    let keep = |status: Result<u16, &str>, body: &[u8]| {
+        calls::record(calls::Exchange {
+            vendor: "kommo",
+            method: "POST",
+            url: &url,
+            started,
+            status,
+            body,
+            secrets: &sent,
+        });
+    };
+    let response = match http
+        .post(url.as_str())
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&fields)
         .send()
         .await
-        .map_err(KommoError::from_transport)?;
+    {
+        Ok(response) => response,
+        Err(error) => {
+            keep(Err(if error.is_timeout() { "timed out" } else { "no answer" }), b"");
+            return Err(KommoError::from_transport(error));
+        }
+    };
     let status = response.status();
-    let body = response.bytes().await.map_err(KommoError::from_transport)?;
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(error) => {
+            keep(Err("the answer broke off"), b"");
+            return Err(KommoError::from_transport(error));
+        }
+    };
+    keep(Ok(status.as_u16()), &body);
     match status.as_u16() {
         200..=299 => {
             let mut built = HttpResponse::new(body.to_vec());

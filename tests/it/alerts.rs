@@ -145,6 +145,22 @@ async fn kommo_refusing_the_refresh_alerts_once_and_recovers_once(engine: Engine
     w.shop.kommo.revoke_all(ACME);
     w.deal_moves(911).await;
     assert_eq!(w.pause_cause().await.as_deref(), Some("kommo_reauth"), "paused for the typed cause");
+    // The refused refresh is in the attempt's call log, without the refresh token it spent.
+    let logs: Vec<String> = pipepay::on_db!(&w.shop.app.db, pool => sqlx::query_scalar(
+        "SELECT calls FROM job_attempts ORDER BY started_at",
+    )
+    .fetch_all(pool)
+    .await)
+    .unwrap();
+    let refreshes: Vec<Value> = logs
+        .iter()
+        .flat_map(|log| serde_json::from_str::<Vec<Value>>(log).unwrap())
+        .filter(|call| call["path"].as_str().is_some_and(|p| p.ends_with("/oauth2/access_token")))
+        .collect();
+    assert!(refreshes.iter().any(|call| call["status"] == 401), "{logs:?}");
+    for token in w.shop.kommo.issued_tokens(ACME) {
+        assert!(logs.iter().all(|log| !log.contains(&token)), "a token is in the call log: {logs:?}");
+    }
     let sent = w.opened_once("kommo", "Kommo needs you").await;
     assert!(sent["incident"]["detail"].as_str().unwrap().contains("authorised again"), "{sent}");
 
