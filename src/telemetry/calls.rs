@@ -177,8 +177,30 @@ pub fn mask_json(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(mask_json),
         Value::String(text) if looks_personal(text) => *value = Value::from(HIDDEN),
+        Value::String(text) => {
+            if let Some(masked) = mask_words(text) {
+                *text = masked;
+            }
+        }
         _ => {}
     }
+}
+
+/// Free text (a note, a lead's name) with each word that is an address or an international
+/// phone number hidden; `None` when it has none.
+fn mask_words(text: &str) -> Option<String> {
+    let trimmed = |word: &str| word.trim_matches(|c: char| ",.;:()<>\"'".contains(c)).to_owned();
+    if !text.split_whitespace().any(|word| looks_personal(&trimmed(word))) {
+        return None;
+    }
+    let words: Vec<&str> = text.split(' ').collect();
+    Some(
+        words
+            .iter()
+            .map(|word| if looks_personal(&trimmed(word)) { HIDDEN } else { word })
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 fn looks_personal(text: &str) -> bool {
@@ -241,6 +263,18 @@ mod tests {
             body,
             secrets,
         }
+    }
+
+    #[test]
+    fn addresses_and_phone_numbers_inside_free_text_are_hidden() {
+        let body =
+            br#"{"note":"Sent to amani@example.co.ke, call +254711222333 (Nairobi)","plain":"Order 905"}"#;
+        let kept = masked_answer(body, &[]);
+        assert!(!kept.contains("amani@example.co.ke") && !kept.contains("+254711222333"), "{kept}");
+        assert!(
+            kept.contains("Sent to") && kept.contains("(Nairobi)") && kept.contains("Order 905"),
+            "{kept}"
+        );
     }
 
     #[test]
