@@ -150,7 +150,11 @@ async fn send_as_json(
     let started = Instant::now();
     // A refresh made during a job attempt belongs in its call log like any other Kommo call;
     // the code, refresh token and client secret it carried are scrubbed from what is kept.
-    let sent: Vec<&str> = fields.values().filter_map(serde_json::Value::as_str).collect();
+    let sent: Vec<&str> = fields
+        .iter()
+        .filter(|(name, _)| matches!(name.as_str(), "code" | "refresh_token" | "client_secret"))
+        .filter_map(|(_, value)| value.as_str())
+        .collect();
     let keep = |status: Result<u16, &str>, body: &[u8]| {
         calls::record(calls::Exchange {
             vendor: "kommo",
