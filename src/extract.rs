@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{Access, Principal};
 use crate::error::{Error, Result};
-use crate::ids::{AgencyId, ClientId};
+use crate::ids::{AgencyId, ClientId, UserId};
 use crate::roles::Role;
 use crate::state::AppState;
 use crate::store;
@@ -56,19 +56,30 @@ pub struct ClientAccess {
     pub client: ClientId,
 }
 
+/// As [`AgencyAccess`], for `/agencies/{agency}/members/{user}` paths. Whether the person is
+/// a member is the services' question (404 when not), asked with `access`.
+pub struct MemberAccess {
+    pub principal: Principal,
+    pub access: Access,
+    pub user: UserId,
+}
+
 /// A standing already resolved by an extractor, for the role checks wrapped around it.
 pub trait Standing {
     fn access(&self) -> &Access;
     /// The client account the path names, if it names one.
-    fn client(&self) -> Option<ClientId>;
+    fn client(&self) -> Option<ClientId> {
+        None
+    }
+    /// The member the path names, if it names one.
+    fn member(&self) -> Option<UserId> {
+        None
+    }
 }
 
 impl Standing for AgencyAccess {
     fn access(&self) -> &Access {
         &self.access
-    }
-    fn client(&self) -> Option<ClientId> {
-        None
     }
 }
 
@@ -78,6 +89,15 @@ impl Standing for ClientAccess {
     }
     fn client(&self) -> Option<ClientId> {
         Some(self.client)
+    }
+}
+
+impl Standing for MemberAccess {
+    fn access(&self) -> &Access {
+        &self.access
+    }
+    fn member(&self) -> Option<UserId> {
+        Some(self.user)
     }
 }
 
@@ -93,6 +113,9 @@ macro_rules! role_check {
             fn client(&self) -> Option<ClientId> {
                 self.0.client()
             }
+            fn member(&self) -> Option<UserId> {
+                self.0.member()
+            }
         }
 
         impl<A> FromRequestParts<AppState> for $name<A>
@@ -107,6 +130,9 @@ macro_rules! role_check {
                 // learns nothing from a 403.
                 if let Some(client) = inner.client() {
                     client_of(state, inner.access(), client).await.map_err(IntoResponse::into_response)?;
+                }
+                if let Some(user) = inner.member() {
+                    member_of(state, inner.access(), user).await.map_err(IntoResponse::into_response)?;
                 }
                 inner.access().require($role).map_err(IntoResponse::into_response)?;
                 Ok($name(inner))
@@ -161,6 +187,13 @@ pub struct ClientIds {
     pub client: ClientId,
 }
 
+/// As [`AgencyIds`], with a member.
+#[derive(Deserialize)]
+pub struct MemberIds {
+    pub agency: AgencyId,
+    pub user: UserId,
+}
+
 /// The agency id in a path's parameters.
 pub trait AgencyOf {
     fn agency(&self) -> AgencyId;
@@ -173,6 +206,12 @@ impl AgencyOf for AgencyIds {
 }
 
 impl AgencyOf for ClientIds {
+    fn agency(&self) -> AgencyId {
+        self.agency
+    }
+}
+
+impl AgencyOf for MemberIds {
     fn agency(&self) -> AgencyId {
         self.agency
     }
@@ -200,6 +239,14 @@ pub async fn client_of(state: &AppState, access: &Access, client: ClientId) -> R
     found.map(drop).ok_or(Error::NotFound)
 }
 
+/// Whether `user` is a member of the agency: 404 when not, asked before a role is.
+pub async fn member_of(state: &AppState, access: &Access, user: UserId) -> Result<()> {
+    let mut tx = state.db.read().await?;
+    let found = store::agencies::role_of(&mut tx, access.agency, user).await?;
+    tx.commit().await?;
+    found.map(drop).ok_or(Error::NotFound)
+}
+
 impl FromRequestParts<AppState> for AgencyAccess {
     type Rejection = Response;
 
@@ -215,5 +262,14 @@ impl FromRequestParts<AppState> for ClientAccess {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let (principal, ClientIds { client, .. }, access) = standing::<ClientIds>(parts, state).await?;
         Ok(ClientAccess { principal, access, client })
+    }
+}
+
+impl FromRequestParts<AppState> for MemberAccess {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (principal, MemberIds { user, .. }, access) = standing::<MemberIds>(parts, state).await?;
+        Ok(MemberAccess { principal, access, user })
     }
 }

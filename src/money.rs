@@ -23,11 +23,6 @@ impl Money {
         Money { amount, currency: currency.into() }
     }
 
-    /// An amount stored as decimal text; `None` if the text is no decimal.
-    pub fn parse(amount: &str, currency: &str) -> Option<Money> {
-        Some(Money::new(amount.parse().ok()?, currency))
-    }
-
     /// The amount as pipepay writes it (see [`format`]), without the currency.
     pub fn amount_text(&self) -> String {
         format(&self.currency, self.amount)
@@ -134,11 +129,10 @@ mod tests {
 
     #[test]
     fn money_is_written_amount_then_currency_and_compares_by_value() {
-        let price = Money::parse("1075.0", "KES").unwrap();
+        let price = Money::new(dec("1075.0"), "KES");
         assert_eq!(price.to_string(), "1075.00 KES");
         assert_eq!(price, Money::new(dec("1075.00"), "KES"), "1075.0 is 1075.00");
         assert_ne!(price, Money::new(dec("1075"), "NGN"));
-        assert_eq!(Money::parse("n/a", "KES"), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::extract::{AgencyAccess, ClientIp, Owner, Person};
-use crate::ids::{AgencyId, InvitationId, UserId};
+use crate::extract::{AgencyAccess, ClientIp, MemberAccess, Owner, Person};
+use crate::ids::{AgencyId, InvitationId};
 use crate::problem::Problem;
 use crate::roles::Role;
 use crate::state::AppState;
@@ -115,23 +115,9 @@ async fn list_members(
               (status = 409, body = Problem)))]
 async fn change_member(
     State(state): State<AppState>,
-    AgencyAccess { access, .. }: AgencyAccess,
-    Path((_, user)): Path<(AgencyId, UserId)>,
-    body: Result<ApiJson<RoleChange>, Error>,
+    Person(Owner(MemberAccess { access, user, .. })): Person<Owner<MemberAccess>>,
+    ApiJson(body): ApiJson<RoleChange>,
 ) -> Result<Json<MemberView>> {
-    let ApiJson(body) = match body {
-        Ok(body) => body,
-        // Who may ask before what was asked, in the service's order: someone who is not a
-        // member here is a 404 and too little standing a 403, whatever the body says.
-        Err(unreadable) => {
-            let mut tx = state.db.read().await?;
-            let member = store::agencies::role_of(&mut tx, access.agency, user).await?;
-            tx.commit().await?;
-            member.ok_or(Error::NotFound)?;
-            access.require_person(Role::Owner)?;
-            return Err(unreadable);
-        }
-    };
     Ok(Json(members::set_role(&state.db, &access, user, body.role).await?))
 }
 
@@ -142,8 +128,7 @@ async fn change_member(
               (status = 409, body = Problem)))]
 async fn remove_member(
     State(state): State<AppState>,
-    AgencyAccess { access, .. }: AgencyAccess,
-    Path((_, user)): Path<(AgencyId, UserId)>,
+    MemberAccess { access, user, .. }: MemberAccess,
 ) -> Result<StatusCode> {
     members::remove(&state.db, &access, user).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::error::Result;
 use crate::extract::ClientAccess;
-use crate::ids::{AgencyId, ClientId};
+use crate::ids::{AgencyId, ClientId, LeadId};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::store::activity::Filter;
@@ -46,8 +46,12 @@ async fn activity(
     ClientAccess { access, client, .. }: ClientAccess,
     Query(query): Query<ActivityQuery>,
 ) -> Result<Json<Vec<ActivityEntry>>> {
-    let filter =
-        Filter { kind: query.kind, outcome: query.outcome, lead_id: query.lead_id, before: query.before };
+    let filter = Filter {
+        kind: query.kind,
+        outcome: query.outcome,
+        lead_id: query.lead_id.map(LeadId),
+        before: query.before,
+    };
     let limit = i64::from(query.limit.unwrap_or(100));
     Ok(Json(activity::activity(&state.db, &access, client, &filter, limit).await?))
 }

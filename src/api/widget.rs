@@ -27,7 +27,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::clock::now_ms;
-use crate::ids::ClientId;
+use crate::ids::{ClientId, LeadId};
 use crate::pipeline::request::{self, LeadRequest};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -358,8 +358,9 @@ async fn lead(State(state): State<AppState>, headers: HeaderMap, Path(lead_id): 
 /// on the token's client account, so another account's lead reads as "no link".
 async fn payment(state: &AppState, client: ClientId, lead_id: i64) -> Result<LeadPayment, StoreError> {
     let mut tx = state.db.read().await?;
-    let rows = links::for_lead(&mut tx, client, lead_id).await?;
-    let filter = Filter { outcome: Some("failed".into()), lead_id: Some(lead_id), ..Filter::default() };
+    let rows = links::for_lead(&mut tx, client, LeadId(lead_id)).await?;
+    let filter =
+        Filter { outcome: Some("failed".into()), lead_id: Some(LeadId(lead_id)), ..Filter::default() };
     let failures: Vec<ActivityRow> = store::activity::list(&mut tx, client, &filter, 1).await?;
     tx.commit().await?;
     let mut out = LeadPayment { lead_id, state: "none", ..LeadPayment::default() };
@@ -370,18 +371,20 @@ async fn payment(state: &AppState, client: ClientId, lead_id: i64) -> Result<Lea
     match chosen {
         Some(link) if link.state == LinkState::Paid => {
             out.state = "paid";
-            out.amount = Some(link.paid_amount.clone().unwrap_or_else(|| link.amount.clone()));
-            out.currency = Some(link.paid_currency.clone().unwrap_or_else(|| link.currency.clone()));
+            // The amount as stored (exactly as Flutterwave reported it), not as a note shows it.
+            let paid = link.paid.as_ref().unwrap_or(&link.price);
+            out.amount = Some(paid.amount.to_string());
+            out.currency = Some(paid.currency.clone());
             out.method = link.payment_type.clone();
-            out.reference = link.flw_ref.clone().or_else(|| Some(link.tx_ref.clone()));
+            out.reference = link.flw_ref.clone().or_else(|| Some(link.tx_ref.to_string()));
             out.paid_at = link.closed_at;
             out.sent_at = Some(link.created_at);
         }
         Some(link) => {
             out.state = "sent";
             out.link = link.link.clone();
-            out.amount = Some(link.amount.clone());
-            out.currency = Some(link.currency.clone());
+            out.amount = Some(link.price.amount.to_string());
+            out.currency = Some(link.price.currency.clone());
             out.sent_at = Some(link.created_at);
         }
         None => {
@@ -436,7 +439,7 @@ async fn act(state: AppState, headers: HeaderMap, lead_id: i64, asked: fn(i64) -
             at: now_ms(),
             kind: ActivityKind::Received,
             outcome: ActivityOutcome::Ok,
-            lead_id: Some(lead_id),
+            lead_id: Some(LeadId(lead_id)),
             tx_ref: None,
             job_id: None,
             detail,

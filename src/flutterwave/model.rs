@@ -4,6 +4,8 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use crate::money::Money;
+
 /// A transaction as verify reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
@@ -22,6 +24,11 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The price requested, in its currency.
+    pub fn money(&self) -> Money {
+        Money::new(self.amount, self.currency.clone())
+    }
+
     /// Reads the `data` object of a verify answer (the whole `{status, message, data}` envelope
     /// works too). `None` when an essential field (id, tx_ref, amount, currency, status) is
     /// missing or malformed: a half-read transaction must never close a deal.

@@ -420,7 +420,7 @@ pub(super) async fn record(
         at: now,
         kind,
         outcome,
-        lead_id: lead,
+        lead_id: lead.map(LeadId),
         tx_ref: None,
         job_id: None,
         detail: detail.into(),

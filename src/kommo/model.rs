@@ -4,6 +4,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ids::LeadId;
+
 /// `GET /api/v4/account`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Account {
@@ -18,7 +20,7 @@ pub struct Account {
 /// The parts of a lead pipepay uses.
 #[derive(Debug, Clone)]
 pub struct Lead {
-    pub id: i64,
+    pub id: LeadId,
     pub name: String,
     pub pipeline_id: i64,
     pub status_id: i64,
@@ -140,7 +142,7 @@ impl Lead {
         // The main contact first; the rest in Kommo's order.
         contacts.sort_by_key(|(main, _)| !*main);
         Some(Lead {
-            id: int(&lead["id"])?,
+            id: LeadId(int(&lead["id"])?),
             name: text(&lead["name"]).unwrap_or_default(),
             pipeline_id: int(&lead["pipeline_id"])?,
             status_id: int(&lead["status_id"])?,

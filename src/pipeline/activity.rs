@@ -2,6 +2,7 @@
 
 use super::JobContext;
 use crate::clock::now_ms;
+use crate::ids::{LeadId, TxRef};
 use crate::store::activity::{ActivityKind, ActivityOutcome, ActivityRow};
 use crate::store::{self, Db, StoreError, Tx};
 
@@ -27,13 +28,13 @@ impl Activity {
         }
     }
 
-    pub fn lead(mut self, lead_id: i64) -> Activity {
+    pub fn lead(mut self, lead_id: LeadId) -> Activity {
         self.row.lead_id = Some(lead_id);
         self
     }
 
-    pub fn tx_ref(mut self, tx_ref: &str) -> Activity {
-        self.row.tx_ref = Some(tx_ref.to_owned());
+    pub fn tx_ref(mut self, tx_ref: &TxRef) -> Activity {
+        self.row.tx_ref = Some(tx_ref.clone());
         self
     }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{Activity, JobContext, Pipeline, Step, Stop, read_tx, write_tx};
 use crate::clock::now_ms;
 use crate::flutterwave::client::{Customer, FlutterwaveError, PaymentRequest};
-use crate::ids::{LeadId, TxRef};
+use crate::ids::TxRef;
 use crate::kommo::model::Lead;
 use crate::money::{self, Money};
 use crate::queue::job::{DpSettings, LeadJob, LeadRequest};
@@ -25,7 +25,7 @@ struct Charge {
 
 impl Pipeline {
     pub(super) async fn lead(&self, cx: &JobContext, job: &LeadJob) -> Step {
-        let lead_id = job.lead_id.0;
+        let lead_id = job.lead_id;
         let request = job.request.as_ref();
         let ignored =
             |detail: &str| Activity::new(cx, Kind::Ignored, Turned::Ignored).lead(lead_id).detail(detail);
@@ -37,7 +37,7 @@ impl Pipeline {
             return Ok(());
         }
         // Trust nothing in the webhook: the lead as Kommo has it now decides.
-        let Some(lead) = self.kommo.lead(&cx.kommo, LeadId(lead_id)).await? else {
+        let Some(lead) = self.kommo.lead(&cx.kommo, lead_id).await? else {
             ignored("the lead no longer exists in Kommo").record(&self.db).await;
             return Ok(());
         };
@@ -80,16 +80,16 @@ impl Pipeline {
         let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead.id).await?)?;
         let Some(link) = existing.iter().find(|l| l.state == LinkState::Open) else { return Ok(()) };
         let url = link.link.clone().unwrap_or_default();
-        let amount = money::format_text(&link.currency, &link.amount);
+        let amount = link.price.amount_text();
         let lead_id = lead.id.to_string();
         let text = render(
             cx.settings.notes.get(NoteKind::LinkCreated),
             &[
                 ("link", &url),
                 ("amount", &amount),
-                ("currency", &link.currency),
+                ("currency", &link.price.currency),
                 ("old_amount", ""),
-                ("tx_ref", &link.tx_ref),
+                ("tx_ref", link.tx_ref.as_str()),
                 ("lead_id", &lead_id),
             ],
         );
@@ -170,7 +170,7 @@ impl Pipeline {
                     write_tx!(self.db, tx => links::set_state(&mut tx, link.id, LinkState::Uncertain, now_ms()).await?)?;
                 }
                 LinkState::Open if replaced.is_none() => {
-                    if link.price().as_ref() == Some(price) {
+                    if &link.price == price {
                         return Ok(Retired::Reuse(link));
                     }
                     // A new amount: the old link must stop working before the new one exists.
@@ -180,11 +180,7 @@ impl Pipeline {
                     let disabled = Activity::new(cx, Kind::LinkDisabled, Turned::Ok)
                         .lead(lead.id)
                         .tx_ref(&link.tx_ref)
-                        .detail(format!(
-                            "replaced: the amount changed from {} {} to {price}",
-                            money::format_text(&link.currency, &link.amount),
-                            link.currency,
-                        ));
+                        .detail(format!("replaced: the amount changed from {} to {price}", link.price));
                     write_tx!(self.db, tx => {
                         links::set_state(&mut tx, link.id, LinkState::Superseded, now_ms()).await?;
                         disabled.record_in(&mut tx).await?;
@@ -210,7 +206,6 @@ impl Pipeline {
         let tx_ref = TxRef::new();
         // The current span is the job's (steps have none of their own).
         tracing::Span::current().record("pipepay.tx_ref", tx_ref.as_str());
-        let tx_ref = tx_ref.0;
         let id = uuid::Uuid::now_v7();
         write_tx!(self.db, tx => links::insert_creating(
             &mut tx,
@@ -219,14 +214,13 @@ impl Pipeline {
             lead.id,
             lead.pipeline_id,
             &tx_ref,
-            &price.amount_text(),
-            &price.currency,
+            &price,
             now_ms(),
         )
         .await?)?;
         let checkout = &cx.settings.checkout;
         let request = PaymentRequest {
-            tx_ref: tx_ref.clone(),
+            tx_ref: tx_ref.0.clone(),
             amount: price.amount,
             currency: price.currency.clone(),
             redirect_url: checkout.redirect_url.clone(),
@@ -281,14 +275,11 @@ impl Pipeline {
         let url = link.link.clone().unwrap_or_default();
         if link.note_posted_at.is_none() {
             let (kind, old_amount) = match replaced {
-                Some(old) => (
-                    NoteKind::LinkReplaced,
-                    format!("{} {}", money::format_text(&old.currency, &old.amount), old.currency),
-                ),
+                Some(old) => (NoteKind::LinkReplaced, old.price.to_string()),
                 None => (NoteKind::LinkCreated, String::new()),
             };
             let lead_id = lead.id.to_string();
-            let amount = money::format_text(&link.currency, &link.amount);
+            let amount = link.price.amount_text();
             // The Digital Pipeline action's own note text stands in for the first link's note.
             let template = match (kind, note) {
                 (NoteKind::LinkCreated, Some(note)) => note,
@@ -299,9 +290,9 @@ impl Pipeline {
                 &[
                     ("link", &url),
                     ("amount", &amount),
-                    ("currency", &link.currency),
+                    ("currency", &link.price.currency),
                     ("old_amount", &old_amount),
-                    ("tx_ref", &link.tx_ref),
+                    ("tx_ref", link.tx_ref.as_str()),
                     ("lead_id", &lead_id),
                 ],
             );
@@ -321,7 +312,7 @@ impl Pipeline {
         if let Some(field) = cx.settings.link_field_id
             && link.field_written_at.is_none()
         {
-            self.kommo.set_lead_field(&cx.kommo, LeadId(lead.id), field, &url).await?;
+            self.kommo.set_lead_field(&cx.kommo, lead.id, field, &url).await?;
             write_tx!(self.db, tx => links::mark(&mut tx, link.id, LinkStep::Field, now_ms()).await?)?;
         }
         Ok(())

@@ -19,19 +19,22 @@ impl Pipeline {
     pub(super) async fn post_note(
         &self,
         cx: &JobContext,
-        lead_id: i64,
+        lead_id: LeadId,
         text: &str,
         earlier: Option<Attempt>,
     ) -> Step {
         let text = earlier.as_ref().map_or(text, |a| a.text.as_str());
         if let Some(attempt) = &earlier {
             let since = attempt.at / 1000 - CLOCK_SKEW_SECS;
-            if self.kommo.lead_has_note(&cx.kommo, LeadId(lead_id), text, since).await? {
-                tracing::info!(lead_id, "the earlier attempt's note is on the lead; not sending it again");
+            if self.kommo.lead_has_note(&cx.kommo, lead_id, text, since).await? {
+                tracing::info!(
+                    lead_id = lead_id.0,
+                    "the earlier attempt's note is on the lead; not sending it again"
+                );
                 return Ok(());
             }
         }
-        Ok(self.kommo.add_note(&cx.kommo, LeadId(lead_id), text).await?)
+        Ok(self.kommo.add_note(&cx.kommo, lead_id, text).await?)
     }
 
     /// A link's note (`Note` or `PaidNote`), once: the attempt recorded, the note sent, then
@@ -55,7 +58,7 @@ impl Pipeline {
     }
 
     /// Posts a note keyed by `key` at most once, even across crashes and repeats.
-    pub(super) async fn notice_once(&self, cx: &JobContext, lead_id: i64, key: &str, text: &str) -> Step {
+    pub(super) async fn notice_once(&self, cx: &JobContext, lead_id: LeadId, key: &str, text: &str) -> Step {
         // Claimed before sending: a claim still pending on a later attempt may have been sent.
         let (pending, earlier) = write_tx!(self.db, tx => {
             let fresh = notices::claim(&mut tx, cx.client, key).await?;

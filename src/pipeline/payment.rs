@@ -5,7 +5,7 @@
 use super::{Activity, JobContext, Pipeline, Step, Stop, Waiting, read_tx, write_tx};
 use crate::clock::now_ms;
 use crate::flutterwave::model::Transaction;
-use crate::ids::LeadId;
+use crate::ids::TxRef;
 use crate::money;
 use crate::queue::job::PaymentJob;
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 impl Pipeline {
     pub(super) async fn payment(&self, cx: &JobContext, job: &JobRow, payment: &PaymentJob) -> Step {
-        let tx_ref = payment.tx_ref.as_str();
+        let tx_ref = &payment.tx_ref;
         let Some(link) = self.link(cx, tx_ref).await? else {
             Activity::new(cx, Kind::Ignored, Turned::Ignored)
                 .tx_ref(tx_ref)
@@ -33,7 +33,7 @@ impl Pipeline {
         let id = payment.transaction_id;
         let verified = match id {
             Some(id) => self.flutterwave.verify(secret, id).await?,
-            None => self.flutterwave.verify_by_reference(secret, tx_ref).await?,
+            None => self.flutterwave.verify_by_reference(secret, tx_ref.as_str()).await?,
         };
         let Some(transaction) = verified else {
             let what =
@@ -67,7 +67,7 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn link(&self, cx: &JobContext, tx_ref: &str) -> Step<Option<LinkRow>> {
+    async fn link(&self, cx: &JobContext, tx_ref: &TxRef) -> Step<Option<LinkRow>> {
         Ok(read_tx!(self.db, tx => links::by_tx_ref(&mut tx, cx.client, tx_ref).await?)?)
     }
 
@@ -79,7 +79,7 @@ impl Pipeline {
                 .tx_ref(&link.tx_ref)
                 .detail(detail)
         };
-        if transaction.tx_ref != link.tx_ref {
+        if transaction.tx_ref != link.tx_ref.as_str() {
             let detail = format!("Flutterwave's transaction {} belongs to another reference", transaction.id);
             ignored(detail).record(&self.db).await;
             return Ok(());
@@ -109,17 +109,11 @@ impl Pipeline {
                 .await;
             return Ok(());
         }
-        let expected = link.price();
-        let problem = if transaction.currency != link.currency {
-            Some(format!("paid in {} but the link asks for {}", transaction.currency, link.currency))
-        } else if expected.is_none_or(|expected| transaction.amount < expected.amount) {
-            Some(format!(
-                "paid {} {} but the link asks for {} {}",
-                money::format(&transaction.currency, transaction.amount),
-                transaction.currency,
-                money::format_text(&link.currency, &link.amount),
-                link.currency
-            ))
+        let expected = &link.price;
+        let problem = if transaction.currency != expected.currency {
+            Some(format!("paid in {} but the link asks for {}", transaction.currency, expected.currency))
+        } else if transaction.amount < expected.amount {
+            Some(format!("paid {} but the link asks for {expected}", transaction.money()))
         } else {
             None
         };
@@ -153,7 +147,7 @@ impl Pipeline {
             _ => cx.settings.won_stage(),
         };
         // Moving to won twice is harmless, so the move comes first and the record after.
-        self.kommo.move_lead(&cx.kommo, LeadId(link.lead_id), link.pipeline_id, won).await?;
+        self.kommo.move_lead(&cx.kommo, link.lead_id, link.pipeline_id, won).await?;
         let closed = Activity::new(cx, Kind::DealClosed, Turned::Ok)
             .lead(link.lead_id)
             .tx_ref(&link.tx_ref)
@@ -163,8 +157,7 @@ impl Pipeline {
                 &mut tx,
                 link.id,
                 transaction.id,
-                &transaction.amount.to_string(),
-                &transaction.currency,
+                &transaction.money(),
                 &transaction.payment_type,
                 &transaction.flw_ref,
                 now_ms(),
@@ -196,7 +189,7 @@ impl Pipeline {
                 ("currency", &transaction.currency),
                 ("method", &transaction.payment_type),
                 ("reference", &transaction.flw_ref),
-                ("tx_ref", &link.tx_ref),
+                ("tx_ref", link.tx_ref.as_str()),
                 ("lead_id", &link.lead_id.to_string()),
             ],
         );
@@ -241,10 +234,10 @@ fn problem_note(cx: &JobContext, link: &LinkRow, transaction: &Transaction, reas
             ("reason", reason),
             ("amount", &money::format(&transaction.currency, transaction.amount)),
             ("currency", &transaction.currency),
-            ("expected_amount", &money::format_text(&link.currency, &link.amount)),
-            ("expected_currency", &link.currency),
+            ("expected_amount", &link.price.amount_text()),
+            ("expected_currency", &link.price.currency),
             ("reference", &transaction.flw_ref),
-            ("tx_ref", &link.tx_ref),
+            ("tx_ref", link.tx_ref.as_str()),
         ],
     )
 }

@@ -30,7 +30,7 @@ impl Pipeline {
             // Marked first: a link whose check fails (its lead deleted in Kommo, say) then waits
             // behind the others instead of stopping every run at the same place.
             write_tx!(self.db, tx => links::checked(&mut tx, link.id, now_ms()).await?)?;
-            let found = self.flutterwave.verify_by_reference(secret, &link.tx_ref).await?;
+            let found = self.flutterwave.verify_by_reference(secret, link.tx_ref.as_str()).await?;
             // Only a completed payment matters here; failures were (or will be) reported by
             // their own webhooks, and an unpaid link simply stays open.
             if let Some(transaction) = found.filter(|t| t.is_successful()) {

@@ -1,6 +1,6 @@
 //! The per-client activity timeline: what the pipeline received, did, skipped and failed.
 
-use crate::ids::ClientId;
+use crate::ids::{ClientId, LeadId, TxRef};
 use crate::on_tx;
 
 use super::{StoreError, Tx};
@@ -48,8 +48,8 @@ pub struct ActivityRow {
     /// only pipepay writes this table, so such a word means a newer version wrote it.
     pub kind: ActivityKind,
     pub outcome: ActivityOutcome,
-    pub lead_id: Option<i64>,
-    pub tx_ref: Option<String>,
+    pub lead_id: Option<LeadId>,
+    pub tx_ref: Option<TxRef>,
     pub job_id: Option<uuid::Uuid>,
     pub detail: String,
 }
@@ -78,7 +78,7 @@ pub async fn insert(tx: &mut Tx, row: &ActivityRow) -> Result<(), StoreError> {
 pub struct Filter {
     pub kind: Option<String>,
     pub outcome: Option<String>,
-    pub lead_id: Option<i64>,
+    pub lead_id: Option<LeadId>,
     pub before: Option<uuid::Uuid>,
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ids::ClientId;
+use crate::ids::{ClientId, TxRef};
 
 use super::activity::ActivityRow;
 use super::events::{self, NewEvent};
@@ -180,8 +180,8 @@ pub async fn insert_activity(tx: &mut Tx, rows: &[ActivityRow]) -> Result<(), St
             let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
             let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
             let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
-            let leads: Vec<Option<i64>> = rows.iter().map(|r| r.lead_id).collect();
-            let refs: Vec<Option<&str>> = rows.iter().map(|r| r.tx_ref.as_deref()).collect();
+            let leads: Vec<Option<i64>> = rows.iter().map(|r| r.lead_id.map(|l| l.0)).collect();
+            let refs: Vec<Option<&str>> = rows.iter().map(|r| r.tx_ref.as_ref().map(TxRef::as_str)).collect();
             let jobs: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| r.job_id).collect();
             let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
             sqlx::query(
@@ -212,8 +212,8 @@ pub async fn insert_activity(tx: &mut Tx, rows: &[ActivityRow]) -> Result<(), St
                         r.at,
                         r.kind.as_str(),
                         r.outcome.as_str(),
-                        r.lead_id,
-                        r.tx_ref.as_deref(),
+                        r.lead_id.map(|l| l.0),
+                        r.tx_ref.as_ref().map(TxRef::as_str),
                         r.job_id.map(hex_id),
                         r.detail.as_str(),
                     )

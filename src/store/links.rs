@@ -1,27 +1,30 @@
 //! Payment links pipepay issued, and the notes on their leads it must post only once.
 
-use crate::ids::ClientId;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::ids::{ClientId, LeadId, TxRef};
 use crate::money::Money;
 use crate::on_tx;
 
 use super::{StoreError, Tx};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LinkRow {
     pub id: uuid::Uuid,
     pub client_id: ClientId,
-    pub lead_id: i64,
+    pub lead_id: LeadId,
+    /// The Kommo pipeline the lead was in when the link was made (its deal is won there).
     pub pipeline_id: i64,
-    pub tx_ref: String,
-    pub amount: String,
-    pub currency: String,
+    pub tx_ref: TxRef,
+    /// What the link asks for (columns `amount`, `currency`).
+    pub price: Money,
     pub link: Option<String>,
     pub state: LinkState,
     pub note_posted_at: Option<i64>,
     pub field_written_at: Option<i64>,
     pub transaction_id: Option<i64>,
-    pub paid_amount: Option<String>,
-    pub paid_currency: Option<String>,
+    /// What the payment that closed it paid (columns `paid_amount`, `paid_currency`).
+    pub paid: Option<Money>,
     pub payment_type: Option<String>,
     pub flw_ref: Option<String>,
     pub closed_at: Option<i64>,
@@ -29,11 +32,70 @@ pub struct LinkRow {
     pub created_at: i64,
 }
 
-impl LinkRow {
-    /// What the link asks for; `None` if its stored amount is no decimal.
-    pub fn price(&self) -> Option<Money> {
-        Money::parse(&self.amount, &self.currency)
+/// Read by hand because an amount is two columns. A stored amount that is no decimal fails the
+/// read naming the column and the text: only pipepay writes these, so such text means the row
+/// was damaged or written by something else, and guessing a price would charge or close wrong.
+impl<'r, R> sqlx::FromRow<'r, R> for LinkRow
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    uuid::Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let price = money(row, "amount", "currency")?
+            .ok_or_else(|| decode_error("amount", "a link's amount is never missing".into()))?;
+        Ok(LinkRow {
+            id: row.try_get("id")?,
+            client_id: row.try_get("client_id")?,
+            lead_id: row.try_get("lead_id")?,
+            pipeline_id: row.try_get("pipeline_id")?,
+            tx_ref: row.try_get("tx_ref")?,
+            price,
+            link: row.try_get("link")?,
+            state: row.try_get("state")?,
+            note_posted_at: row.try_get("note_posted_at")?,
+            field_written_at: row.try_get("field_written_at")?,
+            transaction_id: row.try_get("transaction_id")?,
+            paid: money(row, "paid_amount", "paid_currency")?,
+            payment_type: row.try_get("payment_type")?,
+            flw_ref: row.try_get("flw_ref")?,
+            closed_at: row.try_get("closed_at")?,
+            paid_note_posted_at: row.try_get("paid_note_posted_at")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
+}
+
+/// The amount stored as decimal text in one column and its currency in another; `None` when
+/// neither is set. One without the other, or text that is no decimal, is an error naming the
+/// column (as sqlx names one whose value it cannot decode).
+fn money<'r, R>(
+    row: &'r R,
+    amount: &'static str,
+    currency: &'static str,
+) -> Result<Option<Money>, sqlx::Error>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text: Option<String> = row.try_get(amount)?;
+    let code: Option<String> = row.try_get(currency)?;
+    match (text, code) {
+        (None, None) => Ok(None),
+        (Some(text), Some(code)) => match text.parse() {
+            Ok(value) => Ok(Some(Money::new(value, code))),
+            Err(_) => Err(decode_error(amount, format!("{text:?} is no decimal amount").into())),
+        },
+        (Some(text), None) => Err(decode_error(currency, format!("missing, with {amount} {text:?}").into())),
+        (None, Some(code)) => Err(decode_error(amount, format!("missing, with {currency} {code:?}").into())),
+    }
+}
+
+fn decode_error(column: &str, source: sqlx::error::BoxDynError) -> sqlx::Error {
+    sqlx::Error::ColumnDecode { index: format!("{column:?}"), source }
 }
 
 /// Every column of `LinkRow`, in order; one list for every query that reads a link.
@@ -67,11 +129,10 @@ pub async fn insert_creating(
     tx: &mut Tx,
     id: uuid::Uuid,
     client: ClientId,
-    lead_id: i64,
+    lead_id: LeadId,
     pipeline_id: i64,
-    tx_ref: &str,
-    amount: &str,
-    currency: &str,
+    tx_ref: &TxRef,
+    price: &Money,
     now: i64,
 ) -> Result<(), StoreError> {
     on_tx!(tx, c => sqlx::query(
@@ -83,8 +144,8 @@ pub async fn insert_creating(
     .bind(lead_id)
     .bind(pipeline_id)
     .bind(tx_ref)
-    .bind(amount)
-    .bind(currency)
+    .bind(price.amount_text())
+    .bind(&price.currency)
     .bind(now)
     .execute(c)
     .await
@@ -93,7 +154,7 @@ pub async fn insert_creating(
 }
 
 /// The lead's links that still matter (not failed), newest first.
-pub async fn for_lead(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<Vec<LinkRow>, StoreError> {
+pub async fn for_lead(tx: &mut Tx, client: ClientId, lead_id: LeadId) -> Result<Vec<LinkRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         concat!("SELECT ", link_columns!(), " FROM payment_links WHERE client_id = $1 AND lead_id = $2 AND state <> 'failed' \
          ORDER BY created_at DESC, id DESC"),
@@ -105,7 +166,7 @@ pub async fn for_lead(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<Vec
 }
 
 /// The client's link with this reference; another client's reference is simply not found.
-pub async fn by_tx_ref(tx: &mut Tx, client: ClientId, tx_ref: &str) -> Result<Option<LinkRow>, StoreError> {
+pub async fn by_tx_ref(tx: &mut Tx, client: ClientId, tx_ref: &TxRef) -> Result<Option<LinkRow>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         concat!("SELECT ", link_columns!(), " FROM payment_links WHERE client_id = $1 AND tx_ref = $2"),
     )
@@ -256,8 +317,7 @@ pub async fn paid(
     tx: &mut Tx,
     id: uuid::Uuid,
     transaction_id: i64,
-    amount: &str,
-    currency: &str,
+    paid: &Money,
     payment_type: &str,
     flw_ref: &str,
     now: i64,
@@ -268,8 +328,8 @@ pub async fn paid(
     )
     .bind(id)
     .bind(transaction_id)
-    .bind(amount)
-    .bind(currency)
+    .bind(paid.amount.to_string())
+    .bind(&paid.currency)
     .bind(payment_type)
     .bind(flw_ref)
     .bind(now)
@@ -280,7 +340,7 @@ pub async fn paid(
 }
 
 /// Whether any link of the lead is paid: a won deal is never reopened by later events.
-pub async fn lead_is_paid(tx: &mut Tx, client: ClientId, lead_id: i64) -> Result<bool, StoreError> {
+pub async fn lead_is_paid(tx: &mut Tx, client: ClientId, lead_id: LeadId) -> Result<bool, StoreError> {
     let found: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
         "SELECT CAST(1 AS BIGINT) FROM payment_links WHERE client_id = $1 AND lead_id = $2 AND state = 'paid' LIMIT 1",
     )

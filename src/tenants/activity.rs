@@ -119,8 +119,8 @@ impl From<ActivityRow> for ActivityEntry {
             at_ms: row.at,
             kind: row.kind.as_str().to_owned(),
             outcome: row.outcome.as_str().to_owned(),
-            lead_id: row.lead_id,
-            tx_ref: row.tx_ref,
+            lead_id: row.lead_id.map(|l| l.0),
+            tx_ref: row.tx_ref.map(|t| t.0),
             detail: row.detail,
         }
     }

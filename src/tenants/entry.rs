@@ -8,7 +8,7 @@ use super::audit;
 use crate::auth::Access;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::ids::ClientId;
+use crate::ids::{ClientId, TxRef};
 use crate::queue::Queue;
 use crate::queue::job::Job;
 use crate::roles::Role;
@@ -89,7 +89,7 @@ async fn event_of(
     if entry.job_id.is_some() {
         return Ok(None);
     }
-    let about = entry.lead_id.map(|l| l.to_string()).or_else(|| entry.tx_ref.clone());
+    let about = entry.lead_id.map(|l| l.to_string()).or_else(|| entry.tx_ref.as_ref().map(TxRef::to_string));
     Ok(store::timeline::events_at(tx, client, entry.at)
         .await?
         .into_iter()

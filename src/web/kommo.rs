@@ -1,16 +1,16 @@
 //! Kommo's browser-facing and server-facing addresses: the OAuth redirect, the uninstall hook,
 //! and the page where a marketplace install is claimed.
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Form, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
+use super::session::{Posted, Viewer};
 use super::{Message, Page, error_page};
-use crate::auth::{FormPrincipal, Principal, SessionCsrf};
+use crate::auth::Principal;
 use crate::connections::{self, CallbackOutcome, CallbackParams, UninstallParams};
 use crate::error::Error;
 use crate::extract::ClientIp;
@@ -86,15 +86,7 @@ struct ClaimPage {
 /// for every account, and Kommo's install call reaches pipepay's server, not the widget), and
 /// a Kommo account id is no secret. The install is only bound to a client account after the
 /// consent in Kommo, which only that account's administrators can give.
-async fn claim_page(
-    State(state): State<AppState>,
-    FormPrincipal(principal): FormPrincipal,
-    csrf: Option<Extension<SessionCsrf>>,
-) -> Response {
-    let (Some(Principal::User { user, .. }), Some(Extension(SessionCsrf(csrf)))) = (principal, csrf) else {
-        let next = url::form_urlencoded::byte_serialize(b"/kommo/claim").collect::<String>();
-        return Redirect::to(&format!("/login?next={next}")).into_response();
-    };
+async fn claim_page(State(state): State<AppState>, Viewer { user, csrf, .. }: Viewer) -> Response {
     if !connections::configured(&state.kommo) {
         return error_page(connections::not_configured()).into_response();
     }
@@ -122,35 +114,25 @@ async fn claim_page(
 
 #[derive(Deserialize)]
 struct ClaimForm {
-    csrf: String,
     /// `agency|client`
     client: String,
 }
 
 /// Starts the consent that proves the claimer administers the Kommo account.
-async fn claim(
-    State(state): State<AppState>,
-    FormPrincipal(principal): FormPrincipal,
-    csrf: Option<Extension<SessionCsrf>>,
-    Form(form): Form<ClaimForm>,
-) -> Response {
+///
+/// The one agency form whose agency is not in its address: the page offers every client
+/// account the viewer administers in one list, so the agency and client account come in the
+/// body, and the access check (`connections::start`: a stranger 404, too little role 403) can
+/// only follow reading it. The session and CSRF token are checked first, as for every form.
+async fn claim(State(state): State<AppState>, Posted { viewer, form }: Posted<ClaimForm>) -> Response {
     let result = async {
-        let (Some(principal @ Principal::User { .. }), Some(Extension(SessionCsrf(expected)))) =
-            (principal, csrf)
-        else {
-            return Err(Error::Unauthenticated("log in to pipepay first"));
-        };
-        if !bool::from(form.csrf.as_bytes().ct_eq(expected.as_bytes())) {
-            return Err(Error::Forbidden("this form has expired; reload the page and try again"));
-        }
         let (agency, client) = form
             .client
             .split_once('|')
             .and_then(|(a, c)| Some((a.parse::<AgencyId>().ok()?, c.parse::<ClientId>().ok()?)))
             .ok_or_else(|| Error::invalid("client", "Choose a client account."))?;
-        let access = crate::extract::access(&state, &principal, agency).await?;
-        let Principal::User { session, .. } = principal else { return Err(Error::NotFound) };
-        connections::start(&state.kommo, &access, session, client).await
+        let access = crate::extract::access(&state, &viewer.principal, agency).await?;
+        connections::start(&state.kommo, &access, viewer.session, client).await
     };
     match result.await {
         Ok(consent) => {

@@ -1,6 +1,9 @@
 //! The storage contract every backend honours, starting with migrations and readiness.
 
-use pipepay::store::{DatabaseUrl, Db};
+use pipepay::ids::{AgencyId, ClientId, LeadId, TxRef};
+use pipepay::money::Money;
+use pipepay::store::{DatabaseUrl, Db, activity, agencies, clients, links, timeline};
+use rust_decimal::Decimal;
 
 use crate::on_both_engines;
 use crate::support::{Engine, TestApp, TestDb, problem};
@@ -8,7 +11,10 @@ use crate::support::{Engine, TestApp, TestDb, problem};
 on_both_engines!(
     migrations_apply_once_and_readiness_follows_them,
     a_database_missing_a_migration_is_not_ready,
-    two_instances_migrate_at_once
+    two_instances_migrate_at_once,
+    an_unknown_stored_activity_word_fails_the_read_naming_it,
+    a_stored_amount_that_is_no_decimal_fails_the_read_naming_it,
+    amounts_are_stored_as_the_same_text_and_read_back_exactly,
 );
 
 async fn connect(db: &TestDb) -> Db {
@@ -79,4 +85,158 @@ async fn two_instances_migrate_at_once(engine: Engine) {
     assert!(a.readiness().await.unwrap().is_ready());
     a.close().await;
     b.close().await;
+}
+
+/// A migrated database with one agency and one client account in it, written by the store.
+async fn with_client(engine: Engine) -> (TestDb, Db, ClientId) {
+    let test_db = TestDb::new(engine).await;
+    let db = connect(&test_db).await;
+    db.migrate().await.unwrap();
+    let agency = agencies::AgencyRow { id: AgencyId::new(), name: "Agency".into(), created_at: 1 };
+    let client = clients::ClientRow {
+        id: ClientId::new(),
+        agency_id: agency.id,
+        name: "Client".into(),
+        settings: "{}".into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    let mut tx = db.write().await.unwrap();
+    agencies::insert(&mut tx, &agency).await.unwrap();
+    clients::insert(&mut tx, &client, b"ingress token hash").await.unwrap();
+    tx.commit().await.unwrap();
+    (test_db, db, client.id)
+}
+
+/// Runs one statement with `$1` the client account and `$2` a fresh row id; returns the id.
+async fn given(db: &Db, client: ClientId, sql: &'static str) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    let mut tx = db.write().await.unwrap();
+    pipepay::on_tx!(&mut tx, c => sqlx::query(sql).bind(client).bind(id).execute(c).await.map(drop)).unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// Only pipepay writes the timeline, so a word it does not know (a newer version's, or a
+/// damaged row) is an error that says which column holds what, never a guess or a panic.
+async fn an_unknown_stored_activity_word_fails_the_read_naming_it(engine: Engine) {
+    let (_test_db, db, client) = with_client(engine).await;
+    let good = given(
+        &db,
+        client,
+        "INSERT INTO activity (id, client_id, at, kind, outcome, lead_id, tx_ref, detail) \
+         VALUES ($2, $1, 1, 'link_created', 'ok', 7, 'pp-1', 'fine')",
+    )
+    .await;
+    let mut tx = db.read().await.unwrap();
+    let read = timeline::entry(&mut tx, client, good).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(read.kind, activity::ActivityKind::LinkCreated);
+    assert_eq!((read.lead_id, read.tx_ref), (Some(LeadId(7)), Some(TxRef("pp-1".into()))));
+
+    let cases = [
+        (
+            "kind",
+            "teleported",
+            "INSERT INTO activity (id, client_id, at, kind, outcome, detail) \
+             VALUES ($2, $1, 2, 'teleported', 'ok', 'from the future')",
+        ),
+        (
+            "outcome",
+            "shrugged",
+            "INSERT INTO activity (id, client_id, at, kind, outcome, detail) \
+             VALUES ($2, $1, 3, 'received', 'shrugged', 'from the future')",
+        ),
+    ];
+    for (column, word, sql) in cases {
+        let id = given(&db, client, sql).await;
+        let mut tx = db.read().await.unwrap();
+        let one = timeline::entry(&mut tx, client, id).await.map(drop).unwrap_err().to_string();
+        let all = activity::list(&mut tx, client, &activity::Filter::default(), 10)
+            .await
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        tx.commit().await.unwrap();
+        for error in [one, all] {
+            assert!(error.contains(&format!("\"{column}\"")), "names the column {column}: {error}");
+            assert!(error.contains(&format!("\"{word}\"")), "names the word {word}: {error}");
+        }
+        let mut tx = db.write().await.unwrap();
+        pipepay::on_tx!(&mut tx, c => sqlx::query("DELETE FROM activity WHERE id = $1").bind(id).execute(c).await.map(drop))
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// A price that is not a decimal would charge or close wrong if guessed at: the read fails,
+/// naming the column and the text, for the link's price and for what was paid.
+async fn a_stored_amount_that_is_no_decimal_fails_the_read_naming_it(engine: Engine) {
+    let (_test_db, db, client) = with_client(engine).await;
+    let cases = [
+        (
+            "pp-bad-price",
+            "\"amount\"",
+            "\"about 10\"",
+            "INSERT INTO payment_links (id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, state, \
+             created_at, updated_at) VALUES ($2, $1, 7, 1, 'pp-bad-price', 'about 10', 'KES', 'open', 1, 1)",
+        ),
+        (
+            "pp-bad-paid",
+            "\"paid_amount\"",
+            "\"1,075.00\"",
+            "INSERT INTO payment_links (id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, state, \
+             paid_amount, paid_currency, created_at, updated_at) \
+             VALUES ($2, $1, 8, 1, 'pp-bad-paid', '1075.00', 'KES', 'paid', '1,075.00', 'KES', 1, 1)",
+        ),
+        (
+            "pp-half-paid",
+            "\"paid_currency\"",
+            "\"1075.00\"",
+            "INSERT INTO payment_links (id, client_id, lead_id, pipeline_id, tx_ref, amount, currency, state, \
+             paid_amount, created_at, updated_at) \
+             VALUES ($2, $1, 9, 1, 'pp-half-paid', '1075.00', 'KES', 'paid', '1075.00', 1, 1)",
+        ),
+    ];
+    for (tx_ref, column, text, sql) in cases {
+        given(&db, client, sql).await;
+        let mut tx = db.read().await.unwrap();
+        let error = links::by_tx_ref(&mut tx, client, &TxRef(tx_ref.into())).await.map(drop).unwrap_err();
+        tx.commit().await.unwrap();
+        let error = error.to_string();
+        assert!(error.contains(column), "{tx_ref}: names the column {column}: {error}");
+        assert!(error.contains(text), "{tx_ref}: names the text {text}: {error}");
+    }
+}
+
+/// Amounts are written as the same decimal text as before they were typed (the currency's
+/// decimals for a price, Flutterwave's own figure for a payment) and read back exactly.
+async fn amounts_are_stored_as_the_same_text_and_read_back_exactly(engine: Engine) {
+    let (_test_db, db, client) = with_client(engine).await;
+    let id = uuid::Uuid::now_v7();
+    let tx_ref = TxRef::new();
+    let price = Money::new(Decimal::new(10_750, 1), "KES");
+    let paid = Money::new(Decimal::new(1_075_005, 3), "KES");
+    let mut tx = db.write().await.unwrap();
+    links::insert_creating(&mut tx, id, client, LeadId(42), 5, &tx_ref, &price, 1).await.unwrap();
+    assert!(links::paid(&mut tx, id, 99, &paid, "card", "FLW-1", 2).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = db.read().await.unwrap();
+    let stored: (String, String, Option<String>, Option<String>) = pipepay::on_tx!(&mut tx, c =>
+        sqlx::query_as("SELECT amount, currency, paid_amount, paid_currency FROM payment_links WHERE id = $1")
+            .bind(id)
+            .fetch_one(c)
+            .await)
+    .unwrap();
+    let read = links::by_tx_ref(&mut tx, client, &tx_ref).await.unwrap().unwrap();
+    let by_lead = links::for_lead(&mut tx, client, LeadId(42)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stored, ("1075.00".into(), "KES".into(), Some("1075.005".into()), Some("KES".into())));
+    assert_eq!((read.lead_id, read.pipeline_id, &read.tx_ref), (LeadId(42), 5, &tx_ref));
+    assert_eq!(read.price, price);
+    assert_eq!(read.price.amount.to_string(), "1075.00", "the stored text, to the digit");
+    assert_eq!(read.paid.as_ref().map(|p| p.amount.to_string()), Some("1075.005".into()));
+    assert_eq!(read.paid, Some(paid));
+    assert_eq!(by_lead.len(), 1);
 }

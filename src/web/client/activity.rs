@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{ClientHead, NoFields, Opened, open, when};
 use crate::error::Result;
-use crate::ids::{AgencyId, ClientId};
+use crate::ids::{AgencyId, ClientId, LeadId};
 use crate::kommo::stages::Names;
 use crate::state::AppState;
 use crate::store::activity::Filter;
@@ -158,7 +158,7 @@ async fn activity_page(state: &AppState, page: &ClientPage, query: ActivityQuery
     let kind = KINDS.iter().find(|k| **k == query.kind).map(|k| (*k).to_owned());
     let outcome = OUTCOMES.iter().find(|o| **o == query.outcome).map(|o| (*o).to_owned());
     let lead_text = query.lead_id.trim().to_owned();
-    let lead_id = lead_text.parse::<i64>().ok();
+    let lead_id = lead_text.parse::<i64>().ok().map(LeadId);
     let lead_error =
         (!lead_text.is_empty() && lead_id.is_none()).then_some("must be a Kommo lead id (a whole number)");
     let before = query.before.trim().parse::<uuid::Uuid>().ok();

@@ -127,8 +127,8 @@ async fn entry_page(
         at: when(e.at),
         what: words_for(e.kind),
         outcome: e.outcome.as_str().to_owned(),
-        lead_id: e.lead_id,
-        tx_ref: e.tx_ref,
+        lead_id: e.lead_id.map(|l| l.0),
+        tx_ref: e.tx_ref.map(|t| t.0),
         detail: e.detail,
         event: found.event.map(|ev| EventFacts {
             source: if ev.source == "kommo" { "Kommo" } else { "Flutterwave" },

@@ -184,6 +184,24 @@ async fn a_stranger_who_knows_the_account_id_sees_and_claims_nothing(engine: Eng
         sqlx::query_scalar("SELECT COUNT(*) FROM kommo_connections").fetch_one(pool).await)
     .unwrap();
     assert_eq!(connected, 0);
+
+    // The claim names the agency in its body: another agency's client account is not found,
+    // whatever the form says, and nothing is started for it.
+    let theirs_not = format!("{}|{}", world.owner.agency, world.client);
+    let refused = post_claim(&world, &stranger.agent, &page, &theirs_not).await;
+    assert_eq!(refused.status(), 404);
+    assert!(refused.text().await.unwrap().contains("<html"), "the HTML 404");
+    // Logged out, the post leads to the log-in page, as every form does.
+    let anonymous = world.app.anonymous();
+    let logged_out = anonymous
+        .http
+        .post(world.app.url("/kommo/claim"))
+        .form(&[("csrf", "whatever"), ("client", theirs_not.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged_out.status(), 303);
+    assert!(logged_out.headers()["location"].to_str().unwrap().starts_with("/login?next="));
     world.app.stop().await;
 }
 

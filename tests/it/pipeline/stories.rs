@@ -342,16 +342,16 @@ async fn reconciliation_reaches_a_new_link_behind_many_nobody_pays(engine: Engin
     let mut tx = shop.app.db.write().await.unwrap();
     for n in 0..40 {
         let id = uuid::Uuid::now_v7();
-        let tx_ref = format!("pp-abandoned-{n}");
+        let tx_ref = pipepay::ids::TxRef(format!("pp-abandoned-{n}"));
+        let price = pipepay::money::Money::new(rust_decimal::Decimal::TEN, "KES");
         pipepay::store::links::insert_creating(
             &mut tx,
             id,
             client,
-            7000 + n,
+            pipepay::ids::LeadId(7000 + n),
             super::SALES,
             &tx_ref,
-            "10",
-            "KES",
+            &price,
             long_ago + n,
         )
         .await

@@ -218,6 +218,14 @@ async fn too_little_role_is_forbidden_whatever_the_body(engine: Engine) {
             let (status, _) = send(&a.member, route.method, &missing, "application/json", "{").await;
             assert_eq!(status, 404, "member: {} with a missing client account", route.method);
         }
+        // So is a member who is not there.
+        if route.path.contains("{user}") {
+            let missing = fill(route.path, &a.owner.agency, &a.client, &uuid::Uuid::new_v4().to_string());
+            for (who, agent) in [("member", &a.member), ("admin", &a.admin), ("admin key", &a.admin_key)] {
+                let (status, _) = send(agent, route.method, &missing, "application/json", "{").await;
+                assert_eq!(status, 404, "{who}: {} with a missing member", route.method);
+            }
+        }
     }
     app.stop().await;
 }
