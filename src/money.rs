@@ -77,12 +77,6 @@ pub fn format(currency: &str, amount: Decimal) -> String {
     shown.to_string()
 }
 
-/// [`format`] for an amount stored as decimal text; text that is no decimal is shown as it is
-/// rather than guessed at.
-pub fn format_text(currency: &str, amount: &str) -> String {
-    amount.trim().parse::<Decimal>().map_or_else(|_| amount.to_owned(), |a| format(currency, a))
-}
-
 /// Whether the amount can be charged as it is, without rounding.
 pub fn fits(currency: &str, amount: Decimal) -> bool {
     amount.normalize().scale() <= decimals(currency)
@@ -133,12 +127,5 @@ mod tests {
         assert_eq!(price.to_string(), "1075.00 KES");
         assert_eq!(price, Money::new(dec("1075.00"), "KES"), "1075.0 is 1075.00");
         assert_ne!(price, Money::new(dec("1075"), "NGN"));
-    }
-
-    #[test]
-    fn stored_text_is_formatted_and_nonsense_left_alone() {
-        assert_eq!(format_text("KES", "1075.0"), "1075.00");
-        assert_eq!(format_text("XAF", "5000.00"), "5000");
-        assert_eq!(format_text("KES", "n/a"), "n/a");
     }
 }

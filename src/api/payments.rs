@@ -152,7 +152,7 @@ async fn totals(
         .map(|(client_id, totals)| {
             let mut links = BTreeMap::new();
             for (stored, count) in totals.links {
-                *links.entry(LinkState::of(&stored, 0, None, 0).word().to_owned()).or_insert(0) += count;
+                *links.entry(LinkState::of(stored, 0, None, 0).word().to_owned()).or_insert(0) += count;
             }
             let paid = totals
                 .paid

@@ -71,7 +71,7 @@ where
 /// The amount stored as decimal text in one column and its currency in another; `None` when
 /// neither is set. One without the other, or text that is no decimal, is an error naming the
 /// column (as sqlx names one whose value it cannot decode).
-fn money<'r, R>(
+pub(super) fn money<'r, R>(
     row: &'r R,
     amount: &'static str,
     currency: &'static str,
@@ -94,7 +94,7 @@ where
     }
 }
 
-fn decode_error(column: &str, source: sqlx::error::BoxDynError) -> sqlx::Error {
+pub(super) fn decode_error(column: &str, source: sqlx::error::BoxDynError) -> sqlx::Error {
     sqlx::Error::ColumnDecode { index: format!("{column:?}"), source }
 }
 

@@ -2,26 +2,54 @@
 //! paging, the Flutterwave webhooks that name a link (where its customer is found), and totals
 //! per client account for the agency home. Read-only; `store::links` owns the writes.
 
-use crate::ids::{AgencyId, ClientId};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::ids::{AgencyId, ClientId, LeadId, TxRef};
+use crate::money::Money;
 use crate::on_tx;
 
+use super::links::{LinkState, decode_error, money};
 use super::{StoreError, Tx};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PaymentRow {
     pub id: uuid::Uuid,
-    pub lead_id: i64,
-    pub tx_ref: String,
-    /// Exact decimal text.
-    pub amount: String,
-    pub currency: String,
+    pub lead_id: LeadId,
+    pub tx_ref: TxRef,
+    /// What the link asks for (columns `amount`, `currency`).
+    pub price: Money,
     pub link: Option<String>,
-    /// `store::links::state`.
-    pub state: String,
-    pub paid_amount: Option<String>,
-    pub paid_currency: Option<String>,
+    pub state: LinkState,
+    /// What was paid (columns `paid_amount`, `paid_currency`).
+    pub paid: Option<Money>,
     pub closed_at: Option<i64>,
     pub created_at: i64,
+}
+
+/// Read as `store::links::LinkRow` is, and failing the same way on an amount that is no decimal.
+impl<'r, R> sqlx::FromRow<'r, R> for PaymentRow
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    uuid::Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let price = money(row, "amount", "currency")?
+            .ok_or_else(|| decode_error("amount", "a link's amount is never missing".into()))?;
+        Ok(PaymentRow {
+            id: row.try_get("id")?,
+            lead_id: row.try_get("lead_id")?,
+            tx_ref: row.try_get("tx_ref")?,
+            price,
+            link: row.try_get("link")?,
+            state: row.try_get("state")?,
+            paid: money(row, "paid_amount", "paid_currency")?,
+            closed_at: row.try_get("closed_at")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// What to look for: a Kommo deal id (exact), or text found in the link's reference or in a
@@ -82,7 +110,7 @@ pub async fn list(
 
 /// The Flutterwave webhooks (payloads, newest first) of the client account that carry
 /// `tx_ref`: where the link's customer is named.
-pub async fn webhooks_for(tx: &mut Tx, client: ClientId, tx_ref: &str) -> Result<Vec<String>, StoreError> {
+pub async fn webhooks_for(tx: &mut Tx, client: ClientId, tx_ref: &TxRef) -> Result<Vec<String>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_scalar(
         "SELECT payload FROM inbound_events WHERE client_id = $1 AND source = 'flutterwave' \
          AND payload LIKE '%' || $2 || '%' ORDER BY received_at DESC LIMIT 5",
@@ -94,7 +122,7 @@ pub async fn webhooks_for(tx: &mut Tx, client: ClientId, tx_ref: &str) -> Result
 }
 
 /// Links per client account and state (failed ones left out): client, state, count.
-pub async fn counts(tx: &mut Tx, agency: AgencyId) -> Result<Vec<(ClientId, String, i64)>, StoreError> {
+pub async fn counts(tx: &mut Tx, agency: AgencyId) -> Result<Vec<(ClientId, LinkState, i64)>, StoreError> {
     Ok(on_tx!(tx, c => sqlx::query_as(
         "SELECT l.client_id, l.state, COUNT(*) FROM payment_links l JOIN clients c ON c.id = l.client_id \
          WHERE c.agency_id = $1 AND l.state <> 'failed' GROUP BY l.client_id, l.state",

@@ -10,7 +10,6 @@ use crate::auth::Access;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::ids::ClientId;
-use crate::money;
 use crate::store::links::LinkState as Stored;
 use crate::store::payments::{PaymentRow, Search, like_pattern};
 use crate::store::{self, Db};
@@ -43,18 +42,16 @@ impl LinkState {
     }
 
     /// `store::links::state` in words; `lifetime_ms` is the checkout's session duration, if set.
-    pub fn of(stored: &str, created_at: i64, lifetime_ms: Option<i64>, now: i64) -> LinkState {
+    pub fn of(stored: Stored, created_at: i64, lifetime_ms: Option<i64>, now: i64) -> LinkState {
         match stored {
-            s if s == Stored::Paid.as_str() => LinkState::Paid,
-            s if s == Stored::Superseded.as_str() => LinkState::Replaced,
-            s if s == Stored::Cancelled.as_str() => LinkState::Disabled,
-            s if s == Stored::Open.as_str()
-                && lifetime_ms.is_some_and(|life| created_at.saturating_add(life) < now) =>
-            {
+            Stored::Paid => LinkState::Paid,
+            Stored::Superseded => LinkState::Replaced,
+            Stored::Cancelled => LinkState::Disabled,
+            Stored::Open if lifetime_ms.is_some_and(|life| created_at.saturating_add(life) < now) => {
                 LinkState::Expired
             }
-            s if s == Stored::Open.as_str() => LinkState::Open,
-            _ => LinkState::Pending,
+            Stored::Open => LinkState::Open,
+            Stored::Creating | Stored::Uncertain | Stored::Failed => LinkState::Pending,
         }
     }
 }
@@ -127,22 +124,22 @@ pub async fn list(
                 break;
             }
         }
-        let paid = row.state == Stored::Paid.as_str();
-        let (amount, currency) = match (paid, row.paid_amount, row.paid_currency) {
-            (true, Some(amount), Some(currency)) => (amount, currency),
-            _ => (row.amount, row.currency),
+        let paid = row.state == Stored::Paid;
+        let shown = match (paid, row.paid) {
+            (true, Some(paid)) => paid,
+            _ => row.price,
         };
         payments.push(Payment {
-            lead_id: row.lead_id,
-            state: LinkState::of(&row.state, row.created_at, lifetime, now),
+            lead_id: row.lead_id.0,
+            state: LinkState::of(row.state, row.created_at, lifetime, now),
             // What Flutterwave reported is stored as it said it (`123456.5`).
-            amount: money::format_text(&currency, &amount),
-            currency,
+            amount: shown.amount_text(),
+            currency: shown.currency,
             checkout: row.link,
             customer,
             created_at: row.created_at,
             paid_at: if paid { row.closed_at } else { None },
-            tx_ref: row.tx_ref,
+            tx_ref: row.tx_ref.0,
         });
     }
     tx.commit().await?;
@@ -152,8 +149,8 @@ pub async fn list(
 /// Every client account's links in numbers, for the agency home.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
-    /// Links by stored state (`store::links::state`).
-    pub links: BTreeMap<String, i64>,
+    /// Links by stored state.
+    pub links: HashMap<Stored, i64>,
     /// Paid ever, per currency: (total, payments).
     pub paid: BTreeMap<String, (Decimal, usize)>,
 }
@@ -185,13 +182,13 @@ mod tests {
     #[test]
     fn stored_states_read_as_words_and_open_links_expire_with_the_session() {
         let hour = 3_600_000;
-        assert_eq!(LinkState::of("open", 0, None, 10 * hour), LinkState::Open);
-        assert_eq!(LinkState::of("open", 0, Some(hour), 10 * hour), LinkState::Expired);
-        assert_eq!(LinkState::of("open", 0, Some(hour), hour / 2), LinkState::Open);
-        assert_eq!(LinkState::of("superseded", 0, None, 0).word(), "replaced");
-        assert_eq!(LinkState::of("cancelled", 0, None, 0).word(), "disabled");
-        assert_eq!(LinkState::of("uncertain", 0, None, 0).word(), "pending");
-        assert_eq!(LinkState::of("paid", 0, Some(1), hour).word(), "paid");
+        assert_eq!(LinkState::of(Stored::Open, 0, None, 10 * hour), LinkState::Open);
+        assert_eq!(LinkState::of(Stored::Open, 0, Some(hour), 10 * hour), LinkState::Expired);
+        assert_eq!(LinkState::of(Stored::Open, 0, Some(hour), hour / 2), LinkState::Open);
+        assert_eq!(LinkState::of(Stored::Superseded, 0, None, 0).word(), "replaced");
+        assert_eq!(LinkState::of(Stored::Cancelled, 0, None, 0).word(), "disabled");
+        assert_eq!(LinkState::of(Stored::Uncertain, 0, None, 0).word(), "pending");
+        assert_eq!(LinkState::of(Stored::Paid, 0, Some(1), hour).word(), "paid");
     }
 
     #[test]

@@ -141,13 +141,13 @@ fn paid_line(currency: &str, total: rust_decimal::Decimal, count: usize) -> Stri
 
 fn links_line(totals: &payments::Totals) -> String {
     let words: Vec<String> = [
-        (LinkState::Open.as_str(), "open"),
-        (LinkState::Paid.as_str(), "paid"),
-        (LinkState::Superseded.as_str(), "replaced"),
-        (LinkState::Cancelled.as_str(), "disabled"),
+        (LinkState::Open, "open"),
+        (LinkState::Paid, "paid"),
+        (LinkState::Superseded, "replaced"),
+        (LinkState::Cancelled, "disabled"),
     ]
     .into_iter()
-    .filter_map(|(state, word)| totals.links.get(state).map(|n| format!("{n} {word}")))
+    .filter_map(|(state, word)| totals.links.get(&state).map(|n| format!("{n} {word}")))
     .collect();
     if words.is_empty() { "None yet".to_owned() } else { words.join(", ") }
 }

@@ -12,7 +12,7 @@ use crate::fakes::kommo::{AccountSpec, FakeKommo};
 use crate::kommo::{CLIENT_ID, CLIENT_SECRET, connect};
 use crate::pipeline::{INVOICE, NEW, SALES, borrowed, child_env, eventually, sale};
 use crate::support::process::Running;
-use crate::support::{Agent, Engine, TestDb};
+use crate::support::{Agent, Engine, TestDb, queue_settled};
 
 const ACCOUNTS: i64 = 50;
 const LEADS_PER_ACCOUNT: i64 = 40;
@@ -164,13 +164,14 @@ async fn three_instances_share_a_burst_and_survive_one_killed_mid_way() {
     })
     .await;
     let done = started.elapsed();
-    // Let anything still in flight (a second attempt that should not be) land before counting.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Anything still in flight (a second attempt that should not be, a job the killed instance
+    // held until its lease lapsed) lands before counting.
+    let url: pipepay::store::DatabaseUrl = db.url.parse().unwrap();
+    let store = pipepay::store::Db::connect(&url, 2).await.unwrap();
+    queue_settled(&store).await;
 
     // What pipepay recorded of each link attempt, to account for any link Flutterwave made
     // whose answer died with the killed instance.
-    let url: pipepay::store::DatabaseUrl = db.url.parse().unwrap();
-    let store = pipepay::store::Db::connect(&url, 2).await.unwrap();
     let pipepay::store::Db::Postgres(pool) = &store else { unreachable!() };
     let states: std::collections::HashMap<String, String> =
         sqlx::query_as::<_, (String, String)>("SELECT tx_ref, state FROM payment_links")

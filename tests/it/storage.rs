@@ -2,7 +2,7 @@
 
 use pipepay::ids::{AgencyId, ClientId, LeadId, TxRef};
 use pipepay::money::Money;
-use pipepay::store::{DatabaseUrl, Db, activity, agencies, clients, links, timeline};
+use pipepay::store::{DatabaseUrl, Db, activity, agencies, clients, links, payments, timeline};
 use rust_decimal::Decimal;
 
 use crate::on_both_engines;
@@ -88,7 +88,7 @@ async fn two_instances_migrate_at_once(engine: Engine) {
 }
 
 /// A migrated database with one agency and one client account in it, written by the store.
-async fn with_client(engine: Engine) -> (TestDb, Db, ClientId) {
+async fn with_client(engine: Engine) -> (TestDb, Db, AgencyId, ClientId) {
     let test_db = TestDb::new(engine).await;
     let db = connect(&test_db).await;
     db.migrate().await.unwrap();
@@ -105,7 +105,7 @@ async fn with_client(engine: Engine) -> (TestDb, Db, ClientId) {
     agencies::insert(&mut tx, &agency).await.unwrap();
     clients::insert(&mut tx, &client, b"ingress token hash").await.unwrap();
     tx.commit().await.unwrap();
-    (test_db, db, client.id)
+    (test_db, db, agency.id, client.id)
 }
 
 /// Runs one statement with `$1` the client account and `$2` a fresh row id; returns the id.
@@ -120,7 +120,7 @@ async fn given(db: &Db, client: ClientId, sql: &'static str) -> uuid::Uuid {
 /// Only pipepay writes the timeline, so a word it does not know (a newer version's, or a
 /// damaged row) is an error that says which column holds what, never a guess or a panic.
 async fn an_unknown_stored_activity_word_fails_the_read_naming_it(engine: Engine) {
-    let (_test_db, db, client) = with_client(engine).await;
+    let (_test_db, db, _, client) = with_client(engine).await;
     let good = given(
         &db,
         client,
@@ -172,7 +172,7 @@ async fn an_unknown_stored_activity_word_fails_the_read_naming_it(engine: Engine
 /// A price that is not a decimal would charge or close wrong if guessed at: the read fails,
 /// naming the column and the text, for the link's price and for what was paid.
 async fn a_stored_amount_that_is_no_decimal_fails_the_read_naming_it(engine: Engine) {
-    let (_test_db, db, client) = with_client(engine).await;
+    let (_test_db, db, agency, client) = with_client(engine).await;
     let cases = [
         (
             "pp-bad-price",
@@ -201,18 +201,22 @@ async fn a_stored_amount_that_is_no_decimal_fails_the_read_naming_it(engine: Eng
     for (tx_ref, column, text, sql) in cases {
         given(&db, client, sql).await;
         let mut tx = db.read().await.unwrap();
-        let error = links::by_tx_ref(&mut tx, client, &TxRef(tx_ref.into())).await.map(drop).unwrap_err();
+        let link = links::by_tx_ref(&mut tx, client, &TxRef(tx_ref.into())).await.map(drop).unwrap_err();
+        // The payments page reads the same columns, and fails the same way.
+        let search = payments::Search { lead_id: None, text: Some(payments::like_pattern(tx_ref)) };
+        let page = payments::list(&mut tx, agency, client, &search, 10, 0).await.map(drop).unwrap_err();
         tx.commit().await.unwrap();
-        let error = error.to_string();
-        assert!(error.contains(column), "{tx_ref}: names the column {column}: {error}");
-        assert!(error.contains(text), "{tx_ref}: names the text {text}: {error}");
+        for error in [link.to_string(), page.to_string()] {
+            assert!(error.contains(column), "{tx_ref}: names the column {column}: {error}");
+            assert!(error.contains(text), "{tx_ref}: names the text {text}: {error}");
+        }
     }
 }
 
 /// Amounts are written as the same decimal text as before they were typed (the currency's
 /// decimals for a price, Flutterwave's own figure for a payment) and read back exactly.
 async fn amounts_are_stored_as_the_same_text_and_read_back_exactly(engine: Engine) {
-    let (_test_db, db, client) = with_client(engine).await;
+    let (_test_db, db, agency, client) = with_client(engine).await;
     let id = uuid::Uuid::now_v7();
     let tx_ref = TxRef::new();
     let price = Money::new(Decimal::new(10_750, 1), "KES");
@@ -231,6 +235,7 @@ async fn amounts_are_stored_as_the_same_text_and_read_back_exactly(engine: Engin
     .unwrap();
     let read = links::by_tx_ref(&mut tx, client, &tx_ref).await.unwrap().unwrap();
     let by_lead = links::for_lead(&mut tx, client, LeadId(42)).await.unwrap();
+    let listed = payments::list(&mut tx, agency, client, &payments::Search::default(), 10, 0).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(stored, ("1075.00".into(), "KES".into(), Some("1075.005".into()), Some("KES".into())));
     assert_eq!((read.lead_id, read.pipeline_id, &read.tx_ref), (LeadId(42), 5, &tx_ref));
@@ -239,4 +244,10 @@ async fn amounts_are_stored_as_the_same_text_and_read_back_exactly(engine: Engin
     assert_eq!(read.paid.as_ref().map(|p| p.amount.to_string()), Some("1075.005".into()));
     assert_eq!(read.paid, Some(paid));
     assert_eq!(by_lead.len(), 1);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].lead_id, &listed[0].tx_ref, listed[0].state),
+        (LeadId(42), &tx_ref, links::LinkState::Paid)
+    );
+    assert_eq!((&listed[0].price, &listed[0].paid), (&read.price, &read.paid));
 }
