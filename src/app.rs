@@ -157,6 +157,7 @@ impl Application {
             stop.clone(),
         ));
         background.spawn(crate::telemetry::gauges::run(db.clone(), stop.clone()));
+        background.spawn(crate::store::checkpoint::run(db.clone(), stop.clone()));
         background.spawn(crate::ingress::retention::run(
             db.clone(),
             state.config.retention(),

@@ -26,6 +26,7 @@ use crate::queue::Queue;
 use crate::queue::job::Job;
 use crate::store::activity::{ActivityKind, ActivityOutcome, ActivityRow};
 use crate::store::events::NewEvent;
+use crate::store::ingress_batch::Asked;
 use crate::store::{Backend, Db, StoreError, events, ingress_batch};
 
 /// Webhooks one transaction stores at most.
@@ -33,7 +34,7 @@ const MAX_BATCH: usize = 512;
 /// Webhooks waiting for a writer at most; beyond it handlers wait to hand theirs over.
 const BACKLOG: usize = 8192;
 /// Writers side by side on PostgreSQL.
-const POSTGRES_WRITERS: usize = 4;
+const POSTGRES_WRITERS: usize = 2;
 
 /// A verified webhook, ready to store.
 #[derive(Debug)]
@@ -224,35 +225,29 @@ async fn store_batch(db: &Db, queue: &Queue, batch: &[&Request]) -> Result<Vec<S
     let started = Instant::now();
     let waited: u64 = batch.iter().map(|r| micros(r.handed_over)).sum();
     let mut tx = db.write().await?;
-    let tokens: Vec<(ClientId, &[u8])> =
-        batch.iter().map(|r| (r.webhook.client, r.webhook.token_hash.as_slice())).collect();
-    let current = ingress_batch::current_tokens(&mut tx, &tokens).await?;
-
-    // Which references are the clients' own links (asked only for what may be acted on).
-    let asked: Vec<usize> = (0..batch.len())
-        .filter(|&i| current[i] && batch[i].webhook.ignored.is_none() && batch[i].webhook.link.is_some())
-        .collect();
-    let refs: Vec<(ClientId, &str)> = asked
+    // A reference is looked up only where it decides what happens: not for a webhook ignored
+    // whatever it refers to.
+    let asked: Vec<Asked<'_>> = batch
         .iter()
-        .filter_map(|&i| batch[i].webhook.link.as_ref().map(|(r, _)| (batch[i].webhook.client, r.as_str())))
+        .map(|r| Asked {
+            client: r.webhook.client,
+            token_hash: &r.webhook.token_hash,
+            tx_ref: r.webhook.link.as_ref().filter(|_| r.webhook.ignored.is_none()).map(|(r, _)| r.as_str()),
+        })
         .collect();
-    let issued = ingress_batch::issued_links(&mut tx, &refs).await?;
-    let mut unlinked = vec![false; batch.len()];
-    for (&i, issued) in asked.iter().zip(issued) {
-        unlinked[i] = !issued;
-    }
+    let checked = ingress_batch::check(&mut tx, &asked).await?;
     let why: Vec<Option<&str>> = batch
         .iter()
-        .zip(&unlinked)
-        .map(|(r, &unlinked)| match (&r.webhook.ignored, &r.webhook.link) {
+        .zip(&checked)
+        .map(|(r, checked)| match (&r.webhook.ignored, &r.webhook.link) {
             (Some(why), _) => Some(why.as_str()),
-            (None, Some((_, why))) if unlinked => Some(why.as_str()),
+            (None, Some((_, why))) if !checked.issued => Some(why.as_str()),
             _ => None,
         })
         .collect();
 
     let ids: Vec<uuid::Uuid> = batch.iter().map(|_| uuid::Uuid::now_v7()).collect();
-    let stored_ones: Vec<usize> = (0..batch.len()).filter(|&i| current[i]).collect();
+    let stored_ones: Vec<usize> = (0..batch.len()).filter(|&i| checked[i].current).collect();
     let new_events: Vec<NewEvent<'_>> = stored_ones
         .iter()
         .map(|&i| {
@@ -269,55 +264,50 @@ async fn store_batch(db: &Db, queue: &Queue, batch: &[&Request]) -> Result<Vec<S
             }
         })
         .collect();
-    let inserted = ingress_batch::insert_events(&mut tx, &new_events).await?;
+    let timeline: Vec<ActivityRow> = stored_ones
+        .iter()
+        .map(|&i| {
+            let w = &batch[i].webhook;
+            let (kind, outcome, detail) = match why[i] {
+                Some(why) => (ActivityKind::Ignored, ActivityOutcome::Ignored, format!("{}: {why}", w.what)),
+                None => (ActivityKind::Received, ActivityOutcome::Ok, w.what.clone()),
+            };
+            ActivityRow {
+                id: uuid::Uuid::now_v7(),
+                client_id: w.client,
+                at: w.received_at,
+                kind,
+                outcome,
+                lead_id: None,
+                tx_ref: None,
+                job_id: None,
+                detail,
+            }
+        })
+        .collect();
+    let inserted = ingress_batch::store(&mut tx, &new_events, &timeline).await?;
 
     let mut outcome = vec![Stored::TokenGone; batch.len()];
-    let mut timeline = Vec::new();
     for (&i, inserted) in stored_ones.iter().zip(inserted) {
-        let w = &batch[i].webhook;
-        if !inserted {
-            outcome[i] = Stored::Duplicate;
-            continue;
-        }
-        outcome[i] = Stored::Recorded;
-        let (kind, result, detail) = match why[i] {
-            Some(why) => (ActivityKind::Ignored, ActivityOutcome::Ignored, format!("{}: {why}", w.what)),
-            None => (ActivityKind::Received, ActivityOutcome::Ok, w.what.clone()),
-        };
-        timeline.push(ActivityRow {
-            id: uuid::Uuid::now_v7(),
-            client_id: w.client,
-            at: w.received_at,
-            kind,
-            outcome: result,
-            lead_id: None,
-            tx_ref: None,
-            job_id: None,
-            detail,
-        });
+        outcome[i] = if inserted { Stored::Recorded } else { Stored::Duplicate };
     }
-    ingress_batch::insert_activity(&mut tx, &timeline).await?;
 
     // Jobs, then repeats: a repeat of a webhook earlier in this batch finds its job.
+    let mut caused = Vec::new();
+    for i in 0..batch.len() {
+        if let (Stored::Recorded, Some(job), None) = (outcome[i], &batch[i].webhook.job, why[i]) {
+            caused.push((batch[i].webhook.client, job, ids[i], &batch[i].span));
+            outcome[i] = Stored::Queued;
+        }
+    }
+    queue.enqueue_batch(&mut tx, &caused).await?;
     for i in 0..batch.len() {
         let (request, w) = (batch[i], &batch[i].webhook);
-        match (outcome[i], &w.job) {
-            (Stored::Recorded, Some(job)) if why[i].is_none() => {
-                let queued = queue
-                    .enqueue(&mut tx, w.client, job, Some(ids[i]), None)
-                    .instrument(request.span.clone())
-                    .await?;
-                if queued {
-                    outcome[i] = Stored::Queued;
-                }
+        if outcome[i] == Stored::Duplicate {
+            let original = events::id_by_dedup(&mut tx, w.client, &w.dedup_key).await?;
+            if let Some(original) = original {
+                queue.caused_again(&mut tx, w.client, original).instrument(request.span.clone()).await?;
             }
-            (Stored::Duplicate, _) => {
-                let original = events::id_by_dedup(&mut tx, w.client, &w.dedup_key).await?;
-                if let Some(original) = original {
-                    queue.caused_again(&mut tx, w.client, original).instrument(request.span.clone()).await?;
-                }
-            }
-            _ => {}
         }
     }
     let committing = Instant::now();

@@ -104,6 +104,36 @@ impl Queue {
         jobs::insert(tx, &job).await
     }
 
+    /// Adds the jobs a batch of webhooks caused, in the caller's transaction and in one
+    /// statement: for each, its client account, the job, the event that caused it and the
+    /// request span whose trace it joins.
+    pub async fn enqueue_batch(
+        &self,
+        tx: &mut Tx,
+        caused: &[(ClientId, &Job, uuid::Uuid, &tracing::Span)],
+    ) -> Result<(), StoreError> {
+        let payloads: Vec<String> = caused.iter().map(|(_, job, _, _)| job.payload()).collect();
+        let traces: Vec<Option<String>> =
+            caused.iter().map(|(.., span)| span.in_scope(crate::telemetry::context::current)).collect();
+        let now = now_ms();
+        let rows: Vec<NewJob<'_>> = caused
+            .iter()
+            .zip(payloads.iter().zip(&traces))
+            .map(|((client, job, event, _), (payload, trace))| NewJob {
+                id: uuid::Uuid::now_v7(),
+                client: *client,
+                kind: job.kind(),
+                event_id: Some(*event),
+                payload,
+                max_attempts: self.settings.max_attempts,
+                trace: trace.as_deref(),
+                dedup_key: None,
+                now,
+            })
+            .collect();
+        jobs::insert_many(tx, &rows).await
+    }
+
     /// A webhook repeated `event` (a redelivery): the current request span links to the trace
     /// of the job the original caused, and the job, if not finished, links back to it, so its
     /// next attempt shows every delivery that asked for it.

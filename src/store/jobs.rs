@@ -90,6 +90,86 @@ pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<bool, StoreError> {
     Ok(done == 1)
 }
 
+/// Enqueues jobs without dedup keys (a batch of webhooks' jobs) in one statement, and wakes the
+/// workers of every instance once for all of them.
+pub async fn insert_many(tx: &mut Tx, jobs: &[NewJob<'_>]) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    if jobs.iter().any(|j| j.dedup_key.is_some()) {
+        // A key could make a row of the batch not go in, which this statement does not report.
+        return Err(StoreError::Corrupt("a batch of jobs carries a dedup key".to_owned()));
+    }
+    match tx {
+        Tx::Postgres(t) => {
+            let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
+            let clients: Vec<uuid::Uuid> = jobs.iter().map(|j| j.client.0).collect();
+            let kinds: Vec<&str> = jobs.iter().map(|j| j.kind).collect();
+            let events: Vec<Option<uuid::Uuid>> = jobs.iter().map(|j| j.event_id).collect();
+            let payloads: Vec<&str> = jobs.iter().map(|j| j.payload).collect();
+            let attempts: Vec<i64> = jobs.iter().map(|j| j.max_attempts).collect();
+            let now: Vec<i64> = jobs.iter().map(|j| j.now).collect();
+            let traces: Vec<Option<&str>> = jobs.iter().map(|j| j.trace).collect();
+            // The notification is delivered only if this transaction commits.
+            sqlx::query(
+                "WITH added AS ( \
+                     INSERT INTO jobs (id, client_id, kind, event_id, payload, state, attempts, max_attempts, \
+                                       run_at, trace, created_at, updated_at) \
+                     SELECT id, client_id, kind, event_id, payload, $9, 0, max_attempts, now, trace, now, now \
+                     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::bigint[], \
+                                 $7::bigint[], $8::text[]) \
+                          AS j(id, client_id, kind, event_id, payload, max_attempts, now, trace) \
+                     RETURNING 1 \
+                 ) \
+                 SELECT pg_notify('pipepay_jobs', '') WHERE EXISTS (SELECT 1 FROM added)",
+            )
+            .bind(&ids)
+            .bind(&clients)
+            .bind(&kinds)
+            .bind(&events)
+            .bind(&payloads)
+            .bind(&attempts)
+            .bind(&now)
+            .bind(&traces)
+            .bind(Ready)
+            .execute(&mut **t)
+            .await?;
+        }
+        Tx::Sqlite(t) => {
+            let hex = |id: uuid::Uuid| hex::encode(id.as_bytes());
+            let rows: Vec<_> = jobs
+                .iter()
+                .map(|j| {
+                    (
+                        hex(j.id),
+                        hex(j.client.0),
+                        j.kind,
+                        j.event_id.map(hex),
+                        j.payload,
+                        j.max_attempts,
+                        j.now,
+                        j.trace,
+                    )
+                })
+                .collect();
+            let rows = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode a batch of jobs as JSON: {e}")))?;
+            sqlx::query(
+                "INSERT INTO jobs (id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, \
+                                   trace, created_at, updated_at) \
+                 SELECT unhex(value->>0), unhex(value->>1), value->>2, unhex(value->>3), value->>4, $2, 0, \
+                        value->>5, value->>6, value->>7, value->>6, value->>6 \
+                 FROM json_each($1) ORDER BY key",
+            )
+            .bind(rows)
+            .bind(Ready)
+            .execute(&mut **t)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The job an event caused: its id, state and stored trace context.
 pub async fn trace_by_event(
     tx: &mut Tx,

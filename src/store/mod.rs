@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod calls;
+pub mod checkpoint;
 pub mod clients;
 pub mod data_keys;
 pub mod email_tokens;
@@ -41,7 +42,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqliteConnection;
-use sqlx::sqlite::{SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use self::tx::{Tx, counting};
 pub use self::url::DatabaseUrl;
@@ -53,6 +56,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite serialises writers; a writer waits this long for the lock instead of failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The write connection's page cache, as SQLite's `cache_size` takes it: negative is KiB.
+const WRITER_CACHE_KIB: &str = "-32768";
 
 /// Runs `$body` with `$pool` bound to whichever pool (or connection, or transaction) `$db`
 /// holds. The body is compiled once per backend, so a query written once serves both.
@@ -192,18 +197,35 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    // Sorters and statement journals in memory, not in files created and
+                    // deleted per statement (the ingress's batch inserts made one every other
+                    // batch). Neither has a part in recovering from a crash.
+                    .pragma("temp_store", "memory");
                 probe::<SqliteConnection>(&options, url).await?;
-                let pool = |max| {
+                // No ping before each acquire: the database is a file in this process, and a
+                // ping is one more hand-off to the connection's thread on every write batch.
+                let pool = |max, options: SqliteConnectOptions| {
                     SqlitePoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(CONNECT_TIMEOUT)
-                        .connect_with(options.clone())
+                        .test_before_acquire(false)
+                        .connect_with(options)
                 };
                 let failed = |source| StoreError::Connect { url: url.redacted(), source };
                 // The write connection is one of the `max_connections`, unless there is only one.
-                let writes = pool(1).await.map_err(failed)?;
-                let reads = pool(max_connections.saturating_sub(1).max(1)).await.map_err(failed)?;
+                // It checkpoints the log itself only as a fallback: `checkpoint::run` keeps
+                // checkpoints off the write path.
+                // And a page cache big enough for the indexes every batch touches (SQLite's
+                // default is 2 MB, so a busy ingress re-read evicted pages from the file on
+                // every batch); it grows only as far as pages are used.
+                let fallback = checkpoint::WRITER_FALLBACK_PAGES.to_string();
+                let writer = options
+                    .clone()
+                    .pragma("wal_autocheckpoint", fallback)
+                    .pragma("cache_size", WRITER_CACHE_KIB);
+                let writes = pool(1, writer).await.map_err(failed)?;
+                let reads = pool(max_connections.saturating_sub(1).max(1), options).await.map_err(failed)?;
                 Ok(Db::Sqlite(SqliteDb { reads, writes }))
             }
             DatabaseUrl::Postgres(options) => {

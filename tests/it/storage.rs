@@ -251,3 +251,74 @@ async fn amounts_are_stored_as_the_same_text_and_read_back_exactly(engine: Engin
     );
     assert_eq!((&listed[0].price, &listed[0].paid), (&read.price, &read.paid));
 }
+
+/// SQLite's write-ahead log is checkpointed by `store::checkpoint::run` on a read connection,
+/// not by the write connection inside a COMMIT (which would hold up the ingress's batch and
+/// every webhook behind it), and the log still starts over once it is copied.
+#[tokio::test]
+async fn sqlite_checkpoints_happen_off_the_write_connection() {
+    let test_db = TestDb::new(Engine::Sqlite).await;
+    let db = connect(&test_db).await;
+    let Db::Sqlite(sqlite) = &db else { unreachable!() };
+    let writes = sqlite.writes();
+    let pragma = |name: &'static str, pool: &sqlx::SqlitePool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        pragma("wal_autocheckpoint", writes).await,
+        16_384,
+        "the writer's own checkpoints are a fallback"
+    );
+    assert_eq!(pragma("temp_store", writes).await, 2, "temporary structures in memory");
+    assert_eq!(pragma("cache_size", writes).await, -32_768, "the writer's page cache holds the hot indexes");
+    assert_eq!(pragma("temp_store", sqlite).await, 2);
+
+    sqlx::query("CREATE TABLE scratch (body BLOB NOT NULL)").execute(writes).await.unwrap();
+    let write_pages = |pages: usize| async move {
+        for _ in 0..pages / 100 {
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
+                 INSERT INTO scratch (body) SELECT randomblob(4000) FROM n",
+            )
+            .execute(writes)
+            .await
+            .unwrap();
+        }
+    };
+    // The log's header counts the times it started over (its "checkpoint sequence number",
+    // bytes 12-15, big-endian), which happens at the first write after a checkpoint copied it all.
+    let wal = std::path::PathBuf::from(format!("{}-wal", test_db.url.trim_start_matches("sqlite://")));
+    let restarts = || {
+        let header = std::fs::read(&wal).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    };
+    write_pages(100).await;
+    let before = restarts();
+    // 3,000 pages of 4 KB in 30 commits: past SQLite's default of 1,000 pages per checkpoint.
+    write_pages(3_000).await;
+    let wal_bytes = std::fs::metadata(&wal).unwrap().len();
+    assert!(wal_bytes > 3_000 * 4_096, "the writer checkpointed by itself: the log is {wal_bytes} bytes");
+    assert_eq!(restarts(), before, "the writer checkpointed by itself");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let checkpoints = tokio::spawn(pipepay::store::checkpoint::run(db.clone(), stop.clone()));
+    let mut started_over = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        sqlx::query("INSERT INTO scratch (body) VALUES (x'00')").execute(writes).await.unwrap();
+        if restarts() != before {
+            started_over = true;
+            break;
+        }
+    }
+    stop.cancel();
+    checkpoints.await.unwrap();
+    assert!(started_over, "the log was never checkpointed and started over");
+    db.close().await;
+}

@@ -20,6 +20,7 @@ on_both_engines!(
     a_batch_stores_each_payload_exactly_and_the_first_of_a_key_wins,
     an_ignored_payload_over_the_prefix_keeps_its_prefix_digest_and_length,
     writes_take_turns_on_one_connection_and_the_ingress_waits_its_turn,
+    a_batch_queues_one_job_per_webhook_acted_on_and_none_for_the_rest,
 );
 
 /// A v3 `charge.completed` for a reference that is not one of pipepay's links.
@@ -278,4 +279,54 @@ async fn writes_take_turns_on_one_connection_and_the_ingress_waits_its_turn(engi
     assert_eq!(delivery.await.unwrap(), 200);
     assert_eq!(count(&shop, "SELECT COUNT(*) FROM inbound_events WHERE source = 'flutterwave'").await, 1);
     Arc::into_inner(shop).unwrap().app.stop().await;
+}
+
+/// The jobs of a batch go in with one statement: each webhook acted on gets exactly one job,
+/// tied to its own event; an ignored one, a reference that is not the client's link and a
+/// repeat get none.
+async fn a_batch_queues_one_job_per_webhook_acted_on_and_none_for_the_rest(engine: Engine) {
+    use pipepay::ids::TxRef;
+    use pipepay::queue::job::{Job, PaymentJob};
+    let shop = Shop::open(engine).await;
+    let (writer, client, token_hash) = writer_for(&shop).await;
+    let paying = |n: u64| {
+        let mut w = webhook(client, &token_hash, n);
+        w.ignored = None;
+        w.job = Some(Job::Payment(PaymentJob {
+            status: "successful".into(),
+            transaction_id: Some(n as i64),
+            tx_ref: TxRef(format!("other-{n}")),
+        }));
+        w
+    };
+    let mut stores = Vec::new();
+    for n in 0..5 {
+        stores.push(writer.store(paying(n)));
+    }
+    let mut ignored = paying(5);
+    ignored.ignored = Some("a test".into());
+    stores.push(writer.store(ignored));
+    let mut not_ours = paying(6);
+    not_ours.link = Some(("never-issued".into(), "not one of our links".into()));
+    stores.push(writer.store(not_ours));
+    stores.push(writer.store(paying(0)));
+    let stored: Vec<Stored> =
+        futures_util::future::join_all(stores).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(&stored[..5], &[Stored::Queued; 5]);
+    assert_eq!(&stored[5..], &[Stored::Recorded, Stored::Recorded, Stored::Duplicate]);
+    let jobs: Vec<(String, String)> = pipepay::on_db!(&shop.app.db, pool => sqlx::query_as(
+        "SELECT e.dedup_key, j.payload FROM jobs j JOIN inbound_events e ON e.id = j.event_id \
+         WHERE j.kind = 'payment' ORDER BY e.dedup_key",
+    )
+    .fetch_all(pool)
+    .await)
+    .unwrap();
+    let keys: Vec<&str> = jobs.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, ["test:0", "test:1", "test:2", "test:3", "test:4"], "one job per webhook acted on");
+    for (key, payload) in &jobs {
+        let n = key.trim_start_matches("test:");
+        assert!(payload.contains(&format!("other-{n}")), "{key}'s job carries its own reference: {payload}");
+    }
+    writer.drain().await;
+    shop.app.stop().await;
 }
