@@ -13,7 +13,7 @@
 //! against one window: each takes the row's next number under its lock in one statement, on
 //! PostgreSQL's clock, and records its answer time against that number when the answer is in.
 //! A request whose answer was never recorded (its instance died) counts as answered
-//! [`Limits::stale`] after its slot, longer than any request can take.
+//! the Kommo timeout plus 15 s after its slot, longer than any request can take.
 //!
 //! The spacing adapts. Kommo can answer 429 below the configured limit (another integration on
 //! the same account, or the limit counted per IP), and waiting out Retry-After only to come back
@@ -40,7 +40,7 @@ const MARGIN: Duration = Duration::from_millis(150);
 
 /// The longest the process ceiling may hold a taken slot before its request goes: past it the
 /// slot is handed back and taken again, so a request always leaves soon after its slot and the
-/// shared window's stale bound ([`Limits::stale`]) holds.
+/// shared window's stale bound (`Limits::stale`) holds.
 const CEILING_HOLD: Duration = Duration::from_secs(5);
 
 /// The slowest an account is paced after 429s: about one request a second. Slower would gain
