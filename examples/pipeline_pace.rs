@@ -192,6 +192,11 @@ async fn run(args: &Args, jobs: JobLog) -> anyhow::Result<()> {
     println!("RSS idle after seeding: {}", rss());
 
     let t0 = Instant::now();
+    let window_start = t0 + Duration::from_secs(args.warmup);
+    let cpu_start = tokio::spawn(async move {
+        tokio::time::sleep_until(window_start.into()).await;
+        cpu_time()
+    });
     proxy.calls.lock().map_err(|_| anyhow::anyhow!("proxy log poisoned"))?.clear();
     let refused = send_webhooks(addr, &accounts, &tokens, deals).await?;
     println!(
@@ -201,12 +206,14 @@ async fn run(args: &Args, jobs: JobLog) -> anyhow::Result<()> {
     );
     let end = t0 + Duration::from_secs(args.duration);
     tokio::time::sleep_until(end.into()).await;
+    let cpu_end = cpu_time();
+    let cpu_start = cpu_start.await.ok().flatten();
     let rss_end = rss();
     let _ = stop.send(());
     server.await.context("pipepay task")?.context("pipepay stopping")?;
 
     let window = (t0 + Duration::from_secs(args.warmup), end);
-    report(args, &accounts, &kommo, &proxy, &jobs, window)?;
+    report(args, &accounts, &kommo, &proxy, &jobs, window, (cpu_start, cpu_end))?;
     println!("RSS at the end: {rss_end}");
     Ok(())
 }
@@ -537,6 +544,20 @@ struct JobSpan {
 #[derive(Clone, Default)]
 struct JobLog {
     done: Arc<Mutex<Vec<JobSpan>>>,
+    /// Transactions (reads and writes) each job attempt's handler opened, as pipepay's debug
+    /// event reports them, with when.
+    transactions: Arc<Mutex<Vec<(Instant, u64)>>>,
+}
+
+struct TransactionsField(Option<u64>);
+
+impl tracing::field::Visit for TransactionsField {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "transactions" {
+            self.0 = Some(value);
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
 /// Kept in a `job` span's extensions while it runs.
@@ -581,6 +602,17 @@ where
         }
     }
 
+    fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+        if !event.metadata().target().starts_with("pipepay::pipeline") {
+            return;
+        }
+        let mut field = TransactionsField(None);
+        event.record(&mut field);
+        if let (Some(count), Ok(mut all)) = (field.0, self.transactions.lock()) {
+            all.push((Instant::now(), count));
+        }
+    }
+
     fn on_close(&self, id: span::Id, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         match span.name() {
@@ -620,6 +652,7 @@ fn report(
     proxy: &Proxy,
     jobs: &JobLog,
     (from, to): (Instant, Instant),
+    cpu: (Option<Duration>, Option<Duration>),
 ) -> anyhow::Result<()> {
     let calls = proxy.calls.lock().map_err(|_| anyhow::anyhow!("proxy log poisoned"))?.clone();
     let seconds = (to - from).as_secs_f64();
@@ -702,7 +735,37 @@ fn report(
     println!("job wall time ms: {}", percentiles(&mut walls));
     println!("  of it waiting for the rate limiter ms: {}", percentiles(&mut limiter));
     println!("pipepay's own time per pipeline ms (wall - upstream - limiter): {}", percentiles(&mut own));
+    let counts = jobs.transactions.lock().map_err(|_| anyhow::anyhow!("job log poisoned"))?.clone();
+    let mut counts: Vec<f64> =
+        counts.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, n)| *n as f64).collect();
+    println!(
+        "database transactions per job attempt (handler, reads and writes): {}",
+        percentiles(&mut counts)
+    );
+    if let (Some(before), Some(after)) = (cpu.0, cpu.1) {
+        let used = after.saturating_sub(before);
+        println!(
+            "CPU time of this process (pipepay, fakes, proxy) inside the window: {:.2} s of {:.1} s wall, \
+             {:.2} ms per completed pipeline",
+            used.as_secs_f64(),
+            seconds,
+            used.as_secs_f64() * 1000.0 / total.max(1) as f64
+        );
+    }
     Ok(())
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
 }
 
 /// "mean m (min a, max b)".

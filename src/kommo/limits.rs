@@ -1,17 +1,19 @@
 //! Keeping each Kommo account under its request limit, across instances, and this process under
 //! a ceiling that protects the shared egress IP.
 //!
-//! Requests are spaced at least `(1 s + MARGIN) / limit` apart per account. Spacing rather than
-//! bursts keeps every trailing one-second window at or under the limit even when requests
-//! arrive at Kommo a little later or earlier than they left; the margin absorbs that jitter.
+//! The limiter sees every answer: a request reaches Kommo after it is sent and before its answer
+//! comes back, so sending the n-th request only a second after the answer to the (n-7)-th came
+//! back (and after every earlier answer) keeps every second at Kommo at 7 or fewer, however late
+//! or early each one arrived ([`Window`]), with no safety margin. It costs one round trip per
+//! seven requests (6.7 a second at 50 ms). Requests are also spaced `1 s / limit` apart, only to
+//! keep them from bunching; the window is what keeps the limit.
 //!
-//! On SQLite (one instance) the margin is not needed, because the limiter sees every answer:
-//! a request reaches Kommo after it is sent and before its answer comes back, so sending the
-//! n-th request only a second after the answer to the (n-7)-th came back keeps every second at
-//! Kommo at 7 or fewer, however late or early each one arrived ([`Window`]). Spacing there is
-//! `1 s / limit`, only to keep requests from bunching; the window is what keeps the limit, and it
-//! costs one round trip per seven requests instead of the margin (6.7 a second at 50 ms rather
-//! than 6.1).
+//! On SQLite (one instance) the window lives in this process. On PostgreSQL it lives in the
+//! account's limiter row (`store::kommo::window_take`), so every instance's requests count
+//! against one window: each takes the row's next number under its lock in one statement, on
+//! PostgreSQL's clock, and records its answer time against that number when the answer is in.
+//! A request whose answer was never recorded (its instance died) counts as answered
+//! the Kommo timeout plus 15 s after its slot, longer than any request can take.
 //!
 //! The spacing adapts. Kommo can answer 429 below the configured limit (another integration on
 //! the same account, or the limit counted per IP), and waiting out Retry-After only to come back
@@ -32,12 +34,14 @@ use tracing::Instrument;
 
 use crate::store::{self, Backend, Db, StoreError};
 
-/// Slack added to Kommo's one-second window, for scheduling and network jitter between the
-/// slot being granted and the request reaching Kommo. 100 ms let a loaded 2-core CI machine put
-/// 8 requests in one second at the fake now and then (two instances on PostgreSQL, a request
-/// delayed on a fresh connection); repeated 429s can end in an IP block, so the margin errs
-/// wide: 150 ms gives 6.1 requests a second at a limit of 7 (87%).
+/// The configured pace, which a 429's cut never goes below, is `(1 s + MARGIN) / limit`: the
+/// spacing that alone kept the limit before the window, so the pace recovers to where it was.
 const MARGIN: Duration = Duration::from_millis(150);
+
+/// The longest the process ceiling may hold a taken slot before its request goes: past it the
+/// slot is handed back and taken again, so a request always leaves soon after its slot and the
+/// shared window's stale bound (`Limits::stale`) holds.
+const CEILING_HOLD: Duration = Duration::from_secs(5);
 
 /// The slowest an account is paced after 429s: about one request a second. Slower would gain
 /// little (Retry-After holds it anyway) and starve the account's jobs.
@@ -164,16 +168,40 @@ impl Local {
 pub struct Slot<'a> {
     limits: &'a Limits,
     account_id: i64,
-    /// `None` on PostgreSQL, where the shared row spaces requests instead.
-    id: Option<u64>,
+    ticket: Ticket,
+}
+
+/// Which window a slot was taken in.
+#[derive(Debug, Clone, Copy)]
+enum Ticket {
+    /// This process's (SQLite): the slot id.
+    Local(u64),
+    /// The account's limiter row (PostgreSQL): the request's number there.
+    Shared(i64),
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let Some(id) = self.id else { return };
-        let mut local = self.limits.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(entry) = local.get_mut(&self.account_id) {
-            entry.window.answered(id, Instant::now());
+        match self.ticket {
+            Ticket::Local(id) => {
+                let mut local = self.limits.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(entry) = local.get_mut(&self.account_id) {
+                    entry.window.answered(id, Instant::now());
+                }
+            }
+            // Recorded off the caller's path: the time written is PostgreSQL's when the write
+            // lands, at or after the answer, so a late write only errs slow. One that never
+            // lands (no runtime at shutdown, a database error) is what the stale bound is for.
+            Ticket::Shared(seq) => {
+                let (db, account_id) = (self.limits.db.clone(), self.account_id);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(error) = store::kommo::window_answered(&db, account_id, seq).await {
+                            tracing::warn!(account_id, %error, "could not record a Kommo answer in the shared window");
+                        }
+                    });
+                }
+            }
         }
     }
 }
@@ -187,6 +215,9 @@ pub struct Limits {
     even: Duration,
     /// Slot ids, for the windows.
     slots: AtomicU64,
+    /// How long after its slot a request's answer is surely in (or given up): the Kommo client's
+    /// timeout plus slack. The shared window counts an answer never recorded as in by then.
+    stale: Duration,
     /// Requests per second the pace regains each second after a cut.
     ramp: f64,
     /// SQLite means one instance, so in-process spacing is exact there.
@@ -203,7 +234,14 @@ impl std::fmt::Debug for Limits {
 }
 
 impl Limits {
-    pub fn new(db: Db, per_account_per_second: u32, process_per_second: u32) -> Limits {
+    /// `request_timeout`: the longest one Kommo request may take, so an answer never recorded
+    /// can be counted as in after it.
+    pub fn new(
+        db: Db,
+        per_account_per_second: u32,
+        process_per_second: u32,
+        request_timeout: Duration,
+    ) -> Limits {
         let spacing = (Duration::from_secs(1) + MARGIN) / per_account_per_second.max(1);
         let one = NonZeroU32::MIN;
         let process =
@@ -214,6 +252,7 @@ impl Limits {
             limit: per_account_per_second.max(1) as usize,
             even: Duration::from_secs(1) / per_account_per_second.max(1),
             slots: AtomicU64::new(0),
+            stale: request_timeout + CEILING_HOLD + Duration::from_secs(10),
             ramp: f64::from(per_account_per_second.max(1)) / 20.0,
             local: Mutex::new(HashMap::new()),
             process,
@@ -232,7 +271,25 @@ impl Limits {
 
     async fn wait_for_slot(&self, account_id: i64) -> Result<Slot<'_>, StoreError> {
         let started = Instant::now();
-        let id = match self.db.backend() {
+        let slot = loop {
+            let slot = self.take(account_id).await?;
+            // From here on the slot is taken: dropping it (say the caller gave up while waiting
+            // for the process ceiling) counts as the request done with, which errs on the safe
+            // side.
+            let taken = Instant::now();
+            self.process.until_ready().await;
+            if taken.elapsed() <= CEILING_HOLD {
+                break slot;
+            }
+        };
+        let waited = started.elapsed();
+        crate::telemetry::metrics::metrics().rate_limit_wait.record(waited.as_secs_f64(), &[]);
+        Ok(slot)
+    }
+
+    /// Waits for the account's window and takes a slot in it.
+    async fn take(&self, account_id: i64) -> Result<Slot<'_>, StoreError> {
+        let local = match self.db.backend() {
             Backend::Sqlite => Some(self.slots.fetch_add(1, Ordering::Relaxed)),
             Backend::Postgres => None,
         };
@@ -241,22 +298,15 @@ impl Limits {
             if let Some(until) = hold.filter(|u| *u > Instant::now()) {
                 tokio::time::sleep_until(until.into()).await;
             }
-            let wait = match id {
-                Some(id) => self.take_local(account_id, id),
+            let taken = match local {
+                Some(id) => self.take_local(account_id, id).map_or(Ok(Ticket::Local(id)), Err),
                 None => self.take_shared(account_id).await?,
             };
-            match wait {
-                None => break,
-                Some(wait) => tokio::time::sleep(wait).await,
+            match taken {
+                Ok(ticket) => return Ok(Slot { limits: self, account_id, ticket }),
+                Err(wait) => tokio::time::sleep(wait).await,
             }
         }
-        // From here on the slot is taken: dropping it (say the caller gave up while waiting for
-        // the process ceiling) counts as the request done with, which errs on the safe side.
-        let slot = Slot { limits: self, account_id, id };
-        self.process.until_ready().await;
-        let waited = started.elapsed();
-        crate::telemetry::metrics::metrics().rate_limit_wait.record(waited.as_secs_f64(), &[]);
-        Ok(slot)
     }
 
     /// The account's current spacing, as its pace has it (the configured one unless a 429 cut it).
@@ -294,12 +344,22 @@ impl Limits {
         entry.take(self.limit, id, now, spacing)
     }
 
-    /// One step of the shared GCRA row at the account's shared pace: `None` takes the slot.
-    async fn take_shared(&self, account_id: i64) -> Result<Option<Duration>, StoreError> {
-        let pace = shared_pace(&self.db, account_id).await?;
-        let spacing = pace.map_or(self.base_us(), |p| p.spacing_us(now_us(), self.base_us(), self.ramp));
-        let wait = store::kommo::gcra_take(&self.db, account_id, spacing, 0).await?;
-        Ok((wait != 0).then(|| Duration::from_micros(wait.unsigned_abs())))
+    /// One step of the account's shared window (its row, under its lock): the slot, or how long
+    /// to wait.
+    async fn take_shared(&self, account_id: i64) -> Result<Result<Ticket, Duration>, StoreError> {
+        let rule = store::kommo::WindowRule {
+            limit: i64::try_from(self.limit).unwrap_or(i64::MAX),
+            base_us: self.base_us(),
+            even_us: micros(self.even),
+            ramp: self.ramp,
+            wall_us: now_us(),
+            stale_us: micros(self.stale),
+            poll_us: micros(IN_FLIGHT_POLL),
+        };
+        Ok(match store::kommo::window_take(&self.db, account_id, &rule).await? {
+            Ok(seq) => Ok(Ticket::Shared(seq)),
+            Err(wait) => Err(Duration::from_micros(wait.unsigned_abs())),
+        })
     }
 
     /// Kommo answered 429: hold every request of the account for `retry_after`, on this

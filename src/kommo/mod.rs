@@ -161,7 +161,12 @@ impl Kommo {
             .user_agent(concat!("pipepay/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let limits = Limits::new(db.clone(), config.kommo_rate_limit, config.kommo_process_rate_limit);
+        let limits = Limits::new(
+            db.clone(),
+            config.kommo_rate_limit,
+            config.kommo_process_rate_limit,
+            settings.timeout,
+        );
         Ok(Kommo {
             settings,
             http,

@@ -12,7 +12,7 @@ use crate::kommo::model::Lead;
 use crate::money::{self, Money};
 use crate::queue::job::{DpSettings, LeadJob, LeadRequest};
 use crate::store::activity::{ActivityKind as Kind, ActivityOutcome as Turned};
-use crate::store::links::{self, LinkRow, LinkState, Step as LinkStep};
+use crate::store::links::{self, Attempt, LinkRow, LinkState, Step as LinkStep};
 use crate::tenants::notes::{NoteKind, render};
 use crate::tenants::settings::{CURRENCIES, KOMMO_LOST};
 use crate::vault::Secret;
@@ -107,11 +107,12 @@ impl Pipeline {
         // the insert is what two such jobs can race in.
         let existing = read_tx!(self.db, tx => links::for_lead(&mut tx, cx.client, lead.id).await?)?;
         let replaced = match self.retire(cx, lead, &existing, &charge.price, secret).await? {
-            Retired::Reuse(link) => return self.finish_link(cx, lead, link, None, None).await,
+            Retired::Reuse(link) => return self.finish_link(cx, lead, link, None, None, None).await,
             Retired::Replaced(replaced) => replaced,
         };
-        let link = self.open_link(cx, lead, charge, secret).await?;
-        self.finish_link(cx, lead, &link, replaced, dp.and_then(|dp| dp.note.as_deref())).await
+        let note = dp.and_then(|dp| dp.note.as_deref());
+        let (link, attempted) = self.open_link(cx, lead, charge, secret, replaced, note).await?;
+        self.finish_link(cx, lead, &link, replaced, note, Some(attempted)).await
     }
 
     /// Whom to charge how much; `None` when something is missing, after a note saying what.
@@ -193,14 +194,18 @@ impl Pipeline {
         Ok(Retired::Replaced(replaced))
     }
 
-    /// Creates the link at Flutterwave, its reference recorded first and its URL after.
+    /// Creates the link at Flutterwave, its reference recorded first and its URL after, with
+    /// its note's attempt (the note goes out next; see `finish_link`): the link row and what
+    /// recording the attempt found.
     async fn open_link(
         &self,
         cx: &JobContext,
         lead: &Lead,
         charge: Charge,
         secret: &Secret,
-    ) -> Step<LinkRow> {
+        replaced: Option<&LinkRow>,
+        note: Option<&str>,
+    ) -> Step<(LinkRow, Option<Attempt>)> {
         let Charge { customer, price } = charge;
         // The reference is new for every link and recorded before Flutterwave hears of it.
         let tx_ref = TxRef::new();
@@ -254,15 +259,27 @@ impl Pipeline {
             .lead(lead.id)
             .tx_ref(&tx_ref)
             .detail(price.to_string());
+        // The note's attempt shares the link's commit: recorded before the note is sent, as
+        // `link_note` would, one commit sooner.
         let row = write_tx!(self.db, tx => {
             links::opened(&mut tx, id, &link_url, now_ms()).await?;
             created.record_in(&mut tx).await?;
-            links::by_tx_ref(&mut tx, cx.client, &tx_ref).await?
+            match links::by_tx_ref(&mut tx, cx.client, &tx_ref).await? {
+                Some(row) => {
+                    let text = note_text(cx, lead, &row, replaced, note);
+                    let earlier = links::attempt(&mut tx, row.id, LinkStep::Note, &text, now_ms()).await?;
+                    Some((row, earlier))
+                }
+                None => None,
+            }
         })?;
         row.ok_or_else(|| Stop::retry("the new link's record vanished"))
     }
 
-    /// The once-only steps after a link exists: the note, then the lead's link field.
+    /// The once-only steps after a link exists: the note, then the lead's link field. Their
+    /// stamps share one commit after both: a note sent but not yet stamped when the job stops is
+    /// looked for on the lead before it is sent again (`post_note`), and writing the field is
+    /// idempotent. `attempted`: the note's attempt was recorded already, finding this.
     async fn finish_link(
         &self,
         cx: &JobContext,
@@ -270,37 +287,19 @@ impl Pipeline {
         link: &LinkRow,
         replaced: Option<&LinkRow>,
         note: Option<&str>,
+        attempted: Option<Option<Attempt>>,
     ) -> Step {
         tracing::Span::current().record("pipepay.tx_ref", link.tx_ref.as_str());
         let url = link.link.clone().unwrap_or_default();
+        let mut noted = None;
         if link.note_posted_at.is_none() {
-            let (kind, old_amount) = match replaced {
-                Some(old) => (NoteKind::LinkReplaced, old.price.to_string()),
-                None => (NoteKind::LinkCreated, String::new()),
-            };
-            let lead_id = lead.id.to_string();
-            let amount = link.price.amount_text();
-            // The Digital Pipeline action's own note text stands in for the first link's note.
-            let template = match (kind, note) {
-                (NoteKind::LinkCreated, Some(note)) => note,
-                _ => cx.settings.notes.get(kind),
-            };
-            let text = render(
-                template,
-                &[
-                    ("link", &url),
-                    ("amount", &amount),
-                    ("currency", &link.price.currency),
-                    ("old_amount", &old_amount),
-                    ("tx_ref", link.tx_ref.as_str()),
-                    ("lead_id", &lead_id),
-                ],
-            );
+            let text = note_text(cx, lead, link, replaced, note);
             let posted = Activity::new(cx, Kind::NotePosted, Turned::Ok)
                 .lead(lead.id)
                 .tx_ref(&link.tx_ref)
                 .detail("payment link note");
-            self.link_note(link, LinkStep::Note, &text, posted, cx).await?;
+            self.send_link_note(cx, link, LinkStep::Note, &text, attempted).await?;
+            noted = Some(posted);
         } else if replaced.is_none() {
             Activity::new(cx, Kind::LinkReused, Turned::Ok)
                 .lead(lead.id)
@@ -309,11 +308,29 @@ impl Pipeline {
                 .record(&self.db)
                 .await;
         }
-        if let Some(field) = cx.settings.link_field_id
-            && link.field_written_at.is_none()
+        let field = cx.settings.link_field_id.filter(|_| link.field_written_at.is_none());
+        if let Some(field) = field
+            && let Err(error) = self.kommo.set_lead_field(&cx.kommo, lead.id, field, &url).await
         {
-            self.kommo.set_lead_field(&cx.kommo, lead.id, field, &url).await?;
-            write_tx!(self.db, tx => links::mark(&mut tx, link.id, LinkStep::Field, now_ms()).await?)?;
+            // The note went out: its stamp is not left to the next attempt's search.
+            if let Some(posted) = noted {
+                write_tx!(self.db, tx => {
+                    links::mark(&mut tx, link.id, LinkStep::Note, now_ms()).await?;
+                    posted.record_in(&mut tx).await?;
+                })?;
+            }
+            return Err(error.into());
+        }
+        if noted.is_some() || field.is_some() {
+            write_tx!(self.db, tx => {
+                if let Some(posted) = noted {
+                    links::mark(&mut tx, link.id, LinkStep::Note, now_ms()).await?;
+                    posted.record_in(&mut tx).await?;
+                }
+                if field.is_some() {
+                    links::mark(&mut tx, link.id, LinkStep::Field, now_ms()).await?;
+                }
+            })?;
         }
         Ok(())
     }
@@ -431,4 +448,35 @@ fn amount(cx: &JobContext, price: Decimal) -> Decimal {
         amount += amount * rate / Decimal::ONE_HUNDRED;
     }
     amount
+}
+
+/// A link's note: the first link's (or the Digital Pipeline action's own `note`), or the one
+/// that says the amount changed.
+fn note_text(
+    cx: &JobContext,
+    lead: &Lead,
+    link: &LinkRow,
+    replaced: Option<&LinkRow>,
+    note: Option<&str>,
+) -> String {
+    let (kind, old_amount) = match replaced {
+        Some(old) => (NoteKind::LinkReplaced, old.price.to_string()),
+        None => (NoteKind::LinkCreated, String::new()),
+    };
+    let template = match (kind, note) {
+        (NoteKind::LinkCreated, Some(note)) => note,
+        _ => cx.settings.notes.get(kind),
+    };
+    let url = link.link.clone().unwrap_or_default();
+    render(
+        template,
+        &[
+            ("link", &url),
+            ("amount", &link.price.amount_text()),
+            ("currency", &link.price.currency),
+            ("old_amount", &old_amount),
+            ("tx_ref", link.tx_ref.as_str()),
+            ("lead_id", &lead.id.to_string()),
+        ],
+    )
 }

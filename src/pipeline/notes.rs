@@ -47,14 +47,29 @@ impl Pipeline {
         posted: Activity,
         cx: &JobContext,
     ) -> Step {
-        let earlier =
-            write_tx!(self.db, tx => links::attempt(&mut tx, link.id, step, text, now_ms()).await?)?;
-        self.post_note(cx, link.lead_id, text, earlier).await?;
+        self.send_link_note(cx, link, step, text, None).await?;
         write_tx!(self.db, tx => {
             links::mark(&mut tx, link.id, step, now_ms()).await?;
             posted.record_in(&mut tx).await?;
         })?;
         Ok(())
+    }
+
+    /// Sends a link's note after recording the attempt, unless `attempted` says it was recorded
+    /// already (and what that found); the caller stamps it posted.
+    pub(super) async fn send_link_note(
+        &self,
+        cx: &JobContext,
+        link: &LinkRow,
+        step: LinkStep,
+        text: &str,
+        attempted: Option<Option<Attempt>>,
+    ) -> Step {
+        let earlier = match attempted {
+            Some(earlier) => earlier,
+            None => write_tx!(self.db, tx => links::attempt(&mut tx, link.id, step, text, now_ms()).await?)?,
+        };
+        self.post_note(cx, link.lead_id, text, earlier).await
     }
 
     /// Posts a note keyed by `key` at most once, even across crashes and repeats.

@@ -107,19 +107,34 @@ async fn run_one<H: Handler>(queue: &Queue, handler: &H, job: &JobRow, abandon: 
     // Dropping the handler mid-way is a crash as far as the job is concerned, and every step
     // is safe to crash between (each records its outcome before the next starts); running on
     // beside the worker that now holds the job is not.
-    keep_attempt(&queue.db, job, started_at, ended_word(&outcome), &log).await;
+    let attempt = attempt_row(job, started_at, ended_word(&outcome), &log);
     match outcome {
         Ended::Lost => {
+            keep_attempt(&queue.db, job, attempt.as_ref()).await;
             tracing::warn!(job = %job.id, "lost the job's lease; stopped it so that only one worker runs it");
         }
-        Ended::Finished(outcome) => match queue.finish(job, &outcome).await {
-            Ok(true) => tracing::debug!(job = %job.id, kind = %job.kind, ?outcome, "job finished"),
-            Ok(false) => tracing::warn!(job = %job.id, "job was reclaimed meanwhile; its outcome is dropped"),
-            Err(error) => {
-                tracing::error!(job = %job.id, %error, "could not record a job's outcome; it will run again")
+        Ended::Finished(outcome) => {
+            // The attempt's calls and the outcome in one commit. Keeping the calls must never
+            // cost the outcome, so should the two together fail, the outcome goes alone.
+            let finished = match queue.finish_keeping(job, &outcome, attempt.as_ref()).await {
+                Err(error) if attempt.is_some() => {
+                    tracing::warn!(job = %job.id, %error, "could not keep the attempt's calls with its outcome");
+                    queue.finish(job, &outcome).await
+                }
+                finished => finished,
+            };
+            match finished {
+                Ok(true) => tracing::debug!(job = %job.id, kind = %job.kind, ?outcome, "job finished"),
+                Ok(false) => {
+                    tracing::warn!(job = %job.id, "job was reclaimed meanwhile; its outcome is dropped")
+                }
+                Err(error) => {
+                    tracing::error!(job = %job.id, %error, "could not record a job's outcome; it will run again")
+                }
             }
-        },
+        }
         Ended::Abandoned => {
+            keep_attempt(&queue.db, job, attempt.as_ref()).await;
             if let Err(error) = queue.release(job).await {
                 tracing::warn!(job = %job.id, %error, "could not release a job at shutdown; its lease will expire");
             }
@@ -138,18 +153,17 @@ fn ended_word(ended: &Ended) -> &'static str {
     }
 }
 
-/// Stores the attempt with its calls. Kept even when the lease was lost (the calls were made
-/// all the same); a failure to keep it is logged and changes nothing about the job.
-async fn keep_attempt(db: &Db, job: &JobRow, started_at: i64, ended: &str, log: &CallLog) {
+/// The attempt with its calls, as stored; `None` (logged) if the calls cannot be written.
+fn attempt_row(job: &JobRow, started_at: i64, ended: &str, log: &CallLog) -> Option<AttemptRow> {
     let (calls, dropped) = log.take();
     let calls = match serde_json::to_string(&calls) {
         Ok(calls) => calls,
         Err(error) => {
             tracing::warn!(job = %job.id, %error, "could not write the attempt's calls");
-            return;
+            return None;
         }
     };
-    let row = AttemptRow {
+    Some(AttemptRow {
         id: uuid::Uuid::now_v7(),
         job_id: job.id,
         attempt: job.attempts,
@@ -158,10 +172,17 @@ async fn keep_attempt(db: &Db, job: &JobRow, started_at: i64, ended: &str, log: 
         ended: ended.to_owned(),
         calls,
         calls_dropped: i64::try_from(dropped).unwrap_or(i64::MAX),
-    };
+    })
+}
+
+/// Stores the attempt of a job that did not finish (lease lost, shutdown). Kept even when the
+/// lease was lost (the calls were made all the same); a failure to keep it is logged and
+/// changes nothing about the job.
+async fn keep_attempt(db: &Db, job: &JobRow, row: Option<&AttemptRow>) {
+    let Some(row) = row else { return };
     let kept = async {
         let mut tx = db.write().await?;
-        store::calls::record(&mut tx, &row).await?;
+        store::calls::record(&mut tx, row).await?;
         tx.commit().await
     };
     if let Err(error) = kept.await {

@@ -415,37 +415,117 @@ pub async fn claim_installs(
     .map(|r| r.rows_affected()))?)
 }
 
-/// One GCRA step on the shared limiter row, on PostgreSQL's clock so instances with skewed
-/// clocks agree. Returns how many microseconds to wait before the caller may send; zero means
-/// the slot is taken and the caller may go now.
-pub async fn gcra_take(
+/// What the shared limiter row is asked to do for one request: the account's window of the
+/// last `limit` requests, and the spacing (the adaptive pace's, computed from the row's pace
+/// columns exactly as `kommo::limits` computes it, so no second statement reads them).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowRule {
+    pub limit: i64,
+    /// The configured pace's spacing, which a 429's cut never goes below.
+    pub base_us: i64,
+    /// The spacing when no cut is in force (`1 s / limit`): only keeps requests from bunching.
+    pub even_us: i64,
+    /// Requests per second a cut pace regains each second.
+    pub ramp: f64,
+    /// The caller's wall clock (microseconds), which the pace's times are written in.
+    pub wall_us: i64,
+    /// A request whose answer was never recorded (its instance died) counts as answered this
+    /// long after it was sent: longer than any request can take.
+    pub stale_us: i64,
+    /// How long to wait before looking again when the request `limit` places back is in flight.
+    pub poll_us: i64,
+}
+
+/// One step of the shared window, in one statement under the account row's lock, on
+/// PostgreSQL's clock so instances with skewed clocks agree: either the request may go (its
+/// number is returned, `Ok`; record its answer with [`window_answered`]) or how many
+/// microseconds to wait (`Err`). It may go when the spacing since the last request has passed
+/// and the request `limit` places before it was answered over a second ago, as was every one
+/// before that (`horizon_us`).
+///
+/// Under contention the statement waits for the row lock and then sees the row as the holder
+/// left it, but the window's rows as they were when the statement began (READ COMMITTED): a
+/// front row that view misses, or shows in flight, means looking again (`poll_us`), unless a
+/// later row shows the front was folded into the horizon already (a smaller `limit` elsewhere).
+/// A stale view only ever errs slow.
+pub async fn window_take(
     db: &Db,
     account_id: i64,
-    interval_us: i64,
-    tolerance_us: i64,
-) -> Result<i64, StoreError> {
-    let Db::Postgres(pool) = db else { return Ok(0) };
+    rule: &WindowRule,
+) -> Result<Result<i64, i64>, StoreError> {
+    let Db::Postgres(pool) = db else { return Ok(Ok(0)) };
+    for _ in 0..2 {
+        let row: Option<(Option<i64>, i64)> = sqlx::query_as(
+            "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT AS us), \
+             cur AS (SELECT r.tat_us, r.seq, r.horizon_us, r.pace_from_us, r.pace_start_us, now.us AS now_us \
+                     FROM kommo_rate r, now WHERE r.account_id = $1 FOR UPDATE OF r), \
+             win AS (SELECT w.seq, COALESCE(w.answered_us, CASE WHEN w.sent_us + $6 <= cur.now_us \
+                                            THEN w.sent_us + $6 END) AS answered \
+                     FROM kommo_rate_window w, cur WHERE w.account_id = $1), \
+             front AS (SELECT win.* FROM win, cur WHERE win.seq = cur.seq + 1 - $2), \
+             waits AS (SELECT cur.*, GREATEST(cur.tat_us - cur.now_us, \
+                         CASE WHEN cur.seq + 1 - $2 <= 0 THEN 0 \
+                              WHEN EXISTS (SELECT 1 FROM front WHERE answered IS NULL) THEN $7 \
+                              WHEN EXISTS (SELECT 1 FROM front) \
+                                OR EXISTS (SELECT 1 FROM win WHERE win.seq > cur.seq + 1 - $2) \
+                                THEN GREATEST((SELECT answered FROM front), cur.horizon_us) + 1000000 - cur.now_us \
+                              ELSE $7 END, 0) AS wait_us FROM cur), \
+             go AS (SELECT * FROM waits WHERE wait_us <= 0), \
+             cut AS (SELECT CASE WHEN go.pace_start_us IS NULL OR go.pace_from_us IS NULL THEN 0 \
+                          ELSE floor(1e6 / (1e6 / GREATEST(go.pace_start_us, 1)::float8 \
+                               + $5 * GREATEST($8 - go.pace_from_us, 0)::float8 / 1e6))::BIGINT END AS us \
+                     FROM go), \
+             upd AS (UPDATE kommo_rate r SET seq = go.seq + 1, \
+                       tat_us = go.now_us + CASE WHEN cut.us > $3 THEN cut.us ELSE $4 END, \
+                       horizon_us = GREATEST(r.horizon_us, \
+                                    (SELECT max(win.answered) FROM win WHERE win.seq <= go.seq + 1 - $2)) \
+                     FROM go, cut WHERE r.account_id = $1 RETURNING r.seq), \
+             ins AS (INSERT INTO kommo_rate_window (account_id, seq, sent_us) \
+                     SELECT $1, go.seq + 1, go.now_us FROM go RETURNING seq), \
+             del AS (DELETE FROM kommo_rate_window w USING go \
+                     WHERE w.account_id = $1 AND w.seq <= go.seq + 1 - $2) \
+             SELECT (SELECT seq FROM ins), wait_us FROM waits",
+        )
+        .bind(account_id)
+        .bind(rule.limit)
+        .bind(rule.base_us)
+        .bind(rule.even_us)
+        .bind(rule.ramp)
+        .bind(rule.stale_us)
+        .bind(rule.poll_us)
+        .bind(rule.wall_us)
+        .fetch_optional(pool)
+        .await?;
+        match row {
+            Some((Some(seq), _)) => return Ok(Ok(seq)),
+            Some((None, wait)) => return Ok(Err(wait.max(1))),
+            // The account's first request anywhere: make its row, then take.
+            None => {
+                sqlx::query(
+                    "INSERT INTO kommo_rate (account_id, tat_us) VALUES ($1, 0) ON CONFLICT (account_id) DO NOTHING",
+                )
+                .bind(account_id)
+                .execute(pool)
+                .await?;
+            }
+        }
+    }
+    Err(StoreError::Corrupt("the Kommo limiter row vanished while it was taken".into()))
+}
+
+/// The answer to the shared window's request `seq` is in (or it was given up): its time is
+/// PostgreSQL's now, at or after the answer, which errs on the safe side.
+pub async fn window_answered(db: &Db, account_id: i64, seq: i64) -> Result<(), StoreError> {
+    let Db::Postgres(pool) = db else { return Ok(()) };
     sqlx::query(
-        "INSERT INTO kommo_rate (account_id, tat_us) VALUES ($1, 0) ON CONFLICT (account_id) DO NOTHING",
+        "UPDATE kommo_rate_window SET answered_us = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT \
+         WHERE account_id = $1 AND seq = $2 AND answered_us IS NULL",
     )
     .bind(account_id)
+    .bind(seq)
     .execute(pool)
     .await?;
-    // Either advance the theoretical arrival time and go, or leave it and report the wait.
-    let row: (bool, i64) = sqlx::query_as(
-        "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT AS us), \
-         cur AS (SELECT GREATEST(r.tat_us, now.us) AS tat, now.us AS now_us FROM kommo_rate r, now \
-                 WHERE r.account_id = $1 FOR UPDATE OF r), \
-         upd AS (UPDATE kommo_rate SET tat_us = cur.tat + $2 FROM cur \
-                 WHERE kommo_rate.account_id = $1 AND cur.tat - cur.now_us <= $3 RETURNING 1) \
-         SELECT EXISTS (SELECT 1 FROM upd), (SELECT cur.tat - cur.now_us - $3 FROM cur)",
-    )
-    .bind(account_id)
-    .bind(interval_us)
-    .bind(tolerance_us)
-    .fetch_one(pool)
-    .await?;
-    Ok(if row.0 { 0 } else { row.1.max(1) })
+    Ok(())
 }
 
 /// Pushes the shared limiter's next slot at least `delay_us` into the future: Kommo said 429,

@@ -280,6 +280,9 @@ struct World {
     /// Real Kommo stamps changes in whole seconds, so several changes within one second share
     /// a `last_modified`; while set, every change gets the same second as the one before.
     same_second: bool,
+    /// The most an API call waits, at random, before Kommo sees it and before its answer leaves:
+    /// a network whose delays differ from call to call.
+    latency: (Duration, Duration),
     next_id: i64,
 }
 
@@ -431,6 +434,7 @@ impl FakeKommo {
             access_ttl: 86_400,
             last_tick: 0,
             same_second: false,
+            latency: (Duration::ZERO, Duration::ZERO),
             next_id: 50_000_000,
         }));
         let app = Router::new()
@@ -862,6 +866,12 @@ impl FakeKommo {
         self.state().same_second = hold;
     }
 
+    /// From now on each API call waits a random time up to `before` before Kommo sees it (and
+    /// counts it against the account's limit), and up to `after` before its answer leaves.
+    pub fn set_latency(&self, before: Duration, after: Duration) {
+        self.state().latency = (before, after);
+    }
+
     /// One `status_lead` hook carrying these leads (as they are now) to `url`.
     pub async fn send_status_webhook(&self, url: &str, account_id: i64, lead_ids: &[i64]) -> u16 {
         self.send_status_webhook_answer(url, account_id, lead_ids).await.0
@@ -1117,6 +1127,8 @@ async fn account_host(
     if rest.starts_with("/oauth2/") {
         return oauth2(&mut lock(&shared), account_id, &method, rest, &headers, &body);
     }
+    let (before, after) = lock(&shared).latency;
+    tokio::time::sleep(random_up_to(before)).await;
     let (index, admission) = lock(&shared).admit(account_id, &method, rest, query);
     let response = match admission {
         Admission::RateLimited => too_many_requests(RATE_LIMIT_RETRY_AFTER, true),
@@ -1128,7 +1140,15 @@ async fn account_host(
         Admission::Proceed => api(&mut lock(&shared), account_id, &method, rest, query, &headers, &body),
     };
     lock(&shared).requests[index].status = response.status().as_u16();
+    tokio::time::sleep(random_up_to(after)).await;
     response
+}
+
+fn random_up_to(most: Duration) -> Duration {
+    if most.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(rand::random_range(0..=u64::try_from(most.as_micros()).unwrap_or(u64::MAX)))
 }
 
 /// The gateway gives up; its page is nginx HTML, not problem+json (UNVERIFIED).

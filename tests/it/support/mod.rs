@@ -56,6 +56,10 @@ pub fn cli(args: &[&str]) -> Cli {
     }
 }
 
+/// How many of [`TestApp::start`]'s flags belong to one instance (database, address, master
+/// keys, its fake Flutterwave), before the extra ones every instance shares.
+const OWN_ARGS: usize = 8;
+
 /// A running pipepay on 127.0.0.1 with a port of its own.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -108,6 +112,8 @@ impl TestApp {
             "--flutterwave-api-url",
             &flw_url,
         ];
+        // What `second_instance` leaves out: these are the instance's own, the rest are shared.
+        debug_assert_eq!(args.len(), OWN_ARGS);
         args.extend_from_slice(extra);
         let owned_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let config = cli(&args).config;
@@ -136,6 +142,13 @@ impl TestApp {
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// A second pipepay on this one's database, with the same keys and settings (and a fake
+    /// Flutterwave of its own), as another replica behind a load balancer.
+    pub async fn second_instance(&self) -> TestApp {
+        let shared: Vec<&str> = self.args[OWN_ARGS..].iter().map(String::as_str).collect();
+        TestApp::start(self.test_db.clone(), &self.master_keys, &shared).await
     }
 
     /// pipepay's Kommo side as a second instance would have it: same database, same keys,
