@@ -88,12 +88,13 @@ pub async fn check(tx: &mut Tx, batch: &[Asked<'_>]) -> Result<Vec<Checked>, Sto
 }
 
 /// A batch's rows as one JSON text, for `json_each` on SQLite.
-fn json<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
+pub(super) fn json<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
     serde_json::to_string(rows)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a batch as JSON: {e}")))
 }
 
-fn hex_id(id: uuid::Uuid) -> String {
+/// An id as `json_each` carries it, for `unhex` to turn back into the stored blob.
+pub(super) fn hex_id(id: uuid::Uuid) -> String {
     hex::encode(id.as_bytes())
 }
 

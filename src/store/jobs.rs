@@ -3,6 +3,7 @@
 use crate::ids::ClientId;
 use crate::on_tx;
 
+use super::ingress_batch::{hex_id, json};
 use super::{StoreError, Tx};
 
 /// Every column of `JobRow`, in order.
@@ -136,15 +137,14 @@ pub async fn insert_many(tx: &mut Tx, jobs: &[NewJob<'_>]) -> Result<(), StoreEr
             .await?;
         }
         Tx::Sqlite(t) => {
-            let hex = |id: uuid::Uuid| hex::encode(id.as_bytes());
             let rows: Vec<_> = jobs
                 .iter()
                 .map(|j| {
                     (
-                        hex(j.id),
-                        hex(j.client.0),
+                        hex_id(j.id),
+                        hex_id(j.client.0),
                         j.kind,
-                        j.event_id.map(hex),
+                        j.event_id.map(hex_id),
                         j.payload,
                         j.max_attempts,
                         j.now,
@@ -152,8 +152,7 @@ pub async fn insert_many(tx: &mut Tx, jobs: &[NewJob<'_>]) -> Result<(), StoreEr
                     )
                 })
                 .collect();
-            let rows = serde_json::to_string(&rows)
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode a batch of jobs as JSON: {e}")))?;
+            let rows = json(&rows)?;
             sqlx::query(
                 "INSERT INTO jobs (id, client_id, kind, event_id, payload, state, attempts, max_attempts, run_at, \
                                    trace, created_at, updated_at) \

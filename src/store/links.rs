@@ -44,8 +44,7 @@ where
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
-        let price = money(row, "amount", "currency")?
-            .ok_or_else(|| decode_error("amount", "a link's amount is never missing".into()))?;
+        let price = price(row)?;
         Ok(LinkRow {
             id: row.try_get("id")?,
             client_id: row.try_get("client_id")?,
@@ -92,6 +91,17 @@ where
         (Some(text), None) => Err(decode_error(currency, format!("missing, with {amount} {text:?}").into())),
         (None, Some(code)) => Err(decode_error(amount, format!("missing, with {currency} {code:?}").into())),
     }
+}
+
+/// What a link asks for (`amount`, `currency`): never missing.
+pub(super) fn price<'r, R>(row: &'r R) -> Result<Money, sqlx::Error>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    money(row, "amount", "currency")?
+        .ok_or_else(|| decode_error("amount", "a link's amount is never missing".into()))
 }
 
 pub(super) fn decode_error(column: &str, source: sqlx::error::BoxDynError) -> sqlx::Error {

@@ -8,7 +8,7 @@ use crate::ids::{AgencyId, ClientId, LeadId, TxRef};
 use crate::money::Money;
 use crate::on_tx;
 
-use super::links::{LinkState, decode_error, money};
+use super::links::{LinkState, money, price};
 use super::{StoreError, Tx};
 
 #[derive(Debug, Clone)]
@@ -36,8 +36,7 @@ where
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
-        let price = money(row, "amount", "currency")?
-            .ok_or_else(|| decode_error("amount", "a link's amount is never missing".into()))?;
+        let price = price(row)?;
         Ok(PaymentRow {
             id: row.try_get("id")?,
             lead_id: row.try_get("lead_id")?,
