@@ -197,10 +197,16 @@ async fn run(args: &Args, jobs: JobLog) -> anyhow::Result<()> {
 
     let t0 = Instant::now();
     let window_start = t0 + Duration::from_secs(args.warmup);
-    let cpu_start = tokio::spawn(async move {
-        tokio::time::sleep_until(window_start.into()).await;
-        cpu_time()
-    });
+    let end = t0 + Duration::from_secs(args.duration);
+    // Both readings on the window's own clock: sending the webhooks may outlast the window, and
+    // CPU read after it would be charged to the pipelines inside it.
+    let cpu_at = |at: Instant| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            cpu_time()
+        })
+    };
+    let (cpu_start, cpu_end) = (cpu_at(window_start), cpu_at(end));
     proxy.calls.lock().map_err(|_| anyhow::anyhow!("proxy log poisoned"))?.clear();
     let refused = send_webhooks(addr, &accounts, &tokens, deals).await?;
     println!(
@@ -208,9 +214,8 @@ async fn run(args: &Args, jobs: JobLog) -> anyhow::Result<()> {
         accounts.len() * deals,
         t0.elapsed().as_secs_f64()
     );
-    let end = t0 + Duration::from_secs(args.duration);
     tokio::time::sleep_until(end.into()).await;
-    let cpu_end = cpu_time();
+    let cpu_end = cpu_end.await.ok().flatten();
     let cpu_start = cpu_start.await.ok().flatten();
     let rss_end = rss();
     let _ = stop.send(());

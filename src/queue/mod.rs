@@ -54,6 +54,9 @@ pub struct Settings {
     pub retry_max: Duration,
 }
 
+/// Client accounts one claim looks at before it tries the next ones.
+const CANDIDATES: i64 = 8;
+
 #[derive(Debug, Clone)]
 pub struct Queue {
     db: Db,
@@ -70,9 +73,11 @@ impl Queue {
         &self.settings
     }
 
-    /// Wakes the workers of this process (after an enqueue commits).
+    /// Wakes one idle worker of this process (after an enqueue commits). One, not all: each
+    /// worker that claims a job wakes the next ([`worker`]), so as many wake as there is work,
+    /// where waking every idle worker on every enqueue had hundreds of them claim nothing.
     pub fn wake(&self) {
-        self.wake.notify_waiters();
+        self.wake.notify_one();
     }
 
     pub(crate) fn waker(&self) -> Arc<Notify> {
@@ -161,10 +166,18 @@ impl Queue {
         let now = now_ms();
         let until = ms_after(self.settings.lease);
         let mut tx = self.db.write().await?;
-        for client in jobs::next_clients(&mut tx, now, 8).await? {
-            if let Some(job) = jobs::claim_for(&mut tx, client, owner, now, until).await? {
-                tx.commit().await?;
-                return Ok(Some(job));
+        // A head that was early is put right by the claim that found nothing behind it, so a
+        // full round of early heads is followed by a look at the next ones.
+        for _ in 0..4 {
+            let candidates = jobs::next_clients(&mut tx, now, CANDIDATES).await?;
+            for client in &candidates {
+                if let Some(job) = jobs::claim_for(&mut tx, *client, owner, now, until).await? {
+                    tx.commit().await?;
+                    return Ok(Some(job));
+                }
+            }
+            if candidates.len() < CANDIDATES as usize {
+                break;
             }
         }
         tx.commit().await?;

@@ -1,5 +1,6 @@
-//! Workers: claim, run with a heartbeat, record the outcome. They wake at once on an enqueue
-//! (in this process, or through PostgreSQL's LISTEN/NOTIFY from another) and poll as well.
+//! Workers: claim, run with a heartbeat, record the outcome. An enqueue (in this process, or
+//! through PostgreSQL's LISTEN/NOTIFY from another) wakes one idle worker, each worker that
+//! claims a job wakes one more, and all poll as well.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +49,8 @@ async fn work<H: Handler>(
 ) {
     let wake = queue.waker();
     while !stop.is_cancelled() {
-        // Registered before claiming, so an enqueue during the claim is not missed.
+        // A wake during the claim goes to another idle worker, or, with none waiting, is kept
+        // as a permit this `notified()` takes: either way the enqueue is not missed.
         let woken = wake.notified();
         let job = match queue.claim(&owner).await {
             Ok(job) => job,
@@ -58,6 +60,7 @@ async fn work<H: Handler>(
             }
         };
         let Some(job) = job else {
+            // Nothing to claim: wait for an enqueue (or another worker's baton), or the poll.
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = woken => {}
@@ -65,6 +68,9 @@ async fn work<H: Handler>(
             }
             continue;
         };
+        // There may be more work: pass the baton to one more idle worker, which claims and
+        // passes it on, until a claim comes back empty.
+        queue.wake();
         run_one(&queue, handler.as_ref(), &job, &abandon).await;
     }
 }

@@ -14,6 +14,15 @@ macro_rules! job_columns {
     };
 }
 
+/// An upsert's `SET` bringing a queue head's `ready_at` forward to the proposed row's, never
+/// back: the head may be early, never late.
+macro_rules! ready_earlier {
+    () => {
+        "ready_at = CASE WHEN queue_turns.ready_at IS NULL OR queue_turns.ready_at > excluded.ready_at \
+         THEN excluded.ready_at ELSE queue_turns.ready_at END"
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: uuid::Uuid,
@@ -82,13 +91,29 @@ pub async fn insert(tx: &mut Tx, job: &NewJob<'_>) -> Result<bool, StoreError> {
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    if done == 1
-        && let Tx::Postgres(t) = tx
-    {
-        // Wakes workers on every instance; delivered only if this transaction commits.
-        sqlx::query("SELECT pg_notify('pipepay_jobs', '')").execute(&mut **t).await?;
+    if done == 1 {
+        ready_by(tx, job.client, job.now).await?;
+        if let Tx::Postgres(t) = tx {
+            // Wakes workers on every instance; delivered only if this transaction commits.
+            sqlx::query("SELECT pg_notify('pipepay_jobs', '')").execute(&mut **t).await?;
+        }
     }
     Ok(done == 1)
+}
+
+/// The client account has a ready job due at `at`: its queue head's `ready_at` comes forward
+/// to it (see migration 0018). Every statement that makes a job ready calls this in its
+/// transaction, or the claim would not see the job until the account's next claim.
+async fn ready_by(tx: &mut Tx, client: ClientId, at: i64) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(concat!(
+        "INSERT INTO queue_turns (client_id, served_at, ready_at) VALUES ($1, 0, $2) \
+         ON CONFLICT (client_id) DO UPDATE SET ", ready_earlier!()))
+    .bind(client)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(drop))?;
+    Ok(())
 }
 
 /// Enqueues jobs without dedup keys (a batch of webhooks' jobs) in one statement, and wakes the
@@ -111,8 +136,10 @@ pub async fn insert_many(tx: &mut Tx, jobs: &[NewJob<'_>]) -> Result<(), StoreEr
             let attempts: Vec<i64> = jobs.iter().map(|j| j.max_attempts).collect();
             let now: Vec<i64> = jobs.iter().map(|j| j.now).collect();
             let traces: Vec<Option<&str>> = jobs.iter().map(|j| j.trace).collect();
-            // The notification is delivered only if this transaction commits.
-            sqlx::query(
+            // The notification is delivered only if this transaction commits. The queue heads
+            // are taken in the order of their keys, so two writers' batches never wait on each
+            // other's rows in opposite orders.
+            sqlx::query(concat!(
                 "WITH added AS ( \
                      INSERT INTO jobs (id, client_id, kind, event_id, payload, state, attempts, max_attempts, \
                                        run_at, trace, created_at, updated_at) \
@@ -121,9 +148,16 @@ pub async fn insert_many(tx: &mut Tx, jobs: &[NewJob<'_>]) -> Result<(), StoreEr
                                  $7::bigint[], $8::text[]) \
                           AS j(id, client_id, kind, event_id, payload, max_attempts, now, trace) \
                      RETURNING 1 \
+                 ), heads AS ( \
+                     INSERT INTO queue_turns (client_id, served_at, ready_at) \
+                     SELECT client_id, 0, MIN(now) FROM UNNEST($2::uuid[], $7::bigint[]) AS h(client_id, now) \
+                     GROUP BY client_id ORDER BY client_id \
+                     ON CONFLICT (client_id) DO UPDATE SET ",
+                ready_earlier!(),
+                " \
                  ) \
                  SELECT pg_notify('pipepay_jobs', '') WHERE EXISTS (SELECT 1 FROM added)",
-            )
+            ))
             .bind(&ids)
             .bind(&clients)
             .bind(&kinds)
@@ -160,8 +194,18 @@ pub async fn insert_many(tx: &mut Tx, jobs: &[NewJob<'_>]) -> Result<(), StoreEr
                         value->>5, value->>6, value->>7, value->>6, value->>6 \
                  FROM json_each($1) ORDER BY key",
             )
-            .bind(rows)
+            .bind(&rows)
             .bind(Ready)
+            .execute(&mut **t)
+            .await?;
+            // `WHERE true`: SQLite's parser needs it before an upsert's ON CONFLICT.
+            sqlx::query(concat!(
+                "INSERT INTO queue_turns (client_id, served_at, ready_at) \
+                 SELECT unhex(value->>1), 0, MIN(value->>6) FROM json_each($1) WHERE true \
+                 GROUP BY value->>1 ON CONFLICT (client_id) DO UPDATE SET ",
+                ready_earlier!()
+            ))
+            .bind(&rows)
             .execute(&mut **t)
             .await?;
         }
@@ -197,20 +241,22 @@ pub async fn set_trace(tx: &mut Tx, id: uuid::Uuid, trace: &str) -> Result<(), S
 /// Client accounts with claimable work, least recently served first: the fairness rule.
 /// A client account with a job running (lease unexpired) or paused is skipped, so each
 /// client account's jobs run one at a time, in order.
+///
+/// Reads the queue heads (`queue_turns`, migration 0018), one row per account with work, in
+/// served order, and stops at `limit`: its cost does not grow with the backlog. A head may be
+/// early (the account then turns out to have nothing, and [`claim_for`] puts the head right),
+/// never late.
 pub async fn next_clients(tx: &mut Tx, now: i64, limit: i64) -> Result<Vec<ClientId>, StoreError> {
+    // The first condition is the partial index's own, so that both engines walk that index.
     Ok(on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT r.client_id FROM (SELECT DISTINCT client_id FROM jobs \
-           WHERE (state = $3 AND run_at <= $1) OR (state = $4 AND lease_until < $1)) r \
-         LEFT JOIN queue_turns t ON t.client_id = r.client_id \
-         WHERE NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = r.client_id AND b.state = $4 \
-                           AND b.lease_until >= $1) \
-           AND NOT EXISTS (SELECT 1 FROM client_pauses p WHERE p.client_id = r.client_id) \
-         ORDER BY COALESCE(t.served_at, 0), r.client_id LIMIT $2",
+        "SELECT t.client_id FROM queue_turns t \
+         WHERE (t.ready_at IS NOT NULL OR t.busy_until IS NOT NULL) \
+           AND ((t.busy_until IS NULL AND t.ready_at <= $1) OR t.busy_until < $1) \
+           AND NOT EXISTS (SELECT 1 FROM client_pauses p WHERE p.client_id = t.client_id) \
+         ORDER BY t.served_at, t.client_id LIMIT $2",
     )
     .bind(now)
     .bind(limit)
-    .bind(Ready)
-    .bind(Running)
     .fetch_all(c)
     .await)?)
 }
@@ -229,14 +275,8 @@ pub async fn claim_for(
 ) -> Result<Option<JobRow>, StoreError> {
     let claimed: Option<JobRow> = match tx {
         Tx::Postgres(t) => {
-            // The turn row serialises claimers of one client account across instances; whoever
-            // cannot lock it at once moves on to other client accounts.
-            sqlx::query(
-                "INSERT INTO queue_turns (client_id, served_at) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-            )
-            .bind(client)
-            .execute(&mut **t)
-            .await?;
+            // The turn row (the queue head `next_clients` found) serialises claimers of one
+            // client account across instances; whoever cannot lock it at once moves on.
             let locked: Option<i64> = sqlx::query_scalar(
                 "SELECT CAST(1 AS BIGINT) FROM queue_turns WHERE client_id = $1 FOR UPDATE SKIP LOCKED",
             )
@@ -269,16 +309,33 @@ pub async fn claim_for(
                 .await?
         }
     };
-    if claimed.is_some() {
-        on_tx!(tx, c => sqlx::query(
-            "INSERT INTO queue_turns (client_id, served_at) VALUES ($1, $2) \
-             ON CONFLICT (client_id) DO UPDATE SET served_at = excluded.served_at",
+    // Claimed: the account is busy until the lease ends, its next ready job waits behind it.
+    // Not claimed: the head was early, and is put right from the jobs themselves.
+    match &claimed {
+        Some(_) => on_tx!(tx, c => sqlx::query(
+            "UPDATE queue_turns SET served_at = $2, busy_until = $3, \
+             ready_at = (SELECT MIN(run_at) FROM jobs WHERE client_id = $1 AND state = $4) \
+             WHERE client_id = $1",
         )
         .bind(client)
         .bind(now)
+        .bind(lease_until)
+        .bind(Ready)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(drop))?,
+        None => on_tx!(tx, c => sqlx::query(
+            "UPDATE queue_turns SET \
+             busy_until = (SELECT MAX(lease_until) FROM jobs WHERE client_id = $1 AND state = $3), \
+             ready_at = (SELECT MIN(run_at) FROM jobs WHERE client_id = $1 AND state = $2) \
+             WHERE client_id = $1",
+        )
+        .bind(client)
+        .bind(Ready)
+        .bind(Running)
+        .execute(c)
+        .await
+        .map(drop))?,
     }
     Ok(claimed)
 }
@@ -331,9 +388,10 @@ pub async fn finish(
     error: Option<&str>,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let done = on_tx!(tx, c => sqlx::query(
+    let moved: Option<ClientId> = on_tx!(tx, c => sqlx::query_scalar(
         "UPDATE jobs SET state = $3, run_at = $4, last_error = COALESCE($5, last_error), lease_owner = NULL, \
-         lease_until = NULL, updated_at = $6 WHERE id = $1 AND attempts = $2 AND state = $7",
+         lease_until = NULL, updated_at = $6 WHERE id = $1 AND attempts = $2 AND state = $7 \
+         RETURNING client_id",
     )
     .bind(id)
     .bind(attempt)
@@ -342,27 +400,46 @@ pub async fn finish(
     .bind(error)
     .bind(now)
     .bind(Running)
+    .fetch_optional(c)
+    .await)?;
+    let Some(client) = moved else { return Ok(false) };
+    idle(tx, client, (to_state == Ready).then_some(run_at)).await?;
+    Ok(true)
+}
+
+/// The client account's running job stopped: its queue head is no longer busy, and a job made
+/// ready again brings `ready_at` forward to its `run_at`.
+async fn idle(tx: &mut Tx, client: ClientId, ready_at: Option<i64>) -> Result<(), StoreError> {
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE queue_turns SET busy_until = NULL, ready_at = CASE \
+         WHEN CAST($2 AS BIGINT) IS NOT NULL AND (ready_at IS NULL OR ready_at > $2) THEN $2 \
+         ELSE ready_at END WHERE client_id = $1",
+    )
+    .bind(client)
+    .bind(ready_at)
     .execute(c)
     .await
-    .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
+    .map(drop))?;
+    Ok(())
 }
 
 /// Gives a claimed job back untouched (shutdown): the attempt does not count.
 pub async fn release(tx: &mut Tx, id: uuid::Uuid, attempt: i64, now: i64) -> Result<bool, StoreError> {
-    let done = on_tx!(tx, c => sqlx::query(
+    let released: Option<ClientId> = on_tx!(tx, c => sqlx::query_scalar(
         "UPDATE jobs SET state = $4, attempts = attempts - 1, run_at = $3, lease_owner = NULL, \
-         lease_until = NULL, updated_at = $3 WHERE id = $1 AND attempts = $2 AND state = $5",
+         lease_until = NULL, updated_at = $3 WHERE id = $1 AND attempts = $2 AND state = $5 \
+         RETURNING client_id",
     )
     .bind(id)
     .bind(attempt)
     .bind(now)
     .bind(Ready)
     .bind(Running)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
+    .fetch_optional(c)
+    .await)?;
+    let Some(client) = released else { return Ok(false) };
+    idle(tx, client, Some(now)).await?;
+    Ok(true)
 }
 
 pub async fn pause_client(tx: &mut Tx, client: ClientId, reason: &str, now: i64) -> Result<(), StoreError> {
@@ -386,7 +463,7 @@ pub async fn resume_client(tx: &mut Tx, client: ClientId, now: i64) -> Result<u6
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
-    Ok(on_tx!(tx, c => sqlx::query(
+    let resumed = on_tx!(tx, c => sqlx::query(
         "UPDATE jobs SET state = $3, run_at = $2, updated_at = $2 WHERE client_id = $1 AND state = $4",
     )
     .bind(client)
@@ -395,7 +472,11 @@ pub async fn resume_client(tx: &mut Tx, client: ClientId, now: i64) -> Result<u6
     .bind(Paused)
     .execute(c)
     .await
-    .map(|r| r.rows_affected()))?)
+    .map(|r| r.rows_affected()))?;
+    if resumed > 0 {
+        ready_by(tx, client, now).await?;
+    }
+    Ok(resumed)
 }
 
 pub async fn pause_reason(tx: &mut Tx, client: ClientId) -> Result<Option<(String, i64)>, StoreError> {
@@ -428,6 +509,9 @@ pub async fn replay(tx: &mut Tx, client: ClientId, id: uuid::Uuid, now: i64) -> 
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
+    if done == 1 {
+        ready_by(tx, client, now).await?;
+    }
     Ok(done == 1)
 }
 

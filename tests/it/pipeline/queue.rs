@@ -23,6 +23,7 @@ on_both_engines!(
     ten_thousand_jobs_of_one_client_account_do_not_hold_back_another,
     pipelines_complete_while_kommo_fails_a_third_of_its_calls,
     shutdown_hands_a_running_job_back_to_the_queue,
+    queue_heads_never_hide_claimable_work,
 );
 
 /// A database with one client account holding `jobs` ready jobs.
@@ -398,4 +399,170 @@ async fn a_transport_failure_reaches_the_timeline_with_its_causes(engine: Engine
     // reqwest's and hyper's own words follow; their exact text is theirs to change.
     assert!(cause.len() > 10, "the causes behind \"cannot reach Kommo\" are kept: {detail}");
     shop.app.stop().await;
+}
+
+/// Every client account with claimable work, read from the jobs themselves (what the claim read
+/// before the queue heads of migration 0018).
+async fn claimable_from_jobs(db: &pipepay::store::Db, now: i64) -> std::collections::BTreeSet<ClientId> {
+    let mut tx = db.write().await.unwrap();
+    let found: Vec<ClientId> = pipepay::on_tx!(&mut tx, c => sqlx::query_scalar(
+        "SELECT DISTINCT client_id FROM jobs j \
+         WHERE ((state = 'ready' AND run_at <= $1) OR (state = 'running' AND lease_until < $1)) \
+           AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.client_id = j.client_id AND b.state = 'running' \
+                           AND b.lease_until >= $1) \
+           AND NOT EXISTS (SELECT 1 FROM client_pauses p WHERE p.client_id = j.client_id)",
+    )
+    .bind(now)
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    tx.commit().await.unwrap();
+    found.into_iter().collect()
+}
+
+/// The claim reads one head per client account (`queue_turns`), kept by every statement that
+/// moves a job. A random walk through all of them (enqueue one or a batch, claim, finish each
+/// way, lose a lease, release, replay, pause and resume), checking after every step that each
+/// account with claimable work is among the heads the claim reads: one statement that forgot
+/// its head would hide that account's jobs until something else touched it.
+async fn queue_heads_never_hide_claimable_work(engine: Engine) {
+    use pipepay::queue::{Outcome, Queue};
+    use pipepay::store::pauses::PauseCause;
+
+    let (_test_db, db, first) = one_client_with_jobs(engine, 0).await;
+    let mut clients = vec![first];
+    {
+        let mut tx = db.write().await.unwrap();
+        let agency: pipepay::ids::AgencyId = pipepay::on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT agency_id FROM clients WHERE id = $1"
+        )
+        .bind(first)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        for n in 0..3 {
+            let row = pipepay::store::clients::ClientRow {
+                id: ClientId::new(),
+                agency_id: agency,
+                name: format!("Q{n}"),
+                settings: "{}".into(),
+                created_at: 0,
+                updated_at: 0,
+            };
+            pipepay::store::clients::insert(&mut tx, &row, format!("hash-{n}").as_bytes()).await.unwrap();
+            clients.push(row.id);
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut settings = queue_settings(Duration::from_millis(120));
+    settings.retry_base = Duration::from_millis(30);
+    settings.max_attempts = 3;
+    let queue = Queue::new(db.clone(), settings);
+    // A fixed seed: the same walk on every run, so a failure can be replayed.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut roll = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut running: Vec<jobs::JobRow> = Vec::new();
+    let mut claims = 0;
+    for step in 0..600 {
+        let client = clients[roll(clients.len() as u64) as usize];
+        let now = pipepay::clock::now_ms();
+        let new_job = |client| NewJob {
+            id: uuid::Uuid::now_v7(),
+            client,
+            kind: "lead",
+            event_id: None,
+            payload: "{}",
+            max_attempts: 3,
+            trace: None,
+            dedup_key: None,
+            now,
+        };
+        // Claims and finishes outpace enqueues, so accounts often run dry: the heads' hardest
+        // case, where nothing else of the account's would bring a head forward.
+        let did = match roll(20) {
+            0 => {
+                let mut tx = db.write().await.unwrap();
+                jobs::insert(&mut tx, &new_job(client)).await.unwrap();
+                tx.commit().await.unwrap();
+                "enqueue"
+            }
+            1 => {
+                let batch: Vec<NewJob<'_>> =
+                    (0..3).map(|_| new_job(clients[roll(clients.len() as u64) as usize])).collect();
+                let mut tx = db.write().await.unwrap();
+                jobs::insert_many(&mut tx, &batch).await.unwrap();
+                tx.commit().await.unwrap();
+                "enqueue a batch"
+            }
+            2..=6 => {
+                if let Some(job) = queue.claim(&format!("w{step}")).await.unwrap() {
+                    claims += 1;
+                    running.push(job);
+                }
+                "claim"
+            }
+            7..=11 if !running.is_empty() => {
+                let job = running.remove(roll(running.len() as u64) as usize);
+                let outcome = match roll(8) {
+                    0..=3 => Outcome::Done,
+                    4 | 5 => Outcome::Retry { error: "again".into(), after: None },
+                    6 => Outcome::Dead { error: "no".into() },
+                    _ => Outcome::Pause { reason: "keys".into(), cause: PauseCause::FlutterwaveKeyRefused },
+                };
+                queue.finish(&job, &outcome).await.unwrap();
+                "finish"
+            }
+            12 | 13 if !running.is_empty() => {
+                let job = running.remove(roll(running.len() as u64) as usize);
+                queue.release(&job).await.unwrap();
+                "release"
+            }
+            14 => {
+                let mut tx = db.write().await.unwrap();
+                for dead_of in &clients {
+                    let dead = jobs::list(&mut tx, *dead_of, Some(JobState::Dead), 1).await.unwrap();
+                    if let Some(job) = dead.first() {
+                        jobs::replay(&mut tx, *dead_of, job.id, now).await.unwrap();
+                        break;
+                    }
+                }
+                tx.commit().await.unwrap();
+                "replay"
+            }
+            15 => {
+                let mut tx = db.write().await.unwrap();
+                pipepay::queue::resume(&mut tx, client).await.unwrap();
+                tx.commit().await.unwrap();
+                "resume"
+            }
+            _ => {
+                // Leases run out (the job's worker "died"), retries come due.
+                tokio::time::sleep(Duration::from_millis(roll(80))).await;
+                "wait"
+            }
+        };
+        // Now, and as things stand a minute on, when every retry is due and every lease out:
+        // a head must not be late for either.
+        let now = pipepay::clock::now_ms();
+        for at in [now, now + 60_000] {
+            let truth = claimable_from_jobs(&db, at).await;
+            let mut tx = db.write().await.unwrap();
+            let heads: std::collections::BTreeSet<ClientId> =
+                jobs::next_clients(&mut tx, at, 1_000).await.unwrap().into_iter().collect();
+            tx.commit().await.unwrap();
+            let hidden: Vec<_> = truth.difference(&heads).collect();
+            assert!(
+                hidden.is_empty(),
+                "step {step} ({did}), {} ms on: claimable but not among the heads: {hidden:?}",
+                at - now
+            );
+        }
+    }
+    assert!(claims > 20, "the walk claimed only {claims} jobs");
+    db.close().await;
 }
