@@ -32,8 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PaymentsQuery {
-    /// A Kommo deal id (a whole number), or words found in the payment reference or the
-    /// customer's name or email.
+    /// Words found in the payment reference or the customer's name or email. A whole number is
+    /// a Kommo deal id when the client account has a link for that deal, else it is searched
+    /// as words (the tail of a reference can be all digits).
     pub q: Option<String>,
     /// The page, from 1 (newest first, 25 a page).
     pub page: Option<String>,

@@ -91,10 +91,12 @@ pub async fn list(
          l.paid_currency, l.closed_at, l.created_at FROM payment_links l \
          JOIN clients c ON c.id = l.client_id \
          WHERE c.agency_id = $1 AND l.client_id = $2 AND l.state <> 'failed' \
-         AND ($3 IS NULL OR l.lead_id = $3) \
-         AND ($4 IS NULL OR LOWER(l.tx_ref) LIKE $4 ESCAPE '\\' OR EXISTS (SELECT 1 FROM inbound_events e \
-              WHERE e.client_id = l.client_id AND e.source = 'flutterwave' \
-              AND e.payload LIKE '%' || l.tx_ref || '%' AND LOWER(e.payload) LIKE $4 ESCAPE '\\')) \
+         AND (($3 IS NULL AND $4 IS NULL) OR l.lead_id = $3 \
+              OR (NOT EXISTS (SELECT 1 FROM payment_links d WHERE d.client_id = l.client_id \
+                              AND d.lead_id = $3 AND d.state <> 'failed') \
+                  AND (LOWER(l.tx_ref) LIKE $4 ESCAPE '\\' OR EXISTS (SELECT 1 FROM inbound_events e \
+                       WHERE e.client_id = l.client_id AND e.source = 'flutterwave' \
+                       AND e.payload LIKE '%' || l.tx_ref || '%' AND LOWER(e.payload) LIKE $4 ESCAPE '\\')))) \
          ORDER BY l.created_at DESC, l.id DESC LIMIT $5 OFFSET $6",
     )
     .bind(agency)

@@ -71,17 +71,15 @@ pub struct Payment {
     pub paid_at: Option<i64>,
 }
 
-/// A search box's words: a whole number is a Kommo deal id; anything else a reference or a
-/// customer's name or email.
+/// A search box's words: a reference, or a customer's name or email. A whole number is a Kommo
+/// deal id when the account has a link for that deal, and is looked for as text otherwise: the
+/// tail of a reference can be all digits (`store::payments::list`).
 pub fn search(text: &str) -> Search {
     let text = text.trim();
     if text.is_empty() {
         return Search::default();
     }
-    match text.parse::<i64>() {
-        Ok(lead) => Search { lead_id: Some(lead), text: None },
-        Err(_) => Search { lead_id: None, text: Some(like_pattern(text)) },
-    }
+    Search { lead_id: text.parse::<i64>().ok(), text: Some(like_pattern(text)) }
 }
 
 /// `data.customer` (v3, v4) or `customer` (the flat legacy shape): "name <email>".
@@ -203,6 +201,7 @@ mod tests {
     #[test]
     fn a_whole_number_searches_deals_and_words_search_the_rest() {
         assert_eq!(search(" 501 ").lead_id, Some(501));
+        assert_eq!(search(" 501 ").text.as_deref(), Some("%501%"), "a number is also looked for as text");
         assert_eq!(search("Wanjiru").text.as_deref(), Some("%wanjiru%"));
         assert!(search("  ").lead_id.is_none() && search("").text.is_none());
     }
