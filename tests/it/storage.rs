@@ -15,6 +15,7 @@ on_both_engines!(
     an_unknown_stored_activity_word_fails_the_read_naming_it,
     a_stored_amount_that_is_no_decimal_fails_the_read_naming_it,
     amounts_are_stored_as_the_same_text_and_read_back_exactly,
+    a_references_all_digit_tail_finds_its_link_and_a_deal_id_its_deal,
 );
 
 async fn connect(db: &TestDb) -> Db {
@@ -321,4 +322,31 @@ async fn sqlite_checkpoints_happen_off_the_write_connection() {
     checkpoints.await.unwrap();
     assert!(started_over, "the log was never checkpointed and started over");
     db.close().await;
+}
+
+/// A reference's tail can be all digits: searched for, it must find its link, not be taken for a
+/// deal id that has no link. A number that is a deal with links still finds only that deal.
+async fn a_references_all_digit_tail_finds_its_link_and_a_deal_id_its_deal(engine: Engine) {
+    let (_test_db, db, agency, client) = with_client(engine).await;
+    let price = Money::new(Decimal::new(500, 0), "KES");
+    let digits = TxRef("pp-0190aaaabbbbcccc7d1234567890".into());
+    let mut tx = db.write().await.unwrap();
+    links::insert_creating(&mut tx, uuid::Uuid::now_v7(), client, LeadId(801), 5, &digits, &price, 1)
+        .await
+        .unwrap();
+    // Deal 567 has a link, and 567 is also inside the first reference.
+    links::insert_creating(&mut tx, uuid::Uuid::now_v7(), client, LeadId(567), 5, &TxRef::new(), &price, 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.read().await.unwrap();
+    let mut deals_for = async |q: &str| -> Vec<i64> {
+        let search = pipepay::tenants::payments::search(q);
+        let rows = payments::list(&mut tx, agency, client, &search, 10, 0).await.unwrap();
+        rows.iter().map(|r| r.lead_id.0).collect()
+    };
+    assert_eq!(deals_for("1234567890").await, [801], "the tail of the reference");
+    assert_eq!(deals_for("801").await, [801], "a deal id with a link");
+    assert_eq!(deals_for("567").await, [567], "a deal id with a link, though also in a reference");
+    assert!(deals_for("999").await.is_empty());
 }
